@@ -1,0 +1,3 @@
+from depthstudy.cli import main
+
+main()

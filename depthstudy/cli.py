@@ -1,0 +1,79 @@
+"""The depthstudy command line: train | sweep | report | bench. Each command parses, then calls one function."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from depthstudy.errors import DepthstudyError
+
+app = typer.Typer(
+    help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Hydra overrides, e.g. model.depth=56 model.shortcut=none optim.weight_decay=5e-4 "
+                        "data=cifar10 experiment=he2015", show_default=False),
+]
+Debug = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks instead of one-line errors.")]
+
+
+@app.callback()
+def _app() -> None:
+    """Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.
+
+    Start with `depthstudy sweep experiment=quick` then `depthstudy report`.
+    """
+
+
+def _fail(error: BaseException, debug: bool) -> None:
+    """One line on stderr and the error's exit code (2: bad input, 1: runtime failure)."""
+    if debug:
+        raise error
+    if isinstance(error, DepthstudyError):
+        message, code = str(error), error.exit_code
+    else:
+        message, code = f"{type(error).__name__}: {error} (run again with --debug for the traceback)", 1
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def _guard(fn, debug: bool):
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(130) from None
+    except typer.Exit:
+        raise
+    except Exception as e:  # everything a user can meet ends in one line, unless --debug
+        _fail(e, debug)
+
+
+@app.command(context_settings=OVERRIDES, epilog=(
+    "Examples:\n\n"
+    "  depthstudy train                                   # ResNet-20 on digits, seconds on a CPU\n\n"
+    "  depthstudy train model.depth=56 model.shortcut=none\n\n"
+    "  depthstudy train experiment=he2015 model.depth=110 data.download=true   # the paper, on CIFAR-10\n\n"
+    "Running the same command again resumes an interrupted run and skips a finished one."))
+def train(overrides: Overrides = None, debug: Debug = False) -> None:
+    """Train one plain or residual net; logs, config, checkpoint and summary go to its run directory."""
+    from depthstudy import config
+
+    def go():
+        args, cfg = config.load_checked(overrides)
+        config.run_hydra(args, multirun=False)
+
+    _guard(go, debug)
+
+
+def main() -> None:
+    app()

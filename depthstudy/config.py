@@ -1,0 +1,183 @@
+"""Configs: Hydra composition, validation, run naming, and the Hydra entry point (one run).
+
+The CLI composes and validates a config before anything runs (bad input ends in one line and
+exit code 2), then hands the same overrides to `hydra_entry`, so Hydra's multirun and every
+launcher plugin (basic, joblib, submitit) work unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from depthstudy.errors import DepthstudyError, UsageError
+
+CONFIG_MODULE = "depthstudy.configs"
+CONFIG_NAME = "config"
+
+
+def _run_name(arch: str, shortcut: str, depth, weight_decay, seed) -> str:
+    family = "plain" if shortcut == "none" else f"res{shortcut}"
+    prefix = "" if arch == "cifar_resnet" else f"{arch}-"
+    wd = f"{weight_decay:g}" if isinstance(weight_decay, (int, float)) else weight_decay
+    return f"{prefix}{family}-d{depth}-wd{wd}-s{seed}"
+
+
+def _join(*parts) -> str:
+    return ",".join(str(p) for p in parts if str(p))
+
+
+# Keys that say where or how a run is executed or logged, not what it computes: they stay out of
+# run directory names, and a run may be resumed with different values for them.
+RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
+                "trainer.progress", "trainer.force_resume", "trainer.log_every", "trainer.eval_every",
+                "trainer.ckpt_every", "trainer.eval_batch_size")
+# Keys the run name already shows.
+NAME_KEYS = ("experiment", "name", "run_name", "seed", "model.depth", "model.shortcut", "optim.weight_decay")
+
+
+def _dirname_exclude_keys() -> list[str]:
+    return list(NAME_KEYS + RUNTIME_KEYS)
+
+
+for _name, _fn in {"ds.run_name": _run_name, "ds.join": _join, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
+    OmegaConf.register_new_resolver(_name, _fn, replace=True)
+
+
+def normalize_overrides(overrides: list[str] | None) -> list[str]:
+    """Accept `+experiment=X` as well as `experiment=X` (the group is already in the defaults list)."""
+    return [o[1:] if o.startswith("+experiment=") else o for o in (overrides or [])]
+
+
+def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
+    """The config `depthstudy train OVERRIDES` would run, or a UsageError with Hydra's message."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise UsageError(_one_line(e)) from None
+
+
+def _one_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return " ".join(lines[:3]) or type(e).__name__
+
+
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """The job's own config (what the task function receives), from one composed with its hydra node."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
+
+
+def run_dir_of(cfg: DictConfig) -> Path:
+    """Where a composed config (with its hydra node) will write, as Hydra resolves it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} interpolations resolve
+    return Path(cfg.hydra.run.dir)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Refuse values that cannot make a meaningful run, with a line that says what is valid."""
+    from depthstudy.data import DATASETS
+    from depthstudy.models import SHORTCUTS, blocks_per_stage
+
+    try:
+        OmegaConf.to_container(without_hydra(cfg) if "hydra" in cfg else cfg, resolve=True)
+    except Exception as e:  # an interpolation that cannot resolve
+        raise UsageError(_one_line(e)) from None
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
+    _check(m.arch == "cifar_resnet", f"model.arch={m.arch!r} is unknown; choose one of: cifar_resnet")
+    blocks_per_stage(m.depth)
+    _check(m.shortcut in SHORTCUTS, f"model.shortcut={m.shortcut!r} is unknown; choose one of: {', '.join(SHORTCUTS)}")
+    _check(d.name in DATASETS, f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(DATASETS)}")
+    _check(_number(o.lr) and o.lr > 0, f"optim.lr={o.lr} must be a number > 0")
+    _check(_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be a number >= 0")
+    _check(_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
+    _check(o.wd_scope in ("all", "weights"), f"optim.wd_scope={o.wd_scope!r} is unknown; choose all or weights")
+    _check(o.momentum_form in ("pytorch", "caffe"), f"optim.momentum_form={o.momentum_form!r}: choose pytorch or caffe")
+    _check(isinstance(o.batch_size, int) and o.batch_size > 0, f"optim.batch_size={o.batch_size} must be an integer > 0")
+    _check(isinstance(s.iterations, int) and s.iterations > 0, f"schedule.iterations={s.iterations} must be an integer > 0")
+    _check(all(isinstance(x, int) and x > 0 for x in s.milestones), f"schedule.milestones={list(s.milestones)} must be iterations > 0")
+    _check(_number(s.gamma) and s.gamma > 0, f"schedule.gamma={s.gamma} must be > 0")
+    _check(t.precision in ("fp32", "bf16"), f"trainer.precision={t.precision!r}: choose fp32 or bf16")
+    _check(t.progress in ("auto", "bar", "lines", "none"), f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
+    _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
+    _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")
+    for key in ("log_every", "ckpt_every", "eval_batch_size"):
+        _check(isinstance(t[key], int) and t[key] > 0, f"trainer.{key}={t[key]} must be an integer > 0")
+    _check(isinstance(t.eval_every, int) and t.eval_every >= 0, f"trainer.eval_every={t.eval_every} must be an integer >= 0")
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:
+    """Compose and validate; the overrides as Hydra will receive them, and the config."""
+    overrides = normalize_overrides(overrides)
+    cfg = compose(overrides, with_hydra=True)
+    validate(cfg)
+    return overrides, cfg
+
+
+# --- Hydra's entry point: exactly one training run per call, whatever the launcher ---
+
+@hydra.main(version_base="1.3", config_path="pkg://depthstudy.configs", config_name=CONFIG_NAME)
+def hydra_entry(cfg: DictConfig):
+    return run_job(cfg)
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """Train the run Hydra composed. In a sweep a failed run is recorded and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from depthstudy.train import record_failure, train
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    in_sweep = hc.mode == RunMode.MULTIRUN
+    try:
+        validate(cfg)
+        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
+    except Exception as e:
+        if not in_sweep:
+            raise AbortRun(e) from e
+        if not isinstance(e, DepthstudyError):  # a bug or a library failure: keep its traceback
+            import traceback
+
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+        print(f"error: {run_dir.name}: {e}", file=sys.stderr)
+        return record_failure(run_dir, e)
+
+
+class AbortRun(SystemExit):
+    """Carries a single run's error past Hydra's handler (which would print a traceback) to the CLI."""
+
+    def __init__(self, error: Exception):
+        super().__init__(1)
+        self.error = error
+
+
+def run_hydra(overrides: list[str], multirun: bool) -> None:
+    """Call the Hydra app as if from its own command line (keeps multirun and the launchers)."""
+    argv = sys.argv
+    sys.argv = ["depthstudy"] + (["--multirun"] if multirun else []) + overrides
+    try:
+        hydra_entry()
+    except AbortRun as abort:
+        raise abort.error from None
+    finally:
+        sys.argv = argv

@@ -1,0 +1,47 @@
+"""Progress of one training run: a rich bar on a terminal, plain periodic lines elsewhere."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class RunProgress:
+    def __init__(self, mode: str, name: str, total: int, start: int):
+        self.console = Console(stderr=False)
+        if mode == "auto":
+            mode = "bar" if self.console.is_terminal else "lines"
+        self.mode, self.name, self.total = mode, name, total
+        self._next_line = start  # lines mode: print about every 10% of the run
+        self._bar = None
+        if mode == "bar":
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._task = self._bar.add_task(name, total=total, completed=start, metrics="")
+            self._bar.start()
+
+    def update(self, done: int, loss: float, error: float, images_per_s: float, lr: float) -> None:
+        metrics = f"loss {loss:.3f}  err {error:5.1f}%  lr {lr:g}  {images_per_s:,.0f} img/s"
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, metrics=metrics)
+        elif self.mode == "lines" and (done >= self._next_line or done == self.total):
+            self._next_line = done + max(1, self.total // 10)
+            self.print(f"{self.name} it {done}/{self.total}  {metrics}")
+
+    def print(self, text: str) -> None:
+        if self.mode == "none":
+            return
+        if self._bar is not None:
+            self._bar.console.print(text, highlight=False)
+        else:
+            print(text, file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
