@@ -75,5 +75,25 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     _guard(go, debug)
 
 
+@app.command(context_settings=OVERRIDES, epilog=(
+    "Examples:\n\n"
+    "  depthstudy sweep experiment=quick                  # the offline quick study (digits)\n\n"
+    "  depthstudy sweep model.depth=20,32,44,56 model.shortcut=none,A seed=0,1,2\n\n"
+    "  depthstudy sweep experiment=quick hydra/launcher=joblib hydra.launcher.n_jobs=2\n\n"
+    "  depthstudy sweep experiment=he2015_fig6 hydra/launcher=submitit_slurm   # on a cluster\n\n"
+    "Re-running a sweep skips finished runs and resumes interrupted ones."))
+def sweep(
+    overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (and which are done) without training.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Train a grid of runs (Hydra multirun: comma lists sweep, any Hydra launcher runs them)."""
+    from rich.console import Console
+
+    from depthstudy.sweep import run_sweep
+
+    _guard(lambda: run_sweep(overrides, dry_run, Console()), debug)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,122 @@
+"""depthstudy sweep: a grid of runs through Hydra's own multirun, so every launcher works.
+
+Before anything runs, the grid is expanded exactly as Hydra's basic sweeper expands it
+(command-line sweeps plus a preset's `hydra.sweeper.params`), and every point is composed and
+validated: a bad value anywhere in the grid stops the sweep before its first run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from depthstudy import config
+from depthstudy.train import read_summary
+
+
+@dataclass
+class PlannedRun:
+    overrides: list[str]  # this job's overrides, as Hydra will pass them
+    cfg: DictConfig
+    run_dir: Path
+
+    @property
+    def summary(self) -> dict | None:
+        return read_summary(self.run_dir)
+
+    @property
+    def status(self) -> str:
+        return (self.summary or {}).get("status", "new")
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper will launch, each as its list of overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as e:
+        raise config.UsageError(config._one_line(e)) from None
+    base = config.compose([o.input_line for o in parsed if not o.is_sweep_override()], with_hydra=True)
+    params = base.hydra.sweeper.get("params") or {}
+    # Hydra's BasicSweeper puts the preset's params first, then the command line.
+    arguments = [f"{k}={v}" for k, v in params.items()] + overrides
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
+    return [list(job) for job in batches[0]]
+
+
+def plan(overrides: list[str] | None) -> list[PlannedRun]:
+    overrides = config.normalize_overrides(overrides)
+    runs = []
+    for job in expand_grid(overrides):
+        cfg = config.compose(job, with_hydra=True)
+        config.validate(cfg)
+        config.run_dir_of(cfg)  # resolves ${hydra:...} in the sweep paths
+        run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+        runs.append(PlannedRun(job, config.without_hydra(cfg), run_dir))
+    dirs = [r.run_dir for r in runs]
+    if len(set(dirs)) != len(dirs):
+        dup = next(d for d in dirs if dirs.count(d) > 1)
+        raise config.UsageError(f"two runs of this grid would share the directory {dup}; "
+                                "vary only keys that change the run (see run_name in configs/config.yaml)")
+    return runs
+
+
+def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> list[PlannedRun]:
+    runs = plan(overrides)
+    if dry_run:
+        console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
+        return runs
+    todo = sum(r.status not in ("finished", "diverged") for r in runs)
+    console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
+                  f"under {runs[0].run_dir.parent}")
+    try:
+        config.run_hydra(config.normalize_overrides(overrides), multirun=True)
+    finally:
+        console.print(runs_table(runs, "sweep results"))
+    return runs
+
+
+def _varying(runs: list[PlannedRun]) -> list[str]:
+    """Override keys whose value differs between runs: the grid's axes."""
+    values: dict[str, set] = {}
+    for r in runs:
+        for o in r.overrides:
+            key, _, value = o.partition("=")
+            values.setdefault(key, set()).add(value)
+    return [k for k, v in values.items() if len(v) > 1]
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Table:
+    keys = _varying(runs)
+    table = Table(title=title)
+    table.add_column("run")
+    for k in keys:
+        table.add_column(k)
+    table.add_column("status")
+    if not dry_run:
+        for col in ("train err %", "val err %", "test err %", "time s"):
+            table.add_column(col, justify="right")
+    colours = {"finished": "green", "diverged": "red", "failed": "red", "interrupted": "yellow", "running": "yellow"}
+    for r in runs:
+        s = r.summary or {}
+        status = s.get("status", "new")
+        if status == "diverged":
+            status = f"diverged @{s.get('diverged_at')}"
+        row = [r.run_dir.name] + [dict(o.partition("=")[::2] for o in r.overrides).get(k, "") for k in keys]
+        row.append(f"[{colours.get(s.get('status'), 'white')}]{status}[/]")
+        if not dry_run:
+            row += [_fmt(s.get("train_error")), _fmt(s.get("val_error")), _fmt(s.get("test_error")),
+                    _fmt(s.get("wall_time_s"))]
+        table.add_row(*row)
+    return table

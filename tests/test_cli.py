@@ -1,0 +1,73 @@
+import pytest
+
+from conftest import TINY
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.depth=21", "model.depth=21 is not of the form 6n+2"),
+    ("model.depth=0", "valid depths are 8, 14, 20"),
+    ("model.depth=-8", "not of the form 6n+2"),
+    ("model.shortcut=D", "choose one of: none, A, B, C"),
+    ("optim.weight_decay=-1e-4", "optim.weight_decay=-0.0001 must be a number >= 0"),
+    ("optim.lr=0", "optim.lr=0 must be a number > 0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 must be a number > 0"),
+    ("optim.batch_size=0", "optim.batch_size=0 must be an integer > 0"),
+    ("data.name=mnist", "data.name='mnist' is not a known data set; choose one of: digits, cifar10, cifar100"),
+    ("data=mnist", "Could not find 'data/mnist'"),
+    ("model.nonsense=3", "Could not override 'model.nonsense'"),
+    ("model.depth=", "model.depth= is not of the form 6n+2"),
+    ("model.depth=[20", "override_grammar"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, override, message):
+    result = cli("train", *TINY, override)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_plus_experiment_is_accepted(cli, tmp_path):
+    result = cli("sweep", "+experiment=quick", "--dry-run")
+    assert result.exit_code == 0, result.output
+
+
+def test_help_lists_the_commands(cli):
+    result = cli("--help")
+    for command in ("train", "sweep", "report", "bench"):
+        assert command in result.output
+    assert "model.depth=56" in cli("train", "--help").output
+
+
+@pytest.mark.parametrize("group,options", [
+    ("model", ["resnet"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
+    ("schedule", ["short", "he2015"]), ("trainer", ["default"]),
+    ("experiment", ["quick", "he2015", "he2015_fig6", "he2015_table6", "shortcuts", "weight_decay"]),
+])
+def test_every_config_group_composes_and_validates(group, options):
+    from depthstudy.config import load_checked
+
+    for option in options:
+        _, cfg = load_checked([f"{group}={option}"])
+        assert cfg.model.depth > 0
+
+
+def test_config_groups_on_disk_are_all_tested():
+    from pathlib import Path
+
+    import depthstudy.configs
+
+    root = Path(depthstudy.configs.__file__).parent
+    found = {p.parent.name + "/" + p.stem for p in root.glob("*/*.yaml")}
+    tested = {"model/resnet", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
+              "schedule/he2015", "trainer/default", "experiment/quick", "experiment/he2015",
+              "experiment/he2015_fig6", "experiment/he2015_table6", "experiment/shortcuts", "experiment/weight_decay"}
+    assert found <= tested, f"add {found - tested} to test_every_config_group_composes_and_validates"
+
+
+def test_python_dash_m_works():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "depthstudy", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "sweep" in out.stdout

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from conftest import TINY, summary
+from depthstudy import events
+from depthstudy.config import compose
+
+
+
+def only_run(root):
+    (run,) = (root / "runs" / "default").iterdir()
+    return run
+
+
+def test_train_writes_config_events_checkpoint_and_summary(cli, tmp_path):
+    result = cli("train", *TINY)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    s = summary(run)
+    assert s["status"] == "finished" and s["iterations"] == 6 and s["params"] == 269_434  # 1 channel in
+    for key in ("train_error", "val_error", "test_error", "wall_time_s", "train_images_per_s"):
+        assert isinstance(s[key], float), key
+    assert (run / "config.yaml").is_file() and (run / "checkpoint.pt").is_file()
+
+    scalars = events.read_scalars(run)  # TensorBoard's own reader
+    assert [step for step, _ in scalars[events.TRAIN_ERROR]] == [2, 4, 6]
+    assert [step for step, _ in scalars[events.VAL_ERROR]] == [3, 6]
+    assert [v for _, v in scalars[events.LR]] == pytest.approx([0.1, 0.1, 0.01])
+    assert scalars[events.TEST_ERROR][-1][1] == pytest.approx(s["test_error"])
+    assert scalars[events.TRAIN_ERROR][-1][1] == pytest.approx(s["train_error"])
+
+
+def test_hparams_are_in_the_run_event_file(cli, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    cli("train", *TINY)
+    acc = EventAccumulator(str(only_run(tmp_path)))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model.depth"].number_value == 20
+    assert start.hparams["model.shortcut"].string_value == "A"
+    assert [p.name for p in only_run(tmp_path).iterdir() if p.is_dir()] == [".hydra"]  # no stray hparams run
+
+
+def test_a_finished_run_is_not_trained_again(cli, tmp_path):
+    cli("train", *TINY)
+    before = (only_run(tmp_path) / "summary.json").read_text()
+    result = cli("train", *TINY)
+    assert result.exit_code == 0 and "already finished" in result.output
+    assert (only_run(tmp_path) / "summary.json").read_text() == before
+
+
+def test_run_names_are_readable_and_distinct(cli, tmp_path):
+    cli("train", *TINY, "model.depth=8", "model.shortcut=none", "optim.weight_decay=5e-4", "seed=2", "optim.lr=0.05")
+    assert only_run(tmp_path).name.startswith("plain-d8-wd0.0005-s2,optim.batch_size=32,optim.lr=0.05,")
+
+
+def test_weight_decay_scope_is_reported_and_applied(cli, tmp_path):
+    result = cli("train", *TINY, "optim.wd_scope=weights", "trainer.progress=lines")
+    # 19 conv + 1 linear weights decayed; 19 BN (gamma, beta) pairs and the FC bias: 1,376 + 10 params not.
+    assert "on 20 tensors (268,048 params); none on 39 tensors (1,386 params)" in result.output
+
+
+def test_caffe_momentum_rescales_the_buffer_at_an_lr_drop():
+    import torch
+
+    from depthstudy.train import set_lr
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = torch.ones(1)
+    opt.step()  # buffer = g = 1; Caffe's V = lr * g = 0.1
+    set_lr(opt, 0.01, caffe_momentum=True)
+    assert opt.state[p]["momentum_buffer"].item() == pytest.approx(10.0)  # V / new lr: Caffe's V carries over
+
+
+def test_warmup_applies_from_min_depth():
+    from depthstudy.train import Schedule
+
+    s = compose(["experiment=he2015"]).schedule
+    assert Schedule(s, 0.1, 110).warmup and not Schedule(s, 0.1, 56).warmup
+    sched = Schedule(s, 0.1, 110)
+    assert sched.lr_at(0, warming=True) == 0.01
+    assert [sched.lr_at(i, False) for i in (0, 31999, 32000, 48000)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+
+
+def test_paper_preset_is_the_exact_recipe():
+    cfg = compose(["experiment=he2015"])
+    assert cfg.data.name == "cifar10" and cfg.data.val_size == 5000 and cfg.data.augment and cfg.data.pad == 4
+    assert cfg.data.normalize == "pixel_mean"
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.batch_size) == (0.1, 0.9, 1e-4, 128)
+    assert (cfg.schedule.iterations, list(cfg.schedule.milestones)) == (64000, [32000, 48000])
+    assert cfg.trainer.precision == "fp32"
+
+
+def test_summary_json_is_valid_json_while_running(cli, tmp_path):
+    cli("train", *TINY)
+    json.loads((only_run(tmp_path) / "summary.json").read_text())
