@@ -34,6 +34,16 @@ def _app() -> None:
     """
 
 
+def _console():
+    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells)."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    return console
+
+
 def _fail(error: BaseException, debug: bool) -> None:
     """One line on stderr and the error's exit code (2: bad input, 1: runtime failure)."""
     if debug:
@@ -88,11 +98,24 @@ def sweep(
     debug: Debug = False,
 ) -> None:
     """Train a grid of runs (Hydra multirun: comma lists sweep, any Hydra launcher runs them)."""
-    from rich.console import Console
-
     from depthstudy.sweep import run_sweep
 
-    _guard(lambda: run_sweep(overrides, dry_run, Console()), debug)
+    _guard(lambda: run_sweep(overrides, dry_run, _console()), debug)
+
+
+@app.command()
+def report(
+    runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs/quick"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md [default: RUNS_DIR/report].")] = None,
+    by: Annotated[Optional[list[str]], typer.Option("--by", help="Also facet the depth plot by this config key (repeatable), e.g. optim.weight_decay.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    debug: Debug = False,
+) -> None:
+    """Figures and tables from the runs' TensorBoard logs: error vs iterations, error vs depth, report.md."""
+    from depthstudy.report import make_report
+
+    formats = [f.strip() for f in fmt.split(",") if f.strip()]
+    _guard(lambda: make_report(runs_dir, out, by or [], formats, _console()), debug)
 
 
 def main() -> None:

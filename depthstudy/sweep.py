@@ -102,7 +102,7 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Tab
     table = Table(title=title)
     table.add_column("run")
     for k in keys:
-        table.add_column(k)
+        table.add_column(k.split(".")[-1])
     table.add_column("status")
     if not dry_run:
         for col in ("train err %", "val err %", "test err %", "time s"):

@@ -1,0 +1,66 @@
+"""Sweeps through the real CLI and Hydra's real launchers, on digits at smoke size."""
+
+import pytest
+
+from conftest import TINY, summary
+
+GRID = ["model.depth=8,14", "model.shortcut=none,A"]
+NAMES = {"plain-d8-wd0.0001-s0", "resA-d8-wd0.0001-s0", "plain-d14-wd0.0001-s0", "resA-d14-wd0.0001-s0"}
+TINY_SWEEP = TINY + ["name=grid"]
+
+
+def sweep_dir(tmp_path):
+    return tmp_path / "runs" / "grid"
+
+
+def run_names(tmp_path):
+    return {p.name.split(",")[0] for p in sweep_dir(tmp_path).iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def test_dry_run_lists_exactly_the_grid(cli, tmp_path):
+    result = cli("sweep", *GRID, "seed=0,1", "name=grid", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "8 runs (dry run" in result.output
+    for name in NAMES:
+        assert name in result.output and name.replace("-s0", "-s1") in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_value_anywhere_in_the_grid_stops_before_training(cli, tmp_path):
+    result = cli("sweep", "model.depth=20,21", *TINY_SWEEP)
+    assert result.exit_code == 2 and "model.depth=21 is not of the form 6n+2" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_sweep_trains_every_point_then_skips_them(cli, tmp_path, launcher):
+    result = cli("sweep", *GRID, *TINY_SWEEP, *launcher)
+    assert result.exit_code == 0, result.output
+    assert run_names(tmp_path) == NAMES
+    for run in sweep_dir(tmp_path).iterdir():
+        if (run / "config.yaml").exists():
+            assert summary(run)["status"] == "finished"
+    assert "sweep results" in result.output
+    again = cli("sweep", *GRID, *TINY_SWEEP, *launcher)
+    assert again.exit_code == 0 and "4 already done, 0 to train" in again.output
+
+
+def test_submitit_local_launcher(cli, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = cli("sweep", "model.depth=8", "model.shortcut=none,A", *TINY_SWEEP,
+                 "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5")
+    assert result.exit_code == 0, result.output
+    assert run_names(tmp_path) == {"plain-d8-wd0.0001-s0", "resA-d8-wd0.0001-s0"}
+    assert all(summary(p)["status"] == "finished" for p in sweep_dir(tmp_path).iterdir() if p.name.startswith(("plain", "res")))
+
+
+def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path):
+    result = cli("sweep", "model.depth=8", "optim.lr=0.1,1e12", "model.shortcut=none", *TINY_SWEEP)
+    assert result.exit_code == 0, result.output
+    runs = {p.name: summary(p) for p in sweep_dir(tmp_path).iterdir() if (p / "summary.json").exists()}
+    statuses = sorted(s["status"] for s in runs.values())
+    assert statuses == ["diverged", "finished"]
+    diverged = next(s for s in runs.values() if s["status"] == "diverged")
+    assert 1 <= diverged["diverged_at"] <= 6
+    assert "diverged @" in result.output
