@@ -51,11 +51,44 @@ class EventWriter:
         self.writer.close()
 
 
+def event_file_problem(path: Path) -> str | None:
+    """Why an event file is damaged (truncated or corrupted record), or None if every record is whole.
+
+    TensorBoard's reader stops quietly at a damaged record; this check makes the damage visible.
+    Event files are TFRecord files: u64 length, u32 masked CRC of the length, data, u32 masked CRC.
+    """
+    import struct
+
+    from tensorboard.summary.writer.record_writer import masked_crc32c
+
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < 12:
+            return f"truncated at byte {pos}"
+        header = data[pos:pos + 8]
+        (length,), (crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[pos + 8:pos + 12])
+        if crc != masked_crc32c(header):
+            return f"corrupted record at byte {pos}"
+        end = pos + 12 + length + 4
+        if end > len(data):
+            return f"truncated at byte {pos}"
+        (data_crc,) = struct.unpack("<I", data[end - 4:end])
+        if data_crc != masked_crc32c(data[pos + 12:end - 4]):
+            return f"corrupted record at byte {pos}"
+        pos = end
+    return None
+
+
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar point of a run, by tag, with TensorBoard's own reader (nothing down-sampled).
 
-    Raises ValueError if an event file cannot be parsed.
+    Raises ValueError naming every damaged event file.
     """
+    damaged = [f"{p.name} is {problem}" for p in sorted(Path(run_dir).glob("events.out.tfevents.*"))
+               if (problem := event_file_problem(p))]
+    if damaged:
+        raise ValueError("; ".join(damaged))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})

@@ -82,7 +82,7 @@ def read_run(path: Path) -> Run:
     try:
         run.curves = events.read_scalars(path)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
-        run.problem = f"event files unreadable ({type(e).__name__}: {e})"
+        run.problem = f"event file unreadable: {e}"
     if not run.curves.get(events.TRAIN_ERROR) and not run.problem:
         run.problem = "no training curve in its event files"
     return run

@@ -1,0 +1,172 @@
+"""depthstudy report on runs written by the test with SummaryWriter (values chosen here)."""
+
+import json
+import statistics
+
+import pytest
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from depthstudy import events
+from depthstudy.config import compose
+from depthstudy.report import make_report
+
+# (shortcut, depth, seed) -> final train / test error the test writes.
+FINAL = {
+    ("none", 20, 0): (2.0, 5.0), ("none", 20, 1): (4.0, 7.0),
+    ("none", 56, 0): (30.0, 35.0), ("none", 56, 1): (40.0, 45.0),
+    ("A", 20, 0): (1.0, 4.0), ("A", 20, 1): (1.5, 4.5),
+    ("A", 56, 0): (0.5, 3.0), ("A", 56, 1): (0.7, 3.2),
+}
+
+
+def write_run(root, shortcut, depth, seed, train_err, test_err, status="finished", wd=1e-4, steps=(10, 20, 30)):
+    cfg = compose([f"model.shortcut={shortcut}", f"model.depth={depth}", f"seed={seed}", f"optim.weight_decay={wd}"])
+    run = root / cfg.run_name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    w = SummaryWriter(str(run))
+    for i, step in enumerate(steps):  # curves fall towards the final values
+        w.add_scalar(events.TRAIN_ERROR, train_err + 10 * (len(steps) - 1 - i), step)
+        w.add_scalar(events.TEST_ERROR, test_err + 10 * (len(steps) - 1 - i), step)
+        w.add_scalar(events.VAL_ERROR, test_err + 1, step)
+    w.close()
+    if status:
+        (run / "summary.json").write_text(json.dumps({"status": status, "iterations": steps[-1],
+                                                       "total_iterations": 30, "diverged_at": steps[-1]}))
+    return run
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    for (shortcut, depth, seed), (tr, te) in FINAL.items():
+        write_run(root, shortcut, depth, seed, tr, te)
+    return root
+
+
+def group(result, family, depth):
+    return next(g for g in result["groups"] if g.family == family and g.depth == depth)
+
+
+def test_means_and_stds_equal_what_was_written(sweep, tmp_path, cli):
+    result = make_report(sweep, None, [], ["png", "svg"], console=_Quiet())
+    for (shortcut, depth, _), _ in FINAL.items():
+        family = "plain" if shortcut == "none" else "residual (A)"
+        values = [v for (s, d, _), v in FINAL.items() if (s, d) == (shortcut, depth)]
+        for split, i in (("train", 0), ("test", 1)):
+            mean, std, n = group(result, family, depth).stat(split)
+            assert n == 2
+            assert mean == pytest.approx(statistics.fmean(v[i] for v in values))
+            assert std == pytest.approx(statistics.stdev(v[i] for v in values))
+
+
+def test_figures_and_report_files_are_written(sweep, cli):
+    import matplotlib.image
+
+    result = cli("report", str(sweep), "--format", "png,svg,pdf")
+    assert result.exit_code == 0, result.output
+    out = sweep / "report"
+    for stem in ("depth", "curves"):
+        image = matplotlib.image.imread(out / f"{stem}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 600
+        assert (out / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+        assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+    md = (out / "report.md").read_text()
+    assert "![depth](depth.png)" in md and "| plain | 20 | 2/2 |" in md
+    assert "35.00 \u00b1 7.07" in md  # plain-56 train error: mean 35, std 7.07
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 8 * 3 * 3  # header + 8 runs x 3 tags x 3 points: nothing down-sampled
+    assert "plain" in result.output and "residual (A)" in result.output
+
+
+def test_failed_diverged_and_running_runs_are_shown_not_averaged(sweep, cli):
+    write_run(sweep, "none", 110, 0, 90.0, 90.0, status="diverged")
+    write_run(sweep, "none", 56, 2, 99.0, 99.0, status="running")
+    result = cli("report", str(sweep))
+    assert result.exit_code == 0, result.output
+    assert "plain-d110-wd0.0001-s0: diverged at iteration 30 (not averaged)" in result.output
+    assert "plain-d56-wd0.0001-s2: running at iteration 30 of 30 (not averaged)" in result.output
+    md = (sweep / "report" / "report.md").read_text()
+    assert "| plain | 56 | 2/3 running 1 |" in md and "35.00 \u00b1 7.07" in md  # the running run is not in the mean
+    assert "| plain | 110 | 0/1 diverged 1 |" in md
+
+
+def test_a_corrupted_event_file_is_reported_and_skipped(sweep, cli):
+    bad = write_run(sweep, "A", 110, 0, 1.0, 1.0)
+    event_file = next(bad.glob("events.out.tfevents.*"))
+    event_file.write_bytes(event_file.read_bytes()[:-7])  # truncated mid-record
+    (bad / "events.out.tfevents.0.garbage").write_bytes(b"\x00garbage" * 10)
+    result = cli("report", str(sweep))
+    assert result.exit_code == 0, result.output
+    assert (sweep / "report" / "depth.png").exists()
+    md = (sweep / "report" / "report.md").read_text()
+    assert "resA-d110-wd0.0001-s0: event file unreadable: events.out.tfevents.0.garbage is corrupted record at " \
+           f"byte 0; {event_file.name} is truncated at byte" in md
+    assert "| residual (A) | 110 | 0/1 unreadable 1 |" in md and "| plain | 56 | 2/2 |" in md
+    event_file.unlink()  # now only the garbage file is damaged
+    cli("report", str(sweep))
+    assert "events.out.tfevents.0.garbage is corrupted record at byte 0 (skipped)" in (sweep / "report" / "report.md").read_text()
+
+
+def test_a_single_run_and_a_run_without_summary(tmp_path, cli):
+    run = write_run(tmp_path / "one", "A", 20, 0, 1.0, 2.0, status=None)  # e.g. written by another tool
+    result = cli("report", str(run))
+    assert result.exit_code == 0, result.output
+    assert "| residual (A) | 20 | 1/1 |" in (run / "report" / "report.md").read_text()
+
+
+def test_by_key_draws_a_faceted_depth_plot(tmp_path, cli):
+    root = tmp_path / "wd"
+    for wd in (0.0, 5e-4):
+        for shortcut in ("none", "A"):
+            for depth in (20, 56):
+                write_run(root, shortcut, depth, 0, 10.0 * (wd > 0) + depth / 10, 5.0, wd=wd)
+    result = cli("report", str(root), "--by", "optim.weight_decay")
+    assert result.exit_code == 0, result.output
+    assert (root / "report" / "depth_by_optim_weight_decay.png").exists()
+
+
+def _file(p):
+    p.mkdir(parents=True)
+    (p / "x.txt").write_text("hi")
+    return p / "x.txt"
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p / "nope", "does not exist"),
+    (lambda p: _mkdir(p), "no runs under"),
+    (lambda p: _mkdir(p / "hydra-only" / ".hydra").parent, "no runs under"),
+    (_file, "is not a directory"),
+])
+def test_bad_runs_dir_is_one_line_and_exit_2(tmp_path, cli, make, message):
+    result = cli("report", str(make(tmp_path / "target")))
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_unknown_by_key_and_format_are_refused(sweep, cli):
+    assert "no such config key" in cli("report", str(sweep), "--by", "model.width").output
+    assert cli("report", str(sweep), "--format", "gif").exit_code == 2
+
+
+@pytest.mark.slow
+def test_quick_study_shows_plain_error_rising_with_depth(cli, tmp_path):
+    """The real quick preset at two depths and one seed: the degradation problem, measured."""
+    result = cli("sweep", "experiment=quick", "model.depth=20,56", "seed=0", "trainer.progress=none")
+    assert result.exit_code == 0, result.output
+    report = make_report(tmp_path / "runs" / "quick", None, [], ["png"], console=_Quiet())
+    plain20, plain56 = (group(report, "plain", d).stat("train")[0] for d in (20, 56))
+    res56 = group(report, "residual (A)", 56).stat("train")[0]
+    assert plain56 > plain20 + 20
+    assert res56 < plain56 - 20
+
+
+def _mkdir(p):
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+class _Quiet:
+    def print(self, *args, **kwargs):
+        pass
