@@ -144,7 +144,7 @@ def run_job(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from depthstudy.train import record_failure, train
+    from depthstudy.train import RunBusyError, record_failure, train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -153,6 +153,8 @@ def run_job(cfg: DictConfig) -> dict:
         validate(cfg)
         return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
     except Exception as e:
+        if not isinstance(e, (UsageError, RunBusyError)):  # the run is ours: its directory says how it ended
+            record_failure(run_dir, e)
         if not in_sweep:
             raise AbortRun(e) from e
         if not isinstance(e, DepthstudyError):  # a bug or a library failure: keep its traceback
@@ -160,7 +162,7 @@ def run_job(cfg: DictConfig) -> dict:
 
             (run_dir / "error.txt").write_text(traceback.format_exc())
         print(f"error: {run_dir.name}: {e}", file=sys.stderr)
-        return record_failure(run_dir, e)
+        return {"status": "failed", "error": str(e)}
 
 
 class AbortRun(SystemExit):

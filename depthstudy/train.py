@@ -33,6 +33,10 @@ FINAL_STATUSES = ("finished", "diverged")  # a rerun leaves these alone
 
 # --- run directory: lock, config, summary ---
 
+class RunBusyError(DepthstudyError):
+    """Another process holds the run directory (nothing of it may be touched)."""
+
+
 @contextmanager
 def run_lock(run_dir: Path):
     """One process per run directory. flock is released by the kernel even after kill -9."""
@@ -41,7 +45,7 @@ def run_lock(run_dir: Path):
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
-            raise DepthstudyError(f"run directory {run_dir} is in use by another depthstudy process "
+            raise RunBusyError(f"run directory {run_dir} is in use by another depthstudy process "
                                   f"(pid {f.read().strip() or '?'}); wait for it to finish or stop it") from None
         f.seek(0)
         f.truncate()
@@ -65,7 +69,7 @@ def record_failure(run_dir: Path, error: Exception) -> dict:
     """Mark a run failed (a sweep goes on); keeps what the run had already measured."""
     summary = read_summary(run_dir) or {}
     summary.update(status="failed", error=f"{type(error).__name__}: {error}", run_name=run_dir.name)
-    if run_dir.is_dir():
+    if (run_dir / CONFIG_FILE).exists():
         write_summary(run_dir, summary)
     return summary
 

@@ -1,0 +1,167 @@
+"""Interruption, locking, damaged files and changed configs: nothing is lost, nothing is mixed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import summary, write_cifar
+from depthstudy import events
+
+LONG = ["model.depth=8", "schedule.iterations=60", "schedule.milestones=[40]", "optim.batch_size=32",
+        "trainer.log_every=5", "trainer.eval_every=20", "trainer.ckpt_every=10", "trainer.threads=1",
+        "trainer.progress=lines"]
+COMPARED = ("status", "iterations", "train_error", "train_loss", "val_error", "val_loss", "test_error", "test_loss")
+
+
+def depthstudy(*args, cwd, wait=True):
+    cmd = [sys.executable, "-m", "depthstudy", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def wait_for_checkpoint(run_dir, min_step, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            if torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"] >= min_step:
+                return
+        except (FileNotFoundError, RuntimeError, EOFError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError
+
+
+def the_run(root):
+    (run,) = [p for p in (root / "runs" / "default").iterdir()]
+    return run
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert depthstudy("train", *LONG, cwd=tmp_path / "a").returncode == 0
+    reference = summary(the_run(tmp_path / "a"))
+
+    proc = depthstudy("train", *LONG, cwd=tmp_path / "b", wait=False)
+    run = None
+    while run is None:
+        runs = list((tmp_path / "b" / "runs" / "default").glob("*")) if (tmp_path / "b" / "runs").exists() else []
+        run = runs[0] if runs else None
+        time.sleep(0.05)
+    wait_for_checkpoint(run, 20, proc)
+    proc.kill()  # SIGKILL: no handler runs
+    proc.wait()
+    assert summary(run)["status"] == "running"
+    resumed = depthstudy("train", *LONG, cwd=tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming at iteration" in resumed.stdout
+    result = summary(run)
+    assert {k: result[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
+
+    scalars = events.read_scalars(run)  # TensorBoard's reader: no duplicated or backwards steps
+    for tag in (events.TRAIN_ERROR, events.VAL_ERROR, events.LR):
+        steps = [s for s, _ in scalars[tag]]
+        assert steps == sorted(set(steps)), tag
+    assert [s for s, _ in scalars[events.TRAIN_ERROR]] == list(range(5, 61, 5))
+    ref_curve = events.read_scalars(the_run(tmp_path / "a"))[events.TRAIN_LOSS]
+    assert [s for s, _ in scalars[events.TRAIN_LOSS]] == [s for s, _ in ref_curve]
+    assert [v for _, v in scalars[events.TRAIN_LOSS]] == pytest.approx([v for _, v in ref_curve])
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+    proc = depthstudy("train", *LONG, "schedule.iterations=400", cwd=tmp_path, wait=False)
+    while not (tmp_path / "runs" / "default").exists() or not any((tmp_path / "runs" / "default").iterdir()):
+        time.sleep(0.05)
+    run = the_run(tmp_path)
+    wait_for_checkpoint(run, 10, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "checkpoint saved" in out
+    s = summary(run)
+    assert s["status"] == "interrupted"
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
+
+
+def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
+    from depthstudy.train import run_lock
+
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
+    assert cli("train", *args).exit_code == 0
+    run = the_run(tmp_path)
+    before = (run / "summary.json").read_text()
+    with run_lock(run):  # as another process would hold it
+        result = cli("train", *args)
+    assert result.exit_code == 1
+    assert "is in use by another depthstudy process" in result.output
+    assert (run / "summary.json").read_text() == before
+
+
+def test_a_corrupted_checkpoint_is_refused_and_left_in_place(cli, tmp_path):
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
+    cli("train", *args)
+    run = the_run(tmp_path)
+    (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = cli("train", *args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"checkpoint {run / 'checkpoint.pt'} is unreadable" in result.output
+    assert (run / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_a_crash_during_a_save_keeps_the_previous_checkpoint(tmp_path):
+    from depthstudy import checkpoint
+
+    checkpoint.save(tmp_path, {"step": 1})
+
+    class Boom(Exception):
+        pass
+
+    def explode(f):
+        f.write(b"half a checkpoint")
+        raise Boom
+
+    with pytest.raises(Boom):
+        checkpoint.atomic_write_bytes(tmp_path / checkpoint.CHECKPOINT, explode)
+    assert checkpoint.load(tmp_path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT]  # no temp file left behind
+
+
+def test_resuming_with_a_different_config_is_refused_unless_forced(cli, tmp_path):
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert cli("train", *args).exit_code == 0
+    before = (tmp_path / "run" / "config.yaml").read_text()
+    result = cli("train", *args, "optim.lr=0.05")
+    assert result.exit_code == 2
+    assert "holds a run with a different config (optim.lr: 0.1 -> 0.05)" in result.output
+    assert "trainer.force_resume=true" in result.output
+    assert (tmp_path / "run" / "config.yaml").read_text() == before
+    # Where and how it runs is not a different experiment.
+    assert cli("train", *args, "trainer.log_every=1", "trainer.device=cpu").exit_code == 0
+    forced = cli("train", *args, "optim.lr=0.05", "trainer.force_resume=true")
+    assert forced.exit_code == 0
+
+
+def test_missing_cifar_is_a_runtime_error_with_advice(cli, tmp_path):
+    result = cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "cifar10 not found" in result.output and "data.download=true" in result.output
+
+
+def test_corrupted_cifar_names_the_file(cli, tmp_path):
+    write_cifar(tmp_path / "data")
+    result = cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none")
+    assert result.exit_code == 1 and "data_batch_1 is corrupted (md5 mismatch)" in result.output
+
+
+def test_debug_shows_the_traceback(cli, tmp_path):
+    with pytest.raises(Exception):
+        cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none", "--debug")
