@@ -34,9 +34,9 @@ def _join(*parts) -> str:
 # run directory names, and a run may be resumed with different values for them.
 RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
                 "trainer.progress", "trainer.force_resume", "trainer.log_every", "trainer.eval_every",
-                "trainer.ckpt_every", "trainer.eval_batch_size")
+                "trainer.ckpt_every", "trainer.eval_batch_size", "trainer.diagnostics_every")
 # Keys the run name already shows.
-NAME_KEYS = ("experiment", "name", "run_name", "seed", "model.depth", "model.shortcut", "optim.weight_decay")
+NAME_KEYS = ("experiment", "name", "run_name", "seed", "model", "model.depth", "model.shortcut", "optim.weight_decay")
 
 
 def _dirname_exclude_keys() -> list[str]:
@@ -91,16 +91,16 @@ def _check(ok: bool, message: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Refuse values that cannot make a meaningful run, with a line that says what is valid."""
     from depthstudy.data import DATASETS
-    from depthstudy.models import SHORTCUTS, blocks_per_stage
+    from depthstudy.models import ARCHS, block_spec, blocks_per_stage, mlp_blocks
 
     try:
         OmegaConf.to_container(without_hydra(cfg) if "hydra" in cfg else cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve
         raise UsageError(_one_line(e)) from None
     m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
-    _check(m.arch == "cifar_resnet", f"model.arch={m.arch!r} is unknown; choose one of: cifar_resnet")
-    blocks_per_stage(m.depth)
-    _check(m.shortcut in SHORTCUTS, f"model.shortcut={m.shortcut!r} is unknown; choose one of: {', '.join(SHORTCUTS)}")
+    _check(m.arch in ARCHS, f"model.arch={m.arch!r} is unknown; choose one of: {', '.join(ARCHS)}")
+    (mlp_blocks if m.arch == "mlp" else blocks_per_stage)(m.depth)
+    block_spec(m).check()
     _check(d.name in DATASETS, f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(DATASETS)}")
     _check(_number(o.lr) and o.lr > 0, f"optim.lr={o.lr} must be a number > 0")
     _check(_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be a number >= 0")
@@ -115,6 +115,8 @@ def validate(cfg: DictConfig) -> None:
     _check(t.progress in ("auto", "bar", "lines", "none"), f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
     _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")
+    _check(isinstance(t.diagnostics_every, int) and t.diagnostics_every >= 0,
+           f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         _check(isinstance(t[key], int) and t[key] > 0, f"trainer.{key}={t[key]} must be an integer > 0")
     _check(isinstance(t.eval_every, int) and t.eval_every >= 0, f"trainer.eval_every={t.eval_every} must be an integer >= 0")

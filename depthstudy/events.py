@@ -16,6 +16,22 @@ EVAL_TIME = "perf/eval_s"  # seconds spent in each evaluation
 VAL_ERROR, VAL_LOSS = "val/error", "val/loss"
 TEST_ERROR, TEST_LOSS = "test/error", "test/loss"
 ERROR_TAGS = {"train": TRAIN_ERROR, "val": VAL_ERROR, "test": TEST_ERROR}
+# Instruments (depthstudy.diagnostics): one scalar per layer or block, layers/blocks numbered from 0.
+RESPONSE_PREFIX = "responses/std/"  # std of each 3x3 layer's response (He 2015 Figure 7)
+BLOCK_PREFIX = "blocks/"  # blocks/<branch_ratio|gamma_norm|weight_norm>/<block>
+
+
+def response_tag(layer: int) -> str:
+    return f"{RESPONSE_PREFIX}{layer:04d}"
+
+
+def block_tag(quantity: str, block: int) -> str:
+    return f"{BLOCK_PREFIX}{quantity}/{block:04d}"
+
+
+def indexed(curves: dict, prefix: str) -> list[tuple[int, list[tuple[int, float]]]]:
+    """The (index, points) of every tag under prefix, in index order."""
+    return sorted((int(tag[len(prefix):]), pts) for tag, pts in curves.items() if tag.startswith(prefix))
 
 
 class EventWriter:

@@ -1,15 +1,18 @@
-"""The He 2015 CIFAR networks: plain and residual, depth 6n+2, shortcut none | A | B | C.
+"""Plain and residual nets: He 2015's CIFAR family (depth 6n+2), its He 2016 variants, and the lecture's MLP.
 
-Layout (PAPER.md, He 2015 section 4.2):
+CIFAR layout (PAPER.md, He 2015 section 4.2):
     3x3 conv (16), BN, ReLU
     stage 1: n blocks, 16 filters, 32x32 maps
     stage 2: n blocks, 32 filters, 16x16 maps (first block has stride 2)
     stage 3: n blocks, 64 filters,  8x8 maps  (first block has stride 2)
     global average pool, fully connected, (softmax in the loss)
-Each block holds two 3x3 conv layers, so depth = 6n + 2.
+Each block holds two 3x3 conv layers, so depth = 6n + 2. The defaults (post-activation block,
+shortcuts added, default init, BN) are the paper's; every variant is a named switch in BlockSpec.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +21,38 @@ from torch import nn
 from depthstudy.errors import UsageError
 
 SHORTCUTS = ("none", "A", "B", "C")
+BLOCKS = ("post", "pre")
+COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
+BRANCH_INITS = ("default", "zero_gamma", "skipinit")
+NORMS = ("bn", "none")
+ARCHS = ("cifar_resnet", "mlp")
 STAGE_WIDTHS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """How a block is built. Defaults: He 2015."""
+
+    shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
+    block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
+    combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
+    #   add: s + F | scale: scale*s + scale*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
+    #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
+    scale: float = 0.5
+    scale_branch: bool = True
+    gate_bias: float = -6.0
+    shortcut_dropout: float = 0.5
+    branch_init: str = "default"  # default | zero_gamma: last BN gamma (or last layer) = 0 | skipinit: s + alpha*F, alpha = 0
+    norm: str = "bn"  # bn | none (no normalisation; pair with zero_gamma or skipinit)
+
+    def check(self) -> None:
+        for name, value, choices in (("shortcut", self.shortcut, SHORTCUTS), ("block", self.block, BLOCKS),
+                                     ("combine", self.combine, COMBINES), ("branch_init", self.branch_init, BRANCH_INITS),
+                                     ("norm", self.norm, NORMS)):
+            if value not in choices:
+                raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
+        if not 0 <= self.shortcut_dropout < 1:
+            raise UsageError(f"model.shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
 
 
 def blocks_per_stage(depth: int) -> int:
@@ -31,13 +65,13 @@ def blocks_per_stage(depth: int) -> int:
     return (depth - 2) // 6
 
 
-def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
-    # No bias: the BN that follows has its own shift (beta).
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
+    # No bias by default: the BN that follows has its own shift (beta).
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
 
 
 class ZeroPadShortcut(nn.Module):
-    """Option A where the size changes: stride-2 subsampling, then zero channels appended.
+    """Option A where the size changes: stride-2 subsampling, then zero channels (or features) appended.
 
     No parameters, so a residual net has exactly the parameter count of its plain twin.
     """
@@ -47,92 +81,244 @@ class ZeroPadShortcut(nn.Module):
         self.extra, self.stride = cout - cin, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # MLP features: a[l] padded with zeros up to the new width
+            return F.pad(x, (0, self.extra))
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
 
 
 class ProjectionShortcut(nn.Sequential):
-    """Options B and C: 1x1 conv (with the block's stride), BN."""
+    """Options B and C: 1x1 conv (with the block's stride), BN; for the MLP a linear map W_s."""
 
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+    def __init__(self, cin: int, cout: int, stride: int, norm: str = "bn", dim: int = 2):
+        if dim == 1:
+            super().__init__(nn.Linear(cin, cout, bias=False))
+        else:
+            layers = [nn.Conv2d(cin, cout, 1, stride=stride, bias=norm == "none")]
+            super().__init__(*layers, *([nn.BatchNorm2d(cout)] if norm == "bn" else []))
 
 
-def make_shortcut(kind: str, cin: int, cout: int, stride: int) -> nn.Module | None:
+def make_shortcut(kind: str, cin: int, cout: int, stride: int, norm: str = "bn", dim: int = 2) -> nn.Module | None:
     """The one place the shortcut is decided (None means the plain net: no shortcut at all)."""
     resizes = stride != 1 or cin != cout
     if kind == "none":
         return None
     if kind == "C" or (kind == "B" and resizes):
-        return ProjectionShortcut(cin, cout, stride)
+        return ProjectionShortcut(cin, cout, stride, norm, dim)
     if kind in ("A", "B"):
         return ZeroPadShortcut(cin, cout, stride) if resizes else nn.Identity()
-    raise UsageError(f"model.shortcut={kind!r} is not a shortcut type; choose one of: {', '.join(SHORTCUTS)}")
+    raise UsageError(f"model.shortcut={kind!r} is unknown; choose one of: {', '.join(SHORTCUTS)}")
 
 
-class BasicBlock(nn.Module):
-    """3x3 conv, BN, ReLU, 3x3 conv, BN; add the shortcut (if any); ReLU.
+class ResidualBlock(nn.Module):
+    """Two layers F(x) and a shortcut s(x), combined per BlockSpec. Subclasses define branch().
 
-    Residual: a[l+2] = relu(z[l+2] + shortcut(a[l])). Plain (shortcut none): a[l+2] = relu(z[l+2]).
+    post (He 2015):  a[l+2] = relu(s(a[l]) + F(a[l]))     plain: a[l+2] = relu(F(a[l]))
+    pre  (He 2016):  x[l+1] = s(x[l]) + F(x[l])           plain: x[l+1] = F(x[l])
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, shortcut: str):
+    def __init__(self, spec: BlockSpec, shortcut: nn.Module | None, gate: nn.Module | None):
         super().__init__()
-        self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
-        self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
-        self.shortcut = make_shortcut(shortcut, cin, cout, stride)
+        self.spec, self.shortcut, self.gate = spec, shortcut, gate
+        self.alpha = nn.Parameter(torch.zeros(())) if spec.branch_init == "skipinit" and shortcut is not None else None
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x): the residual branch, z[l+2] before the addition."""
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        raise NotImplementedError
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block adds to its shortcut (F(x), scaled where the variant scales it)."""
+        f = self.branch(x)
+        return f if self.alpha is None else self.alpha * f
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.residual(x)
         if self.shortcut is None:
-            return F.relu(self.branch(x))
-        return F.relu(self.shortcut(x) + self.branch(x))
+            out = f
+        else:
+            s, c = self.shortcut(x), self.spec.combine
+            if c == "add":
+                out = s + f  # the residual connection
+            elif c == "scale":
+                out = self.spec.scale * s + (self.spec.scale if self.spec.scale_branch else 1.0) * f
+            elif c == "exclusive_gate":
+                g = torch.sigmoid(self.gate(x))
+                out = (1 - g) * s + g * f
+            elif c == "shortcut_gate":
+                out = (1 - torch.sigmoid(self.gate(x))) * s + f
+            else:  # dropout on the shortcut
+                out = F.dropout(s, self.spec.shortcut_dropout, self.training) + f
+        return F.relu(out) if self.spec.block == "post" else out
+
+
+def _norm2d(spec: BlockSpec, c: int) -> nn.Module:
+    return nn.BatchNorm2d(c) if spec.norm == "bn" else nn.Identity()
+
+
+class BasicBlock(ResidualBlock):
+    """post: 3x3 conv, BN, ReLU, 3x3 conv, BN; add the shortcut (if any); ReLU.
+    pre:  BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv; add the shortcut (if any).
+
+    `responses` are the layer outputs He 2015 Figure 7 measures (after BN, before ReLU or addition;
+    the conv outputs in a pre-activation block).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str):
+        spec = BlockSpec(shortcut=spec) if isinstance(spec, str) else spec
+        gate = None
+        if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
+            gate = nn.Conv2d(cin, cout, 1, stride=stride)
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), gate)
+        bias = spec.norm == "none"
+        self.conv1, self.conv2 = conv3x3(cin, cout, stride, bias), conv3x3(cout, cout, bias=bias)
+        self.bn1, self.bn2 = _norm2d(spec, cin if spec.block == "pre" else cout), _norm2d(spec, cout)
+        self.responses = [self.bn1, self.bn2] if spec.block == "post" else [self.conv1, self.conv2]
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """F(x): the residual branch, before it meets the shortcut."""
+        if self.spec.block == "pre":
+            return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+    def last_layer(self) -> nn.Module:
+        """The branch's last scaled layer: zeroing it makes F(x) = 0 (branch_init=zero_gamma)."""
+        if self.spec.norm == "bn":
+            return self.bn2
+        return self.conv2
 
 
 class CifarResNet(nn.Module):
-    """He 2015's CIFAR net of depth 6n+2 (plain when shortcut='none')."""
+    """He 2015's CIFAR net of depth 6n+2 (plain when shortcut='none'), with He 2016's variants."""
 
-    def __init__(self, depth: int, shortcut: str = "A", in_channels: int = 3, num_classes: int = 10):
+    def __init__(self, depth: int, shortcut: str | BlockSpec = "A", in_channels: int = 3, num_classes: int = 10):
         super().__init__()
         n = blocks_per_stage(depth)
-        make_shortcut(shortcut, 1, 1, 1)  # refuse an unknown shortcut before building anything
-        self.depth, self.shortcut_kind = depth, shortcut
-        self.stem = nn.Sequential(conv3x3(in_channels, STAGE_WIDTHS[0]), nn.BatchNorm2d(STAGE_WIDTHS[0]), nn.ReLU())
-        blocks, cin = [], STAGE_WIDTHS[0]
+        spec = BlockSpec(shortcut=shortcut) if isinstance(shortcut, str) else shortcut
+        spec.check()
+        self.depth, self.spec = depth, spec
+        w0 = STAGE_WIDTHS[0]
+        if spec.block == "pre":  # He 2016: the first block's BN-ReLU follows the stem conv directly
+            self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"))
+        else:
+            self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"), _norm2d(spec, w0), nn.ReLU())
+        blocks, cin = [], w0
         for stage, width in enumerate(STAGE_WIDTHS):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(cin, width, stride, shortcut))
+                blocks.append(BasicBlock(cin, width, stride, spec))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
+        # Pre-activation nets end with the BN-ReLU their last block no longer has.
+        self.head = nn.Sequential(_norm2d(spec, cin), nn.ReLU()) if spec.block == "pre" else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
-        he_init(self)
+        init_weights(self, spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
+        x = self.head(self.blocks(self.stem(x)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
+    def response_layers(self) -> list[nn.Module]:
+        """Every 3x3 layer's response module, in layer order (He 2015 Figure 7)."""
+        stem = [self.stem[1]] if len(self.stem) > 1 else [self.stem[0]]
+        return stem + [m for b in self.blocks for m in b.responses]
 
-def he_init(model: nn.Module) -> None:
-    """He ("MSRA") init, std sqrt(2 / fan_in), for conv and linear weights; BN starts as the identity."""
+
+class MLPBlock(ResidualBlock):
+    """The lecture's fully connected block: a[l+2] = g(W[l+2] g(W[l+1] a[l] + b[l+1]) + b[l+2] + s(a[l])).
+
+    Where the width changes (e.g. 128 -> 256) the shortcut is W_s a[l]: a learned projection
+    (B, C) or a fixed zero-padding (A).
+    """
+
+    def __init__(self, cin: int, cout: int, spec: BlockSpec):
+        gate = nn.Linear(cin, cout) if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none" else None
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, 1, spec.norm, dim=1), gate)
+        self.fc1, self.fc2 = nn.Linear(cin, cout), nn.Linear(cout, cout)
+        self.bn1 = nn.BatchNorm1d(cout) if spec.norm == "bn" else nn.Identity()
+        self.bn2 = nn.BatchNorm1d(cout) if spec.norm == "bn" else nn.Identity()
+        self.responses = [self.bn1, self.bn2]
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn2(self.fc2(F.relu(self.bn1(self.fc1(x)))))
+
+    def last_layer(self) -> nn.Module:
+        return self.bn2 if self.spec.norm == "bn" else self.fc2
+
+
+def mlp_blocks(depth: int) -> int:
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 4 or depth % 2:
+        raise UsageError(f"model.depth={depth}: an MLP has depth 2n+2 (input layer, n blocks of 2, classifier): "
+                         "an even number >= 4, e.g. 4, 10, 20, 40")
+    return (depth - 2) // 2
+
+
+class MLP(nn.Module):
+    """Flattened input -> Linear+ReLU -> n blocks (first half at widths[0], the rest at widths[1]) -> Linear."""
+
+    def __init__(self, depth: int, spec: BlockSpec, in_features: int, num_classes: int, widths=(128, 256)):
+        super().__init__()
+        spec.check()
+        if spec.block != "post":
+            raise UsageError("model.block=pre is for the CIFAR nets; the MLP uses the lecture's post-activation block")
+        n = mlp_blocks(depth)
+        self.depth, self.spec = depth, spec
+        self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, widths[0]), nn.ReLU())
+        blocks, cin = [], widths[0]
+        for i in range(n):
+            width = widths[0] if i < (n + 1) // 2 else widths[-1]
+            blocks.append(MLPBlock(cin, width, spec))
+            cin = width
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+        init_weights(self, spec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)))
+
+    def response_layers(self) -> list[nn.Module]:
+        return [self.stem[1]] + [m for b in self.blocks for m in b.responses]
+
+
+def init_weights(model: nn.Module, spec: BlockSpec) -> None:
+    """He ("MSRA") init, std sqrt(2 / fan_in), for conv and linear weights; BN starts as the identity.
+
+    Gates start nearly closed towards the branch (bias gate_bias, He 2016). zero_gamma zeroes each
+    branch's last BN gamma (or its last layer without BN), so every block starts as the identity.
+    """
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    for block in model.modules():
+        if isinstance(block, ResidualBlock):
+            if block.gate is not None:
+                nn.init.constant_(block.gate.bias, spec.gate_bias)
+            if spec.branch_init == "zero_gamma" and block.shortcut is not None:
+                nn.init.zeros_(block.last_layer().weight)
+                if block.last_layer().bias is not None:
+                    nn.init.zeros_(block.last_layer().bias)
 
 
-def build_model(model_cfg, in_channels: int, num_classes: int) -> nn.Module:
-    """The net a config asks for (model.arch, model.depth, model.shortcut)."""
+def block_spec(model_cfg) -> BlockSpec:
+    """BlockSpec from a model config; keys a config lacks keep the paper's defaults."""
+    fields = BlockSpec.__dataclass_fields__
+    return BlockSpec(**{k: model_cfg[k] for k in fields if k in model_cfg})
+
+
+def build_model(model_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The net a config asks for (model.arch, model.depth, model.shortcut and the variant switches)."""
+    spec = block_spec(model_cfg)
     if model_cfg.arch == "cifar_resnet":
-        return CifarResNet(int(model_cfg.depth), str(model_cfg.shortcut), in_channels, num_classes)
-    raise UsageError(f"model.arch={model_cfg.arch!r} is unknown; choose one of: cifar_resnet")
+        return CifarResNet(int(model_cfg.depth), spec, input_shape[0], num_classes)
+    if model_cfg.arch == "mlp":
+        in_features = 1
+        for s in input_shape:
+            in_features *= s
+        return MLP(int(model_cfg.depth), spec, in_features, num_classes, tuple(model_cfg.get("widths", (128, 256))))
+    raise UsageError(f"model.arch={model_cfg.arch!r} is unknown; choose one of: {', '.join(ARCHS)}")
 
 
 def count_params(model: nn.Module) -> int:

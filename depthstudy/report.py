@@ -83,8 +83,6 @@ def read_run(path: Path) -> Run:
         run.curves = events.read_scalars(path)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
         run.problem = f"event file unreadable: {e}"
-    if not run.curves.get(events.TRAIN_ERROR) and not run.problem:
-        run.problem = "no training curve in its event files"
     return run
 
 
@@ -289,6 +287,76 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     return _save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 
+def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
+    """Mean over runs of the last value of each indexed tag (layer or block order)."""
+    per_run = [[pts[-1][1] for _, pts in events.indexed(r.curves, prefix)] for r in runs]
+    per_run = [v for v in per_run if v]
+    if not per_run or len({len(v) for v in per_run}) != 1:
+        return []
+    return [statistics.fmean(col) for col in zip(*per_run)]
+
+
+def _group_label(g: Group, extra_keys: list[str], with_family: bool = True) -> str:
+    label = (f"{g.family}-{g.depth}" if with_family else f"{g.depth} layers")
+    return label + "".join(f", {k.split('.')[-1]}={v}" for k, v in zip(extra_keys, g.extra))
+
+
+def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude."""
+    import matplotlib.pyplot as plt
+
+    colours = _depth_colours([g.depth for g in groups])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    drawn = False
+    for i, g in enumerate(groups):
+        stds = _final_indexed([r for r in g.runs if not r.problem], events.RESPONSE_PREFIX)
+        if not stds:
+            continue
+        style = dict(color=colours[g.depth], ls="--" if g.family == "plain" else "-", lw=1.4,
+                     label=_group_label(g, extra_keys))
+        axes[0].plot(range(1, len(stds) + 1), stds, **style)
+        axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    axes[0].set_xlabel("layer index (original order)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    axes[0].set_ylabel("std of layer response")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
+    return _save(fig, out, "responses", formats)
+
+
+def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """How close each block is to the identity at the end: ||F(x)||/||x|| and the last BN's gamma norm."""
+    import matplotlib.pyplot as plt
+
+    quantities = [("branch_ratio", "||F(x)|| / ||x||  (0 = identity block)"), ("gamma_norm", "||gamma|| of the branch's last BN")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    drawn = False
+    for i, g in enumerate(g for g in groups if g.family != "plain"):
+        for ax, (q, _) in zip(axes, quantities):
+            values = _final_indexed([r for r in g.runs if not r.problem], f"{events.BLOCK_PREFIX}{q}/")
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, label=_group_label(g, extra_keys),
+                        color=_family_style(g.family, i)["color"] if not extra_keys else None)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    for ax, (_, title) in zip(axes, quantities):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("block")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Residual blocks at the end of training")
+    return _save(fig, out, "blocks", formats)
+
+
 # --- tables ---
 
 def _pm(mean, std) -> str:
@@ -392,6 +460,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
         for key in by:
             if key in extra_keys:
                 figures += plot_depth_by(groups, key, out, formats, extra_keys)
+        figures += plot_responses(groups, out, formats, extra_keys)
+        figures += plot_blocks(groups, out, formats, extra_keys)
     header, rows = summary_rows(groups, extra_keys)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, figures, problems)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthstudy import checkpoint, events
 from depthstudy.config import RUNTIME_KEYS
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
+from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import build_model, count_params
 from depthstudy.progress import RunProgress
@@ -235,7 +236,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     torch.manual_seed(cfg.seed)
 
     data = load_data(cfg.data).to(device)
-    model = build_model(cfg.model, in_channels=data.shape[0], num_classes=data.num_classes)
+    model = build_model(cfg.model, data.shape, data.num_classes)
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     params = count_params(model)
@@ -280,6 +281,9 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             "elapsed_s": elapsed + (time.perf_counter() - t0), "warming": warming, "warmup_ended": warmup_ended,
             "recent_errors": list(recent), "window": win.cpu(), "torch_rng": torch.get_rng_state(),
         })
+
+    # A fixed held-out batch for the instruments (layer responses, block diagnostics).
+    probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]
 
     def run_eval(done: int) -> dict:
         nonlocal eval_time
@@ -345,6 +349,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             t_pause = time.perf_counter()
             if t.eval_every and done % t.eval_every == 0:
                 run_eval(done)
+            if t.diagnostics_every and done % t.diagnostics_every == 0:
+                writer.scalars(done, diagnostic_scalars(model, probe))
             if done % t.ckpt_every == 0 or stop.requested:
                 save(done)
             t_window += time.perf_counter() - t_pause  # evaluation and saving do not count as training time
@@ -362,6 +368,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
         raise KeyboardInterrupt
     if status == "finished":
         last.update(run_eval(total))
+        writer.scalars(total, diagnostic_scalars(model, probe))
         save(total)  # the finished run keeps its final weights
     writer.close()
     progress.close()

@@ -40,7 +40,7 @@ def test_help_lists_the_commands(cli):
 
 
 @pytest.mark.parametrize("group,options", [
-    ("model", ["resnet"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
+    ("model", ["resnet", "mlp"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
     ("schedule", ["short", "he2015"]), ("trainer", ["default"]),
     ("experiment", ["quick", "he2015", "he2015_fig6", "he2015_table6", "shortcuts", "weight_decay"]),
 ])
@@ -59,7 +59,7 @@ def test_config_groups_on_disk_are_all_tested():
 
     root = Path(depthstudy.configs.__file__).parent
     found = {p.parent.name + "/" + p.stem for p in root.glob("*/*.yaml")}
-    tested = {"model/resnet", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
+    tested = {"model/resnet", "model/mlp", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
               "schedule/he2015", "trainer/default", "experiment/quick", "experiment/he2015",
               "experiment/he2015_fig6", "experiment/he2015_table6", "experiment/shortcuts", "experiment/weight_decay"}
     assert found <= tested, f"add {found - tested} to test_every_config_group_composes_and_validates"

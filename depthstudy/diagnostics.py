@@ -1,0 +1,82 @@
+"""Instruments that look inside a net: why residual nets train where plain ones do not.
+
+- layer_responses: He 2015 Figure 7, the standard deviation of each 3x3 layer's response
+  (after BN, before the ReLU or the addition) on a fixed held-out batch.
+- block_diagnostics: per block, ||F(x)|| / ||x|| (how far the block is from the identity), the
+  norm of its branch's last BN gamma (what weight decay shrinks towards an identity block),
+  and the norm of its weights.
+Both run in eval mode without gradients; the model is left as it was found.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from depthstudy import events
+from depthstudy.models import ResidualBlock
+
+
+@contextmanager
+def _eval_no_grad(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def layer_responses(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Std of every 3x3 layer's response, in layer order."""
+    layers = model.response_layers()
+    outputs: dict[int, float] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: outputs.__setitem__(i, out.float().std().item()))
+             for i, m in enumerate(layers)]
+    try:
+        with _eval_no_grad(model):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [outputs[i] for i in range(len(layers))]
+
+
+def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
+    """Per block, in order: branch_ratio ||F(x)||/||x||, gamma_norm (nan without BN), weight_norm."""
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    inputs: dict[int, torch.Tensor] = {}
+    hooks = [b.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0]))
+             for i, b in enumerate(blocks)]
+    out = []
+    try:
+        with _eval_no_grad(model):
+            model(x)
+            for i, b in enumerate(blocks):
+                xin = inputs[i].float()
+                last = b.last_layer()
+                gamma = last.weight.norm().item() if isinstance(last, nn.modules.batchnorm._BatchNorm) else math.nan
+                weights = [m.weight for m in b.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not b.gate]
+                out.append({
+                    "branch_ratio": (b.residual(inputs[i]).float().norm() / xin.norm().clamp_min(1e-12)).item(),
+                    "gamma_norm": gamma,
+                    "weight_norm": math.sqrt(sum(w.float().pow(2).sum().item() for w in weights)),
+                })
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def diagnostic_scalars(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Everything above as TensorBoard scalars (tag names from depthstudy.events)."""
+    values = {events.response_tag(i): v for i, v in enumerate(layer_responses(model, x))}
+    for i, d in enumerate(block_diagnostics(model, x)):
+        for key, v in d.items():
+            if math.isfinite(v):
+                values[events.block_tag(key, i)] = v
+    return values
