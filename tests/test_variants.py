@@ -1,0 +1,154 @@
+"""He 2016 variants, the lecture's MLP, and the instruments that look inside the nets."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from depthstudy.diagnostics import block_diagnostics, layer_responses
+from depthstudy.errors import UsageError
+from depthstudy.models import MLP, BasicBlock, BlockSpec, CifarResNet, MLPBlock, ZeroPadShortcut, count_params
+
+BASE = 269_722  # ResNet-20, option A (PAPER.md)
+
+
+@pytest.mark.parametrize("spec,extra_params", [
+    (BlockSpec(), 0),
+    (BlockSpec(combine="scale"), 0),
+    (BlockSpec(combine="dropout"), 0),
+    (BlockSpec(branch_init="zero_gamma"), 0),
+    (BlockSpec(branch_init="skipinit"), 9),  # one alpha per block
+    # one 1x1 conv gate (weights + bias) per block: 7 blocks 16->16 / 32->32 / 64->64 minus the resizing ones
+    (BlockSpec(combine="exclusive_gate"), 3 * (16 * 16 + 16) + (16 * 32 + 32) + 2 * (32 * 32 + 32)
+     + (32 * 64 + 64) + 2 * (64 * 64 + 64)),
+    (BlockSpec(combine="shortcut_gate"), 3 * (16 * 16 + 16) + (16 * 32 + 32) + 2 * (32 * 32 + 32)
+     + (32 * 64 + 64) + 2 * (64 * 64 + 64)),
+    (BlockSpec(shortcut="C"), 3 * (16 * 16 + 32) + (16 * 32 + 64) + 2 * (32 * 32 + 64) + (32 * 64 + 128)
+     + 2 * (64 * 64 + 128)),
+    # pre-activation: the stem loses its BN (32), each block's first BN moves to the input width
+    # (stage-2/3 first blocks: 16 and 32 instead of 32 and 64 channels), and a final BN (128) is added.
+    (BlockSpec(block="pre"), -32 - 2 * 16 - 2 * 32 + 128),
+])
+def test_variant_shapes_and_parameter_counts(spec, extra_params):
+    model = CifarResNet(20, spec, 3, 10)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert count_params(model) == BASE + extra_params
+
+
+def test_no_bn_variant_has_biases_instead():
+    model = CifarResNet(20, BlockSpec(norm="none", branch_init="skipinit"), 3, 10)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("spec", [
+    BlockSpec(branch_init="zero_gamma"), BlockSpec(branch_init="skipinit"),
+    BlockSpec(branch_init="zero_gamma", norm="none"), BlockSpec(branch_init="skipinit", norm="none"),
+    BlockSpec(branch_init="zero_gamma", block="pre"),
+])
+def test_zero_init_and_alpha_zero_blocks_are_the_identity_at_init(spec):
+    model = CifarResNet(20, spec, 3, 10)
+    block = model.blocks[1]  # 16 -> 16, stride 1
+    x = torch.rand(4, 16, 8, 8)  # >= 0, like a ReLU output
+    for mode in (block.train, block.eval):
+        mode()
+        assert torch.equal(block(x), x)
+
+
+def test_gates_start_nearly_closed_towards_the_branch():
+    block = BasicBlock(16, 16, 1, BlockSpec(combine="exclusive_gate", gate_bias=-6.0)).eval()
+    x = torch.rand(2, 16, 8, 8)
+    g = torch.sigmoid(block.gate(x))
+    expected = F.relu((1 - g) * x + g * block.branch(x))
+    assert torch.allclose(block(x), expected)
+
+
+def test_constant_scaling_halves_both_paths():
+    block = BasicBlock(16, 16, 1, BlockSpec(combine="scale", scale=0.5)).eval()
+    x = torch.rand(2, 16, 8, 8)
+    assert torch.allclose(block(x), F.relu(0.5 * x + 0.5 * block.branch(x)))
+
+
+def test_figure7_hooks_read_the_bn_outputs_before_relu_and_addition():
+    model = CifarResNet(8, "A", 1, 10).eval()
+    x = torch.randn(16, 1, 8, 8)
+    stds = layer_responses(model, x)
+    # Manual forward, layer by layer.
+    with torch.no_grad():
+        h = model.stem[1](model.stem[0](x))
+        manual = [h.std().item()]
+        h = F.relu(h)
+        for b in model.blocks:
+            r1 = b.bn1(b.conv1(h))
+            r2 = b.bn2(b.conv2(F.relu(r1)))
+            manual += [r1.std().item(), r2.std().item()]
+            h = F.relu(b.shortcut(h) + r2)
+    assert len(stds) == 7 == len(model.response_layers())
+    assert stds == pytest.approx(manual, rel=1e-5)
+    assert model.training is False
+
+
+def test_block_diagnostics_measure_distance_from_the_identity():
+    model = CifarResNet(8, BlockSpec(branch_init="zero_gamma"), 1, 10)
+    d = block_diagnostics(model, torch.randn(8, 1, 8, 8))
+    assert [x["branch_ratio"] for x in d] == [0.0, 0.0, 0.0]  # zero-gamma blocks add nothing: identity
+    assert [x["gamma_norm"] for x in d] == [0.0, 0.0, 0.0]
+    assert all(x["weight_norm"] > 0 for x in d)
+    assert model.training  # left as found
+
+
+def test_mlp_zero_padding_shortcut_equals_padding_the_vector():
+    shortcut = ZeroPadShortcut(128, 256, 1)
+    a = torch.rand(3, 128)
+    assert torch.equal(shortcut(a), torch.cat([a, torch.zeros(3, 128)], dim=1))
+
+
+def test_mlp_block_is_the_lecture_formula():
+    block = MLPBlock(128, 256, BlockSpec(shortcut="B", norm="none")).eval()
+    a = torch.rand(3, 128)
+    w_s = block.shortcut[0].weight
+    expected = F.relu(block.fc2(F.relu(block.fc1(a))) + a @ w_s.T)  # g(W[l+2] a[l+1] + b[l+2] + W_s a[l])
+    assert torch.allclose(block(a), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("depth,shortcut,params", [
+    (4, "none", 64 * 128 + 128 + (128 * 128 + 128) * 2 + 128 * 10 + 10),
+    (6, "A", 64 * 128 + 128 + (128 * 128 + 128) * 2 + (128 * 256 + 256) + (256 * 256 + 256) + 256 * 10 + 10),
+    (6, "B", 64 * 128 + 128 + (128 * 128 + 128) * 2 + (128 * 256 + 256) + (256 * 256 + 256) + 128 * 256 + 256 * 10 + 10),
+])
+def test_mlp_shapes_and_parameter_counts(depth, shortcut, params):
+    model = MLP(depth, BlockSpec(shortcut=shortcut, norm="none"), 64, 10)
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+    assert count_params(model) == params
+
+
+@pytest.mark.parametrize("depth", [3, 5, 0, 2])
+def test_mlp_depth_must_be_even_and_at_least_4(depth):
+    with pytest.raises(UsageError, match="2n\\+2"):
+        MLP(depth, BlockSpec(), 64, 10)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("model.block=mid", "model.block='mid' is unknown; choose one of: post, pre"),
+    ("model.combine=multiply", "choose one of: add, scale, exclusive_gate, shortcut_gate, dropout"),
+    ("model.branch_init=ones", "choose one of: default, zero_gamma, skipinit"),
+    ("model.norm=ln", "model.norm='ln' is unknown; choose one of: bn, none"),
+])
+def test_unknown_variants_are_refused(cli, override, message):
+    result = cli("train", override)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_a_run_logs_the_instruments_and_report_draws_them(cli, tmp_path):
+    from conftest import TINY
+    from depthstudy import events
+
+    assert cli("train", *TINY, "model.depth=8", "trainer.diagnostics_every=3").exit_code == 0
+    (run,) = (tmp_path / "runs" / "default").iterdir()
+    scalars = events.read_scalars(run)
+    assert len(events.indexed(scalars, events.RESPONSE_PREFIX)) == 7
+    ratios = events.indexed(scalars, events.BLOCK_PREFIX + "branch_ratio/")
+    assert len(ratios) == 3 and [s for s, _ in ratios[0][1]] == [3, 6]
+    result = cli("report", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "report" / "responses.png").exists()
+    assert (tmp_path / "runs" / "report" / "blocks.png").exists()
