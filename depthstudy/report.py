@@ -213,7 +213,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     families = list(dict.fromkeys(g.family for g in groups))
     colours = _depth_colours([g.depth for g in groups])
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 4.2), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 4.2), sharey=True, squeeze=False, layout="constrained")
     top = 0.0
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
@@ -256,7 +256,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     import matplotlib.pyplot as plt
 
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False, layout="constrained")
     for ax, which in zip(axes, ("train", split)):
         _depth_axes(ax, groups, which, extra_keys)
         ax.set_title(f"final {'training' if which == 'train' else which} error")
@@ -275,7 +275,7 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     values = list(dict.fromkeys(g.extra[idx] for g in groups))
     rest = [k for k in extra_keys if k != key]
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(2, len(values), figsize=(4.2 * len(values), 7), sharey="row", squeeze=False)
+    fig, axes = plt.subplots(2, len(values), figsize=(4.2 * len(values), 7), sharey="row", squeeze=False, layout="constrained")
     for col, value in enumerate(values):
         sub = [Group(g.family, g.depth, g.extra[:idx] + g.extra[idx + 1:], g.runs) for g in groups if g.extra[idx] == value]
         for row, which in enumerate(("train", split)):
@@ -303,17 +303,19 @@ def _group_label(g: Group, extra_keys: list[str], with_family: bool = True) -> s
 
 def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
     """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     colours = _depth_colours([g.depth for g in groups])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
     drawn = False
     for i, g in enumerate(groups):
         stds = _final_indexed([r for r in g.runs if not r.problem], events.RESPONSE_PREFIX)
         if not stds:
             continue
-        style = dict(color=colours[g.depth], ls="--" if g.family == "plain" else "-", lw=1.4,
-                     label=_group_label(g, extra_keys))
+        # One colour per depth; where another key varies too, one colour per group.
+        colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
+        style = dict(color=colour, ls="--" if g.family == "plain" else "-", lw=1.4, label=_group_label(g, extra_keys))
         axes[0].plot(range(1, len(stds) + 1), stds, **style)
         axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
         drawn = True
@@ -335,7 +337,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
     import matplotlib.pyplot as plt
 
     quantities = [("branch_ratio", "||F(x)|| / ||x||  (0 = identity block)"), ("gamma_norm", "||gamma|| of the branch's last BN")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     drawn = False
     for i, g in enumerate(g for g in groups if g.family != "plain"):
         for ax, (q, _) in zip(axes, quantities):
