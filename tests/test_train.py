@@ -135,3 +135,21 @@ def test_fast_path_gives_the_loss_curve_of_a_plain_eager_loop(cli, tmp_path):
         reference.append(loss.item())
     assert ours[:2] == pytest.approx(reference[:2], rel=1e-6)  # before float noise compounds
     assert ours == pytest.approx(reference, rel=1e-3)
+
+
+def test_asking_for_cuda_without_it_is_a_usage_error(cli):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("train", "trainer.device=cuda", "trainer.progress=none")
+    assert result.exit_code == 2 and "CUDA is not available here" in result.output
+
+
+@pytest.mark.cuda
+def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
+    result = cli("train", "model.depth=8", "schedule.iterations=20", "trainer.device=cuda", "trainer.progress=none",
+                 "trainer.precision=bf16")
+    assert result.exit_code == 0, result.output
+    s = summary(only_run(tmp_path))
+    assert s["status"] == "finished" and s["device"].startswith("cuda")
