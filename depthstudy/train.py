@@ -303,6 +303,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     t0 = time.perf_counter()
     t_window, eval_time, train_images = t0, 0.0, 0
     last, status, lr, done = {}, "finished", None, start
+    one = torch.ones((), device=device)
     model.train()
     with stop_on_interrupt() as stop:
         for step in range(start, total):
@@ -319,7 +320,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             optimizer.step()
             # Accumulate on the device: no host sync inside the step.
             wrong = (logits.detach().argmax(1) != y).sum()
-            win += torch.stack([loss.detach(), wrong.float(), torch.ones((), device=device)])
+            win += torch.stack([loss.detach(), wrong.float(), one])
             done = step + 1
 
             if warming:  # the paper's rule: lr 0.01 until training error < 80% (a sync per step, warm-up only)
