@@ -153,3 +153,15 @@ def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
     assert result.exit_code == 0, result.output
     s = summary(only_run(tmp_path))
     assert s["status"] == "finished" and s["device"].startswith("cuda")
+
+
+def test_each_job_takes_its_share_of_cpu_threads(monkeypatch):
+    from depthstudy.train import cpu_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert cpu_threads(3) == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert cpu_threads("auto") == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what joblib's workers get: cores // n_jobs
+    assert cpu_threads("auto") == 1
