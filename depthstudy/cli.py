@@ -118,5 +118,31 @@ def report(
     _guard(lambda: make_report(runs_dir, out, by or [], formats, _console()), debug)
 
 
+@app.command(epilog=(
+    "Examples:\n\n"
+    "  depthstudy bench                                   # ResNet-20/56/110 and plain-56, about 3 minutes on 2 CPU cores\n\n"
+    "  depthstudy bench --models resnet20,plain56 --steps 20 --rounds 2 --json bench.json\n\n"
+    "  depthstudy bench --device cuda --precision bf16 --compile --steps 50 --warmup 10\n\n"
+    "Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
+    "written once in CIFAR-10's file format."))
+def bench(
+    models: Annotated[str, typer.Option("--models", help="Comma-separated resnetN / plainN (N = 6n+2).")] = "resnet20,resnet56,plain56,resnet110",
+    steps: Annotated[int, typer.Option("--steps", help="Timed steps per measurement.")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per model and path before the first measurement.")] = 2,
+    rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast); applies to ours only.")] = "fp32",
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile our model (ours only; compile time falls in the warm-up).")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak."""
+    from depthstudy.bench import run_bench
+
+    _guard(lambda: run_bench(models, steps, warmup, rounds, precision, compile_model, device, data_root,
+                             json_path, _console()), debug)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,386 @@
+"""`depthstudy bench`: training throughput of depthstudy's own path vs a reference loop written the common way.
+
+Ours is what train.py does per iteration: uint8 images held on the device, batched crop/flip/normalise
+(TrainStream), a channels_last model, SGD from make_optimizer, losses and errors accumulated on the device.
+The reference is the textbook loop: torchvision's CIFAR10 with PIL transforms, a DataLoader with one
+worker per core, an fp32 NCHW model, torch.optim.SGD. Both train the same architecture on the same images
+in the same process; their measurements alternate so that machine noise hits both alike.
+
+Throughput is also put against a physical limit: this machine's measured matmul rate, against which the
+training FLOP/s (3 x forward FLOPs per image) says how much of the hardware the training path uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+import depthstudy.configs
+from depthstudy.data import Data, Split, TrainStream, default_root
+from depthstudy.errors import UsageError
+from depthstudy.models import CifarResNet, count_macs, count_params
+from depthstudy.train import cpu_threads, make_optimizer, pick_device
+
+DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
+BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
+PRECISIONS = ("fp32", "bf16")
+# The usual per-channel CIFAR-10 statistics, as the common training scripts hard-code them.
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+SYNTHETIC_PER_FILE = 1024  # 5 x 1024 training images: 40 batches per epoch, and both loaders cycle
+
+
+# --- models ---
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    depth: int
+    shortcut: str  # "A" (residual, parameter-free shortcuts) or "none" (plain)
+
+    def build(self) -> CifarResNet:
+        return CifarResNet(self.depth, self.shortcut, IMAGE_SHAPE[0], NUM_CLASSES)
+
+
+def parse_models(text: str) -> list[ModelSpec]:
+    """'resnet20,plain56' -> specs; any 6n+2 depth works, resnet = shortcut A, plain = no shortcut."""
+    specs = []
+    for name in (n.strip().lower() for n in text.split(",")):
+        m = re.fullmatch(r"(resnet|plain)(\d+)", name)
+        if not m:
+            raise UsageError(f"--models: {name!r} is not a model; write resnetN or plainN with N = 6n+2, "
+                             f"e.g. --models {DEFAULT_MODELS}")
+        spec = ModelSpec(name, int(m.group(2)), "A" if m.group(1) == "resnet" else "none")
+        spec.build()  # refuses a bad depth now, with the model's own message, before any timing
+        specs.append(spec)
+    if not specs:
+        raise UsageError(f"--models is empty; e.g. --models {DEFAULT_MODELS}")
+    return specs
+
+
+# --- data: real CIFAR-10 if it is there, else random images in CIFAR-10's on-disk format ---
+
+def _cifar_classes():
+    from torchvision.datasets import CIFAR10
+
+    class UncheckedCIFAR10(CIFAR10):
+        """torchvision's CIFAR10 for the synthetic copy: random images cannot match the real md5s,
+        so only that check is skipped; the files are parsed exactly as for the real data set."""
+
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / f).is_file() for f, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    return CIFAR10, UncheckedCIFAR10
+
+
+def synthetic_root() -> Path:
+    """The synthetic copy's cache: the user cache, not data.root, which may be a shared read-only folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy" / "bench-cifar10"
+
+
+def write_synthetic_cifar(root: Path, per_file: int = SYNTHETIC_PER_FILE, seed: int = 0) -> Path:
+    """Random uint8 images as CIFAR-10's real files (pickled dicts), written once and then reused."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / CIFAR10.base_folder
+    marker, stamp = folder / "depthstudy-synthetic", f"per_file={per_file} seed={seed}\n"
+    if marker.is_file() and marker.read_text() == stamp:
+        return root
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def dump(filename: str, entry: dict) -> None:
+        tmp = folder / f".{filename}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+        os.replace(tmp, folder / filename)  # atomic: a concurrent or interrupted run never sees half a file
+
+    for filename, _ in CIFAR10.train_list + CIFAR10.test_list:
+        dump(filename, {"batch_label": f"synthetic {filename}",
+                        "data": rng.integers(0, 256, (per_file, 3 * 32 * 32), dtype=np.uint8),
+                        "labels": rng.integers(0, NUM_CLASSES, per_file).tolist()})
+    dump(CIFAR10.meta["filename"], {CIFAR10.meta["key"]: CIFAR_CLASSES})
+    marker.write_text(stamp)  # last: its presence means every file above is complete
+    return root
+
+
+def training_set(data_root: Path | None, say) -> tuple[object, str, Path]:
+    """torchvision's CIFAR-10 training set (transforms for the reference), its kind and its root.
+
+    Real CIFAR-10 if torchvision's own integrity check passes under data_root, else the synthetic copy.
+    """
+    from torchvision import transforms
+
+    CIFAR10, UncheckedCIFAR10 = _cifar_classes()
+    transform = transforms.Compose([
+        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD),
+    ])
+    root = Path(data_root).expanduser() if data_root else default_root()
+    if (root / CIFAR10.base_folder).is_dir():
+        try:
+            return CIFAR10(str(root), train=True, transform=transform), "cifar10", root
+        except RuntimeError as e:  # torchvision: missing or corrupted (md5) files
+            say(f"CIFAR-10 under {root} is not usable ({e}); benchmarking on random images instead")
+    root = write_synthetic_cifar(synthetic_root())
+    return UncheckedCIFAR10(str(root), train=True, transform=transform), "synthetic", root
+
+
+def as_data(dataset) -> Data:
+    """The same images as depthstudy's Data: uint8 NCHW, labels, the paper's per-pixel mean."""
+    images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
+    train = Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
+    mean = (images.sum(0, dtype=torch.float64) / len(images)).float()  # no float64 copy of every image
+    return Data("cifar10", train, None, None, NUM_CLASSES, mean, torch.tensor(1 / 255.0))
+
+
+# --- the two training paths; each returns step(), one training iteration ---
+
+def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, compile_model: bool):
+    """One iteration of train.py's loop, statement for statement (train.py has no step function to call)."""
+    memory_format = torch.channels_last  # trainer.channels_last defaults to true
+    model = spec.build().to(device, memory_format=memory_format)
+    forward = torch.compile(model) if compile_model else model
+    optim_cfg = OmegaConf.load(Path(depthstudy.configs.__file__).parent / "optim" / "sgd.yaml")  # He 2015's SGD
+    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None)
+    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=True)
+    bf16 = precision == "bf16"
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    win = torch.zeros(3, device=device)
+    counter = itertools.count()
+    model.train()
+
+    def step() -> None:
+        x, y = stream.batch(next(counter))  # train.py: stream.batch(step)
+        with autocast():
+            logits = forward(x)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        wrong = (logits.detach().argmax(1) != y).sum()
+        win.add_(torch.stack([loss.detach(), wrong.float(), torch.ones((), device=device)]))
+
+    return step
+
+
+def reference_step(spec: ModelSpec, batches, device: torch.device):
+    """One iteration of the common loop: next batch from the DataLoader, to the device, fp32 NCHW model."""
+    model = spec.build().to(device)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    model.train()
+
+    def step() -> None:
+        images, labels = next(batches)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        loss = criterion(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def reference_batches(dataset, device: torch.device):
+    """Endless batches from one DataLoader shared by every model's reference (its workers persist)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, drop_last=True,
+                        num_workers=len(os.sched_getaffinity(0)), persistent_workers=True,
+                        pin_memory=device.type == "cuda")
+    while True:
+        yield from loader
+
+
+# --- timing ---
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # CUDA runs asynchronously: the clock must wait for the GPU
+
+
+def time_steps(step, n: int, device: torch.device) -> list[float]:
+    """Seconds per step for n steps, each ended by a device sync."""
+    times = []
+    _sync(device)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def matmul_rates(device: torch.device, dtype: torch.dtype, reps: int, n: int = 2048) -> list[float]:
+    """FLOP/s of reps n x n @ n x n matmuls (2 n^3 FLOP each), after one warm-up."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    # cuDNN convolutions may use TF32 by default while fp32 matmuls may not: the peak that fp32 training is
+    # held against is the one its convolutions can reach.
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        a @ b
+        return [2 * n**3 / t for t in time_steps(lambda: a @ b, reps, device)]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _summary(times: list[float], train_flop_per_image: float) -> dict:
+    median = statistics.median(times)  # the median: one step slowed by another process does not move it
+    ips = BATCH_SIZE / median
+    return {"step_s": [round(t, 5) for t in times], "median_step_s": median, "min_step_s": min(times),
+            "max_step_s": max(times), "images_per_s": ips, "gflop_per_s": ips * train_flop_per_image / 1e9}
+
+
+def bench_model(spec: ModelSpec, data: Data, batches, device: torch.device, steps: int, warmup: int,
+                rounds: int, precision: str, compile_model: bool) -> dict:
+    """Warm both paths up, then time them in alternating rounds; one result row."""
+    probe = spec.build()
+    macs, params = count_macs(probe, IMAGE_SHAPE), count_params(probe)
+    train_flop = 3 * 2 * macs  # forward: 2 FLOP per MAC; backward: about twice the forward
+    paths = {"ours": ours_step(spec, data, device, precision, compile_model),
+             "reference": reference_step(spec, batches, device)}
+    for step in paths.values():
+        time_steps(step, warmup, device)  # first steps: allocator, kernel choice, momentum buffers, loader workers
+    times = {name: [] for name in paths}
+    for r in range(rounds):
+        # Alternate which path goes first, so that neither always runs right after the other.
+        for name in (("ours", "reference") if r % 2 == 0 else ("reference", "ours")):
+            times[name] += time_steps(paths[name], steps, device)
+    ours, ref = _summary(times["ours"], train_flop), _summary(times["reference"], train_flop)
+    return {"model": spec.name, "depth": spec.depth, "shortcut": spec.shortcut,
+            "params": params,
+            "forward_macs_per_image": macs, "train_flop_per_image": train_flop,
+            "ours": ours, "reference": ref, "ratio": ours["images_per_s"] / ref["images_per_s"]}
+
+
+def print_results(console, out: dict) -> None:
+    """The table, then one line on the peak, the device and how busy the machine was."""
+    from rich.table import Table
+
+    s = out["settings"]
+    table = Table(title=f"Training throughput, batch {s['batch_size']}, {s['data']} data "
+                        f"(ours: {s['precision']}{', compiled' if s['compile'] else ''}, channels_last, data on device; "
+                        "reference: fp32 NCHW, DataLoader)")
+    for col in ("model", "ours img/s", "reference img/s", "ours / reference", "ours GFLOP/s", "% of matmul peak"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in out["models"]:
+        table.add_row(row["model"], f"{row['ours']['images_per_s']:.0f}", f"{row['reference']['images_per_s']:.0f}",
+                      f"{row['ratio']:.2f}x", f"{row['ours']['gflop_per_s']:.1f}",
+                      f"{100 * row['ours_fraction_of_peak']:.1f}%")
+    console.print(table)
+    peaks = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in out["matmul_peak_flop_per_s"].items())
+    (start, *_), (end, *_) = out["loadavg_start"], out["loadavg_end"]
+    console.print(f"matmul peak (2048^3 matmuls, measured): {peaks}; device {s['device']} ({out['device_name']}), "
+                  f"{s['threads']} threads, torch {out['torch_version']}; load average {start:.1f} at start, "
+                  f"{end:.1f} at end", highlight=False)
+    if s["device"] == "cpu" and start >= 1.0:
+        # CPU threads spin at barriers: a core taken by another process can slow each step several times over.
+        console.print(f"warning: the CPU was busy in the minute before the benchmark (load average {start:.1f}, "
+                      f"{len(os.sched_getaffinity(0))} cores); if that work went on, absolute numbers are "
+                      "unreliable (the interleaved ratios less so)", style="yellow")
+
+
+# --- the command ---
+
+def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, rounds: int = 1,
+              precision: str = "fp32", compile_model: bool = False, device: str = "auto",
+              data_root: Path | None = None, json_path: Path | None = None, console=None) -> dict:
+    """Benchmark every model, print the table, write the JSON; returns what the JSON holds."""
+    from rich.console import Console
+
+    console = console or Console()
+    say = lambda s: console.print(s, style="dim", highlight=False)  # noqa: E731
+    if steps < 1 or warmup < 0 or rounds < 1:
+        raise UsageError(f"--steps ({steps}) and --rounds ({rounds}) must be >= 1 and --warmup ({warmup}) >= 0")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r} is unknown; choose auto, cpu, cuda or cuda:N")
+    specs = parse_models(models)
+    dev = pick_device(device, None)
+    threads = cpu_threads("auto")
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)  # as train.py does: this job's share of the cores
+    else:
+        torch.backends.cudnn.benchmark = True  # as train.py does; process-wide, so the reference gets it too
+    torch.manual_seed(0)
+    load_start = os.getloadavg()
+
+    dataset, data_kind, root = training_set(data_root, say)
+    data = as_data(dataset).to(dev)
+    batches = reference_batches(dataset, dev)  # its workers start on the first batch, in a warm-up
+    say(f"{data_kind} data ({len(dataset):,} images under {root}) on {dev} ({device_name(dev)}), {threads} threads; "
+        f"{len(specs)} model(s) x {rounds} round(s) x {steps} timed steps per path, {warmup} warm-up steps")
+
+    # The peak is sampled before every model and at the end, so that noise hits it as it hits training.
+    peak_samples = {p: [] for p in (("fp32", "bf16") if precision == "bf16" else ("fp32",))}
+
+    def sample_peak() -> None:
+        for p in peak_samples:
+            peak_samples[p] += matmul_rates(dev, torch.bfloat16 if p == "bf16" else torch.float32, reps=3)
+
+    results = []
+    for spec in specs:
+        sample_peak()
+        row = bench_model(spec, data, batches, dev, steps, warmup, rounds, precision, compile_model)
+        results.append(row)
+        say(f"{spec.name}: ours {row['ours']['images_per_s']:.0f} img/s, "
+            f"reference {row['reference']['images_per_s']:.0f} img/s")
+    sample_peak()
+    batches.close()  # shuts the DataLoader's workers down now, not whenever the collector gets to it
+    peak = {p: statistics.median(v) for p, v in peak_samples.items()}
+    for row in results:
+        row["ours_fraction_of_peak"] = row["ours"]["gflop_per_s"] * 1e9 / peak[precision]
+
+    out = {
+        "settings": {"models": [s.name for s in specs], "steps": steps, "warmup": warmup, "rounds": rounds,
+                     "batch_size": BATCH_SIZE, "precision": precision, "compile": compile_model,
+                     "channels_last": True, "device": str(dev), "threads": threads,
+                     "cuda_tf32": dev.type == "cuda" and torch.backends.cudnn.allow_tf32,
+                     "reference_num_workers": len(os.sched_getaffinity(0)), "data": data_kind,
+                     "data_root": str(root), "images": len(dataset)},
+        "matmul_peak_flop_per_s": peak, "matmul_samples_flop_per_s": peak_samples,
+        "device_name": device_name(dev), "torch_version": torch.__version__,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
+        "models": results,
+    }
+    print_results(console, out)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(out, indent=2))
+        say(f"wrote {json_path}")
+    return out

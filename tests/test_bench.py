@@ -1,0 +1,96 @@
+"""`depthstudy bench`: through the real CLI on one small model, and the synthetic CIFAR files it writes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import write_cifar
+from depthstudy import bench
+from depthstudy.data import load_data
+
+QUICK = ["bench", "--models", "resnet8", "--steps", "2", "--warmup", "1", "--rounds", "1"]
+
+
+@pytest.fixture
+def no_cifar(tmp_path, monkeypatch):
+    """No real CIFAR-10 anywhere, and the synthetic copy goes to this test's own cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("DEPTHSTUDY_DATA", str(tmp_path / "no-data"))
+    return tmp_path
+
+
+def test_bench_json_has_both_paths_and_their_ratio(cli, no_cifar):
+    result = cli(*QUICK, "--json", "out/bench.json")
+    assert result.exit_code == 0, result.output
+    assert "resnet8" in result.output and "% of matmul peak" in result.output
+    out = json.loads((no_cifar / "out" / "bench.json").read_text())
+    assert out["settings"]["data"] == "synthetic" and out["settings"]["models"] == ["resnet8"]
+    (row,) = out["models"]
+    ours, ref = row["ours"]["images_per_s"], row["reference"]["images_per_s"]
+    assert ours > 0 and ref > 0
+    assert row["ratio"] == pytest.approx(ours / ref)
+    assert len(row["ours"]["step_s"]) == len(row["reference"]["step_s"]) == 2
+    assert row["forward_macs_per_image"] == row["train_flop_per_image"] // 6 > 0
+    assert out["matmul_peak_flop_per_s"]["fp32"] > 0 and 0 < row["ours_fraction_of_peak"]
+
+
+def test_synthetic_cifar_reads_through_torchvision_and_depthstudy(no_cifar, skip_md5):
+    root = bench.write_synthetic_cifar(bench.synthetic_root(), per_file=256)
+    assert bench.write_synthetic_cifar(bench.synthetic_root(), per_file=256) == root  # cached: written once
+
+    _, Unchecked = bench._cifar_classes()
+    ds = Unchecked(str(root), train=True)
+    assert ds.data.shape == (5 * 256, 32, 32, 3) and ds.data.dtype == np.uint8
+    assert len(ds.classes) == 10 and set(ds.targets) <= set(range(10))
+    image, label = ds[0]  # PIL image, as the reference's transforms expect
+    assert image.size == (32, 32) and 0 <= label < 10
+
+    # depthstudy's own loader (md5 check swapped out by skip_md5) reads the very same images.
+    cfg = OmegaConf.create({"name": "cifar10", "root": str(root), "download": False, "val_size": 0,
+                            "split_seed": 0, "normalize": "pixel_mean"})
+    d = load_data(cfg)
+    ours = bench.as_data(ds)
+    assert d.train.images.shape == ours.train.images.shape == (5 * 256, 3, 32, 32)
+    assert torch.equal(d.train.images.sort(0).values, ours.train.images.sort(0).values)  # load_data shuffles
+    assert len(d.test) == 256
+
+
+def test_real_cifar_is_used_when_torchvision_accepts_it(no_cifar, monkeypatch):
+    from torchvision.datasets import cifar
+
+    root = no_cifar / "real"
+    write_cifar(root, n=16)  # tiny files: torchvision's md5 check rejects them
+    said = []
+    ds, kind, where = bench.training_set(root, said.append)
+    assert kind == "synthetic" and where == bench.synthetic_root() and "not usable" in said[0]
+    monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: True)  # now they pass as real
+    ds, kind, where = bench.training_set(root, said.append)
+    assert kind == "cifar10" and where == root and len(ds) == 5 * 16
+
+
+def test_bad_model_name_is_a_usage_error(cli, no_cifar):
+    result = cli("bench", "--models", "resnet21")
+    assert result.exit_code == 2 and "6n+2" in result.output
+    result = cli("bench", "--models", "vgg16")
+    assert result.exit_code == 2 and "resnetN or plainN" in result.output
+    result = cli("bench", "--device", "gpu")
+    assert result.exit_code == 2 and "choose auto, cpu, cuda" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_one_line(cli, no_cifar):
+    result = cli(*QUICK, "--device", "cuda")
+    assert result.exit_code == 2 and "CUDA is not available" in result.output
+
+
+@pytest.mark.cuda
+def test_bench_on_cuda_bf16(cli, no_cifar):
+    result = cli(*QUICK, "--device", "cuda", "--precision", "bf16", "--json", "cuda.json")
+    assert result.exit_code == 0, result.output
+    out = json.loads((no_cifar / "cuda.json").read_text())
+    assert out["settings"]["device"].startswith("cuda") and set(out["matmul_peak_flop_per_s"]) == {"fp32", "bf16"}
+    (row,) = out["models"]
+    assert row["ours"]["images_per_s"] > 0 and row["reference"]["images_per_s"] > 0
