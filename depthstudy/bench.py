@@ -32,7 +32,7 @@ import depthstudy.configs
 from depthstudy.data import Data, Split, TrainStream, default_root
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.train import cpu_threads, make_optimizer, pick_device
+from depthstudy.train import cpu_threads, make_optimizer, pick_device, train_step
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
@@ -156,7 +156,7 @@ def as_data(dataset) -> Data:
 # --- the two training paths; each returns step(), one training iteration ---
 
 def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, compile_model: bool):
-    """One iteration of train.py's loop, statement for statement (train.py has no step function to call)."""
+    """One iteration of train.py's loop: its batch stream and its train_step()."""
     memory_format = torch.channels_last  # trainer.channels_last defaults to true
     model = spec.build().to(device, memory_format=memory_format)
     forward = torch.compile(model) if compile_model else model
@@ -165,20 +165,13 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=True)
     bf16 = precision == "bf16"
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
-    win = torch.zeros(3, device=device)
+    win, one = torch.zeros(3, device=device), torch.ones((), device=device)
     counter = itertools.count()
     model.train()
 
     def step() -> None:
-        x, y = stream.batch(next(counter))  # train.py: stream.batch(step)
-        with autocast():
-            logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        wrong = (logits.detach().argmax(1) != y).sum()
-        win.add_(torch.stack([loss.detach(), wrong.float(), torch.ones((), device=device)]))
+        x, y = stream.batch(next(counter))
+        train_step(forward, optimizer, x, y, autocast, win, one)
 
     return step
 

@@ -106,7 +106,7 @@ def sweep(
 @app.command()
 def report(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs/quick"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md [default: RUNS_DIR/report].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md (default: RUNS_DIR/report).")] = None,
     by: Annotated[Optional[list[str]], typer.Option("--by", help="Also facet the depth plot by this config key (repeatable), e.g. optim.weight_decay.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",
     debug: Debug = False,

@@ -105,13 +105,21 @@ def load_data(data_cfg) -> Data:
 
 
 def _normalization(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    x = images.double()
+    # Sums in float64 without a float64 copy of the images (1.2 GB for CIFAR-10).
+    n = images.shape[0]
     if kind == "pixel_mean":  # the paper: subtract the per-pixel mean image
-        return x.mean(0).float(), torch.tensor(1 / 255.0)
+        return (images.sum(0, dtype=torch.float64) / n).float(), torch.tensor(1 / 255.0)
     if kind == "channel_meanstd":  # common practice, opt-in: per-channel mean and std
-        mean = x.mean((0, 2, 3), keepdim=True)[0]
-        std = x.std((0, 2, 3), keepdim=True)[0].clamp_min(1e-3)
-        return mean.float(), (1 / std).float()
+        count = n * images.shape[2] * images.shape[3]
+        total = torch.zeros(images.shape[1], dtype=torch.float64)
+        squares = torch.zeros(images.shape[1], dtype=torch.float64)
+        for chunk in images.split(4096):  # float64 a chunk at a time
+            chunk = chunk.double()
+            total += chunk.sum((0, 2, 3))
+            squares += chunk.square().sum((0, 2, 3))
+        mean = total / count
+        var = (squares / count - mean.square()) * count / (count - 1)
+        return mean.float()[:, None, None], (1 / var.sqrt().clamp_min(1e-3)).float()[:, None, None]
     raise UsageError(f"data.normalize={kind!r} is unknown; choose pixel_mean (the paper) or channel_meanstd")
 
 
