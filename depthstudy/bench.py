@@ -32,11 +32,11 @@ import depthstudy.configs
 from depthstudy.data import Data, Split, TrainStream, default_root
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.train import cpu_threads, make_optimizer, pick_device, train_step
+from depthstudy.train import configure_device, cpu_threads, make_optimizer, pick_device, train_step
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")
 # The usual per-channel CIFAR-10 statistics, as the common training scripts hard-code them.
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -326,10 +326,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
     specs = parse_models(models)
     dev = pick_device(device, None)
     threads = cpu_threads("auto")
-    if dev.type == "cpu":
-        torch.set_num_threads(threads)  # as train.py does: this job's share of the cores
-    else:
-        torch.backends.cudnn.benchmark = True  # as train.py does; process-wide, so the reference gets it too
+    configure_device(dev, precision, "auto")  # as train.py does; process-wide, so the reference gets it too
     torch.manual_seed(0)
     load_start = os.getloadavg()
 
@@ -357,7 +354,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
     batches.close()  # shuts the DataLoader's workers down now, not whenever the collector gets to it
     peak = {p: statistics.median(v) for p, v in peak_samples.items()}
     for row in results:
-        row["ours_fraction_of_peak"] = row["ours"]["gflop_per_s"] * 1e9 / peak[precision]
+        row["ours_fraction_of_peak"] = row["ours"]["gflop_per_s"] * 1e9 / peak["bf16" if precision == "bf16" else "fp32"]
 
     out = {
         "settings": {"models": [s.name for s in specs], "steps": steps, "warmup": warmup, "rounds": rounds,

@@ -111,7 +111,7 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(s.iterations, int) and s.iterations > 0, f"schedule.iterations={s.iterations} must be an integer > 0")
     _check(all(isinstance(x, int) and x > 0 for x in s.milestones), f"schedule.milestones={list(s.milestones)} must be iterations > 0")
     _check(_number(s.gamma) and s.gamma > 0, f"schedule.gamma={s.gamma} must be > 0")
-    _check(t.precision in ("fp32", "bf16"), f"trainer.precision={t.precision!r}: choose fp32 or bf16")
+    _check(t.precision in ("fp32", "tf32", "bf16"), f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
     _check(t.progress in ("auto", "bar", "lines", "none"), f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
     _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")

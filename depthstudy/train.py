@@ -125,6 +125,16 @@ def cpu_threads(setting) -> int:
     return len(os.sched_getaffinity(0))
 
 
+def configure_device(device: torch.device, precision: str, threads) -> None:
+    """Process-wide settings a run depends on: its CPU threads; on CUDA, cuDNN autotuning and whether
+    fp32 convolutions and matmuls may round through TF32 (only with precision=tf32: the paper is fp32)."""
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(threads))
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
 def make_optimizer(model: torch.nn.Module, o: DictConfig, say) -> torch.optim.SGD:
     """SGD; the one place that decides which parameters weight decay applies to."""
     decay, no_decay = [], []
@@ -247,10 +257,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     checkpoint.atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
 
     device = pick_device(str(t.device), job_num)
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(t.threads))
-    else:
-        torch.backends.cudnn.benchmark = True
+    configure_device(device, str(t.precision), t.threads)
     torch.manual_seed(cfg.seed)
 
     data = load_data(cfg.data).to(device)
