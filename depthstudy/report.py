@@ -324,9 +324,10 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         return []
     axes[0].set_xlabel("layer index (original order)")
     axes[1].set_xlabel("layer index (sorted by magnitude)")
-    axes[0].set_ylabel("std of layer response")
+    axes[0].set_ylabel("std of layer response (log scale)")
     for ax in axes:
-        ax.grid(alpha=0.3)
+        ax.set_yscale("log")  # a net that failed to train can respond 1000x more than one that did
+        ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
     return _save(fig, out, "responses", formats)
