@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-import depthstudy.configs
+from depthstudy.config import CONFIG_DIR
 from depthstudy.data import Data, Split, TrainStream, default_root
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
@@ -160,7 +160,7 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     memory_format = torch.channels_last  # trainer.channels_last defaults to true
     model = spec.build().to(device, memory_format=memory_format)
     forward = torch.compile(model) if compile_model else model
-    optim_cfg = OmegaConf.load(Path(depthstudy.configs.__file__).parent / "optim" / "sgd.yaml")  # He 2015's SGD
+    optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
     optimizer = make_optimizer(model, optim_cfg, say=lambda s: None)
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=True)
     bf16 = precision == "bf16"

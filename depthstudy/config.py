@@ -15,7 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy.errors import DepthstudyError, UsageError
 
-CONFIG_MODULE = "depthstudy.configs"
+
+
+def _config_dir() -> Path:
+    """configs/: inside the installed package (depthstudy/configs), or at the top of a source checkout."""
+    packaged = Path(__file__).parent / "configs"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+CONFIG_DIR = _config_dir()
 CONFIG_NAME = "config"
 
 
@@ -54,12 +62,12 @@ def normalize_overrides(overrides: list[str] | None) -> list[str]:
 
 def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     """The config `depthstudy train OVERRIDES` would run, or a UsageError with Hydra's message."""
-    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise UsageError(_one_line(e)) from None
@@ -122,6 +130,17 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(t.eval_every, int) and t.eval_every >= 0, f"trainer.eval_every={t.eval_every} must be an integer >= 0")
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"model": {"depth": 20}} -> {"model.depth": 20}; lists become strings (hashable, comparable)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
 def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -136,7 +155,7 @@ def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:
 
 # --- Hydra's entry point: exactly one training run per call, whatever the launcher ---
 
-@hydra.main(version_base="1.3", config_path="pkg://depthstudy.configs", config_name=CONFIG_NAME)
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
 def hydra_entry(cfg: DictConfig):
     return run_job(cfg)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from depthstudy import events
-from depthstudy.config import NAME_KEYS, RUNTIME_KEYS
+from depthstudy.config import RUNTIME_KEYS, flatten
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.train import CONFIG_FILE, read_summary
 
@@ -59,16 +59,6 @@ class Run:
         return int(self.config.get("model.depth", 0))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v) if isinstance(v, list) else v
-    return out
-
-
 def find_run_dirs(root: Path) -> list[Path]:
     """Every directory below root (root included) that holds a config.yaml and event files."""
     return sorted(p.parent for p in root.rglob(CONFIG_FILE)
@@ -76,7 +66,7 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def read_run(path: Path) -> Run:
-    config = _flatten(OmegaConf.to_container(OmegaConf.load(path / CONFIG_FILE)))
+    config = flatten(OmegaConf.to_container(OmegaConf.load(path / CONFIG_FILE)))
     summary = read_summary(path) or {}
     run = Run(path, config, summary.get("status", "external"), summary=summary)
     try:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, events
-from depthstudy.config import RUNTIME_KEYS
+from depthstudy.config import RUNTIME_KEYS, flatten
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.errors import DepthstudyError, UsageError
@@ -75,19 +75,9 @@ def record_failure(run_dir: Path, error: Exception) -> dict:
     return summary
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_changes(saved: dict, new: dict) -> list[str]:
     """What differs between two resolved configs, ignoring keys that do not change the experiment."""
-    a, b = _flatten(saved), _flatten(new)
+    a, b = flatten(saved), flatten(new)
     keys = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
 
@@ -405,6 +395,6 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 
 def _hparams(config: dict) -> dict:
     """The run's settings as TensorBoard HParams (scalars and strings only)."""
-    flat = _flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
+    flat = flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
     flat.update({f"trainer.{k}": config["trainer"][k] for k in ("precision", "channels_last", "compile")})
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

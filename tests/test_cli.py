@@ -56,9 +56,7 @@ def test_every_config_group_composes_and_validates(group, options):
 def test_config_groups_on_disk_are_all_tested():
     from pathlib import Path
 
-    import depthstudy.configs
-
-    root = Path(depthstudy.configs.__file__).parent
+    from depthstudy.config import CONFIG_DIR as root
     found = {p.parent.name + "/" + p.stem for p in root.glob("*/*.yaml")}
     tested = {"model/resnet", "model/mlp", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
               "schedule/he2015", "trainer/default", "experiment/quick", "experiment/he2015",
@@ -73,3 +71,14 @@ def test_python_dash_m_works():
 
     out = subprocess.run([sys.executable, "-m", "depthstudy", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "sweep" in out.stdout
+
+
+def test_every_config_group_is_packaged():
+    """`pip install .` ships only the config folders pyproject.toml lists."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    groups = {p.name for p in (root / "configs").iterdir() if p.is_dir() and not p.name.startswith("__")}
+    assert {f"depthstudy.configs.{g}" for g in groups} <= set(packages)

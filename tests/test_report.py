@@ -170,3 +170,20 @@ def _mkdir(p):
 class _Quiet:
     def print(self, *args, **kwargs):
         pass
+
+
+def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
+    root = tmp_path / "cifar"
+    for seed, test_err in ((0, 8.5), (1, 9.5)):
+        cfg = compose(["experiment=he2015", "model.depth=20", f"seed={seed}"])
+        run = root / cfg.run_name
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        w = SummaryWriter(str(run))
+        w.add_scalar(events.TRAIN_ERROR, 1.0, 64000)
+        w.add_scalar(events.TEST_ERROR, test_err, 64000)
+        w.close()
+    result = cli("report", str(root))
+    assert result.exit_code == 0, result.output
+    md = (root / "report" / "report.md").read_text()
+    assert "paper test %" in md and "| 9.00 \u00b1 0.71 | 8.75 | +0.25 |" in md  # He 2015 Table 6: ResNet-20 8.75
