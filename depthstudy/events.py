@@ -72,6 +72,8 @@ def event_file_problem(path: Path) -> str | None:
 
     TensorBoard's reader stops quietly at a damaged record; this check makes the damage visible.
     Event files are TFRecord files: u64 length, u32 masked CRC of the length, data, u32 masked CRC.
+    Only the length CRCs are checked (cheap: 8 bytes a record); a payload CRC in pure Python would
+    cost as much as reading the file, and a torn or foreign file fails the length checks.
     """
     import struct
 
@@ -89,9 +91,6 @@ def event_file_problem(path: Path) -> str | None:
         end = pos + 12 + length + 4
         if end > len(data):
             return f"truncated at byte {pos}"
-        (data_crc,) = struct.unpack("<I", data[end - 4:end])
-        if data_crc != masked_crc32c(data[pos + 12:end - 4]):
-            return f"corrupted record at byte {pos}"
         pos = end
     return None
 

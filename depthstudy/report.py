@@ -411,7 +411,9 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_csvs(out: Path, runs: list[Run]) -> None:
+def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
+    """runs.csv: one row per run, every config key; curves.csv: the tidy table, one row per logged point,
+    with the sweep's axes (join on `run` with runs.csv for the rest)."""
     keys = sorted(_all_keys(runs))
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -421,8 +423,8 @@ def write_csvs(out: Path, runs: list[Run]) -> None:
                         r.final("test")])
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", *keys, "tag", "step", "value"])
-        w.writerows(tidy_rows(runs, keys))
+        w.writerow(["run", *axes, "tag", "step", "value"])
+        w.writerows(tidy_rows(runs, axes))
 
 
 # --- the command ---
@@ -458,7 +460,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     header, rows = summary_rows(groups, extra_keys)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, figures, problems)
-    write_csvs(out, runs)
+    write_csvs(out, runs, ["model.arch", "model.depth", "model.shortcut", "seed", *extra_keys])
 
     from rich.table import Table
 
