@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -70,7 +68,7 @@ def _guard(fn, debug: bool):
 
 @app.command(context_settings=OVERRIDES, epilog=(
     "Examples:\n\n"
-    "  depthstudy train                                   # ResNet-20 on digits, seconds on a CPU\n\n"
+    "  depthstudy train                                   # ResNet-20 on digits, about 30 s on a CPU\n\n"
     "  depthstudy train model.depth=56 model.shortcut=none\n\n"
     "  depthstudy train experiment=he2015 model.depth=110 data.download=true   # the paper, on CIFAR-10\n\n"
     "Running the same command again resumes an interrupted run and skips a finished one."))
@@ -79,7 +77,7 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     from depthstudy import config
 
     def go():
-        args, cfg = config.load_checked(overrides)
+        args, _ = config.load_checked(overrides)
         config.run_hydra(args, multirun=False)
 
     _guard(go, debug)
@@ -130,7 +128,7 @@ def bench(
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per measurement.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per model and path before the first measurement.")] = 2,
     rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
-    precision: Annotated[str, typer.Option("--precision", help="fp32 or bf16 (autocast); applies to ours only.")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, tf32 (CUDA: TF32 convs and matmuls) or bf16 (autocast); as trainer.precision.")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile our model (ours only; compile time falls in the warm-up).")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,

@@ -98,6 +98,15 @@ def _check(ok: bool, message: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Refuse values that cannot make a meaningful run, with a line that says what is valid."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        _validate(cfg)
+    except OmegaConfBaseException as e:  # a key the checks need was deleted or mistyped
+        raise UsageError(_one_line(e)) from None
+
+
+def _validate(cfg: DictConfig) -> None:
     from depthstudy.data import DATASETS
     from depthstudy.models import ARCHS, block_spec, blocks_per_stage, mlp_blocks
 
@@ -119,6 +128,14 @@ def validate(cfg: DictConfig) -> None:
     _check(isinstance(s.iterations, int) and s.iterations > 0, f"schedule.iterations={s.iterations} must be an integer > 0")
     _check(all(isinstance(x, int) and x > 0 for x in s.milestones), f"schedule.milestones={list(s.milestones)} must be iterations > 0")
     _check(_number(s.gamma) and s.gamma > 0, f"schedule.gamma={s.gamma} must be > 0")
+    w = s.warmup
+    _check(w.min_depth is None or (isinstance(w.min_depth, int) and w.min_depth >= 0),
+           f"schedule.warmup.min_depth={w.min_depth} must be null (no warm-up) or a depth >= 0")
+    _check(_number(w.lr) and w.lr > 0, f"schedule.warmup.lr={w.lr} must be a number > 0")
+    _check(_number(w.until_train_error) and 0 <= w.until_train_error <= 100,
+           f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100)")
+    _check(isinstance(w.max_iterations, int) and w.max_iterations > 0,
+           f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0")
     _check(t.precision in ("fp32", "tf32", "bf16"), f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
     _check(t.progress in ("auto", "bar", "lines", "none"), f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")

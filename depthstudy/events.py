@@ -60,9 +60,6 @@ class EventWriter:
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
 
-    def flush(self) -> None:
-        self.writer.flush()
-
     def close(self) -> None:
         self.writer.close()
 

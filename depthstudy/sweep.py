@@ -10,18 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from depthstudy import config
-from depthstudy.train import read_summary
+from depthstudy.train import FINAL_STATUSES, read_summary
 
 
 @dataclass
 class PlannedRun:
     overrides: list[str]  # this job's overrides, as Hydra will pass them
-    cfg: DictConfig
     run_dir: Path
 
     @property
@@ -59,7 +57,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         config.validate(cfg)
         config.run_dir_of(cfg)  # resolves ${hydra:...} in the sweep paths
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
-        runs.append(PlannedRun(job, config.without_hydra(cfg), run_dir))
+        runs.append(PlannedRun(job, run_dir))
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
@@ -73,7 +71,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     if dry_run:
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
         return runs
-    todo = sum(r.status not in ("finished", "diverged") for r in runs)
+    todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
                   f"under {runs[0].run_dir.parent}")
     try:

@@ -268,17 +268,22 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 
     # Resume: everything that decides the next iteration comes from the checkpoint.
     state = checkpoint.load(run_dir)
-    start, elapsed, warming, warmup_ended, recent = 0, 0.0, schedule.warmup, -1, []
+    start, elapsed, eval_time, warming, warmup_ended, recent = 0, 0.0, 0.0, schedule.warmup, -1, []
     win = torch.zeros(3, device=device)  # loss sum, wrong count, batches: the current log window
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
-        start, elapsed = state["step"], state["elapsed_s"]
+        if device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start, elapsed, eval_time = state["step"], state["elapsed_s"], state.get("eval_s", 0.0)
         warming, warmup_ended, recent = state["warming"], state["warmup_ended"], list(state["recent_errors"])
         win = state["window"].to(device)
     recent = deque(recent, maxlen=10)
-    writer = events.EventWriter(run_dir, resume_step=start + 1 if state is not None else None)
+    carried = int(win[2].item())  # batches of the current window trained before an interruption
+    # purge_step: whatever an earlier process logged after this run's checkpoint (or at all, if it never
+    # saved one) is dropped by TensorBoard's reader, so curves never show duplicated or backwards steps.
+    writer = events.EventWriter(run_dir, resume_step=start + 1)
     if state is None:
         writer.hparams(_hparams(config), [events.TRAIN_ERROR, events.VAL_ERROR, events.TEST_ERROR])
 
@@ -295,6 +300,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
             "elapsed_s": elapsed + (time.perf_counter() - t0), "warming": warming, "warmup_ended": warmup_ended,
             "recent_errors": list(recent), "window": win.cpu(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [], "eval_s": eval_time,
         })
 
     # A fixed held-out batch for the instruments (layer responses, block diagnostics).
@@ -316,7 +322,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
         return out
 
     t0 = time.perf_counter()
-    t_window, eval_time, train_images = t0, 0.0, 0
+    t_window, eval_time_before, train_images = t0, eval_time, 0
     last, status, lr, done = {}, "finished", None, start
     one = torch.ones((), device=device)
     model.train()
@@ -340,8 +346,9 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             if done % t.log_every == 0 or done == total:
                 loss_sum, wrong_sum, batches = win.tolist()
                 now = time.perf_counter()
-                ips = batches * batch_size / max(now - t_window, 1e-9)
-                t_window, train_images = now, train_images + int(batches) * batch_size
+                fresh, carried = int(batches) - carried, 0  # only this process's batches count as its speed
+                ips = fresh * batch_size / max(now - t_window, 1e-9)
+                t_window, train_images = now, train_images + fresh * batch_size
                 last = {"train_loss": loss_sum / batches, "train_error": 100.0 * wrong_sum / (batches * batch_size)}
                 win.zero_()
                 if not math.isfinite(last["train_loss"]):
@@ -366,7 +373,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
                 status = "interrupted"
                 break
 
-    train_time = time.perf_counter() - t0 - eval_time
+    train_time = time.perf_counter() - t0 - (eval_time - eval_time_before)
     if status == "interrupted":
         progress.close()
         writer.close()
@@ -375,9 +382,10 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
         print(f"{name}: interrupted at iteration {done}; checkpoint saved, run the same command to resume")
         raise KeyboardInterrupt
     if status == "finished":
-        last.update(run_eval(total))
-        writer.scalars(total, diagnostic_scalars(model, probe))
-        save(total)  # the finished run keeps its final weights
+        with stop_on_interrupt():  # a first Ctrl-C now waits for the final evaluation and checkpoint
+            last.update(run_eval(total))
+            writer.scalars(total, diagnostic_scalars(model, probe))
+            save(total)  # the finished run keeps its final weights
     writer.close()
     progress.close()
     summary.update(last)

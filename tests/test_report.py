@@ -147,6 +147,7 @@ def test_bad_runs_dir_is_one_line_and_exit_2(tmp_path, cli, make, message):
 
 def test_unknown_by_key_and_format_are_refused(sweep, cli):
     assert "no such config key" in cli("report", str(sweep), "--by", "model.width").output
+    assert "already an axis of the depth plot" in cli("report", str(sweep), "--by", "model.shortcut").output
     assert cli("report", str(sweep), "--format", "gif").exit_code == 2
 
 
@@ -187,3 +188,12 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     assert result.exit_code == 0, result.output
     md = (root / "report" / "report.md").read_text()
     assert "paper test %" in md and "| 9.00 \u00b1 0.71 | 8.75 | +0.25 |" in md  # He 2015 Table 6: ResNet-20 8.75
+    # Not the paper's recipe (another weight decay): no Table 6 number beside it.
+    cfg = compose(["experiment=he2015", "model.depth=20", "optim.weight_decay=0.001"])
+    run = root / cfg.run_name
+    run.mkdir()
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run / "summary.json").write_text(json.dumps({"status": "failed", "iterations": 0}))  # failed before any event
+    result = cli("report", str(root))
+    md = (root / "report" / "report.md").read_text()
+    assert md.count("| 8.75 |") == 1 and "resA-d20-wd0.001-s0: failed" in md
