@@ -81,9 +81,8 @@ def load_data(data_cfg) -> Data:
         test = None
     elif name in ("cifar10", "cifar100"):
         root = Path(data_cfg.root).expanduser() if data_cfg.get("root") else default_root()
-        images, labels, num_classes = _cifar(name, root, train=True, download=bool(data_cfg.download))
-        test_images, test_labels, _ = _cifar(name, root, train=False, download=False)
-        test = Split(test_images, test_labels)
+        full, test, num_classes = _cifar(name, root, download=bool(data_cfg.download))
+        images, labels = full.images, full.labels
     else:
         raise UsageError(f"data.name={name!r} is not a known data set; choose one of: {', '.join(DATASETS)}")
 
@@ -132,13 +131,13 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
     return torch.from_numpy(images), torch.from_numpy(d.target.astype(np.int64)), 10
 
 
-def _cifar(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """CIFAR through torchvision's own dataset class, with errors that say what to do."""
+def _cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, int]:
+    """CIFAR's training and test sets through torchvision's own dataset class, with errors that say what to do."""
     from torchvision.datasets import CIFAR10, CIFAR100, cifar
 
     cls = CIFAR10 if name == "cifar10" else CIFAR100
     folder = root / cls.base_folder
-    if download and train:
+    if download:
         try:
             cls(str(root), train=True, download=True)
         except Exception as e:  # network errors come in many types; all mean the same to the user
@@ -147,18 +146,19 @@ def _cifar(name: str, root: Path, train: bool, download: bool) -> tuple[torch.Te
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing:
         raise DataError(f"{name} not found: {folder} lacks {', '.join(missing)}; {_where_to_put(name, root)}")
-    for filename, md5 in files:
-        # Looked up at call time: tests that write tiny CIFAR files swap this check out.
-        if not cifar.check_integrity(str(folder / filename), md5):
-            raise DataError(f"{name} file {folder / filename} is corrupted (md5 mismatch); delete it and "
-                            f"download again (data.download=true) or copy a good one from {CIFAR_URLS[name]}")
     try:
-        ds = cls(str(root), train=train, download=False)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError) as e:
+        splits = [cls(str(root), train=train, download=False) for train in (True, False)]
+    except RuntimeError:  # torchvision's md5 check failed: name the file (looked up at call time: tests swap it)
+        bad = next((f for f, md5 in files if not cifar.check_integrity(str(folder / f), md5)), None)
+        raise DataError(f"{name} file {folder / bad} is corrupted (md5 mismatch); delete it and download again "
+                        f"(data.download=true) or copy a good one from {CIFAR_URLS[name]}" if bad else
+                        f"{name} under {folder} could not be read; download it again (data.download=true)") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
         raise DataError(f"{name} under {folder} could not be read ({type(e).__name__}: {e}); "
                         "the files are damaged: download them again (data.download=true)") from None
-    images = torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
-    return images, torch.tensor(ds.targets, dtype=torch.int64), len(ds.classes)
+    train, test = (Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+                         torch.tensor(ds.targets, dtype=torch.int64)) for ds in splits)
+    return train, test, len(splits[0].classes)
 
 
 def _where_to_put(name: str, root: Path) -> str:
