@@ -300,6 +300,11 @@ def print_results(console, out: dict) -> None:
     console.print(f"matmul peak (2048^3 matmuls, measured): {peaks}; device {s['device']} ({out['device_name']}), "
                   f"{s['threads']} threads, torch {out['torch_version']}; load average {start:.1f} at start, "
                   f"{end:.1f} at end", highlight=False)
+    peak = out["matmul_peak_flop_per_s"]
+    if "bf16" in peak and peak["bf16"] < peak["fp32"]:
+        # No bf16 units (e.g. AVX2-only CPUs): autocast emulates bf16 and runs slower than fp32.
+        console.print(f"warning: bf16 matmuls run at {peak['bf16'] / 1e9:,.1f} GFLOP/s here, slower than fp32: "
+                      "this device has no bf16 hardware, so --precision bf16 cannot pay off on it", style="yellow")
     if s["device"] == "cpu" and start >= 1.0:
         # CPU threads spin at barriers: a core taken by another process can slow each step several times over.
         console.print(f"warning: the CPU was busy in the minute before the benchmark (load average {start:.1f}, "
