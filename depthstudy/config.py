@@ -83,14 +83,6 @@ def without_hydra(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
 
 
-def run_dir_of(cfg: DictConfig) -> Path:
-    """Where a composed config (with its hydra node) will write, as Hydra resolves it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} interpolations resolve
-    return Path(cfg.hydra.run.dir)
-
-
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise UsageError(message)

@@ -55,7 +55,6 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     for job in expand_grid(overrides):
         cfg = config.compose(job, with_hydra=True)
         config.validate(cfg)
-        config.run_dir_of(cfg)  # resolves ${hydra:...} in the sweep paths
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
         runs.append(PlannedRun(job, run_dir))
     dirs = [r.run_dir for r in runs]

@@ -314,7 +314,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
             if split is not None:
                 err, loss = evaluate(model, data, split, int(t.eval_batch_size), bool(t.channels_last), autocast)
                 out[f"{split_name}_error"], out[f"{split_name}_loss"] = err, loss
-                writer.scalars(done, {f"{split_name}/error": err, f"{split_name}/loss": loss})
+                writer.scalars(done, {events.ERROR_TAGS[split_name]: err, events.LOSS_TAGS[split_name]: loss})
         dt = time.perf_counter() - t_eval
         eval_time += dt
         writer.scalars(done, {events.EVAL_TIME: dt})
