@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from depthstudy.config import CONFIG_DIR
-from depthstudy.data import Data, Split, TrainStream, default_root
+from depthstudy.data import Data, TrainStream, default_root, normalization, split_of
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.train import configure_device, cpu_threads, make_optimizer, pick_device, train_step
+from depthstudy.train import autocast_for, configure_device, cpu_threads, make_optimizer, pick_device, train_step
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
@@ -147,10 +147,8 @@ def training_set(data_root: Path | None, say) -> tuple[object, str, Path]:
 
 def as_data(dataset) -> Data:
     """The same images as depthstudy's Data: uint8 NCHW, labels, the paper's per-pixel mean."""
-    images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
-    train = Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
-    mean = (images.sum(0, dtype=torch.float64) / len(images)).float()  # no float64 copy of every image
-    return Data("cifar10", train, None, None, NUM_CLASSES, mean, torch.tensor(1 / 255.0))
+    train = split_of(dataset)
+    return Data("cifar10", train, None, None, NUM_CLASSES, *normalization(train.images, "pixel_mean"))
 
 
 # --- the two training paths; each returns step(), one training iteration ---
@@ -163,8 +161,7 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
     optimizer = make_optimizer(model, optim_cfg, say=lambda s: None)
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=True)
-    bf16 = precision == "bf16"
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    autocast = autocast_for(device, precision)
     win, one = torch.zeros(3, device=device), torch.ones((), device=device)
     counter = itertools.count()
     model.train()

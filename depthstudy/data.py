@@ -99,11 +99,11 @@ def load_data(data_cfg) -> Data:
     if test is None and test_size:
         test = take(order[val_size:val_size + test_size])
 
-    mean, scale = _normalization(train.images, str(data_cfg.normalize))
+    mean, scale = normalization(train.images, str(data_cfg.normalize))
     return Data(name, train, val, test, num_classes, mean, scale)
 
 
-def _normalization(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+def normalization(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     # Sums in float64 without a float64 copy of the images (1.2 GB for CIFAR-10).
     n = images.shape[0]
     if kind == "pixel_mean":  # the paper: subtract the per-pixel mean image
@@ -156,9 +156,14 @@ def _cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, int]:
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
         raise DataError(f"{name} under {folder} could not be read ({type(e).__name__}: {e}); "
                         "the files are damaged: download them again (data.download=true)") from None
-    train, test = (Split(torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-                         torch.tensor(ds.targets, dtype=torch.int64)) for ds in splits)
+    train, test = (split_of(ds) for ds in splits)
     return train, test, len(splits[0].classes)
+
+
+def split_of(dataset) -> Split:
+    """A torchvision CIFAR dataset's images (N, 32, 32, 3 uint8) and labels as a Split (N, 3, 32, 32)."""
+    images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))
+    return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
 
 
 def _where_to_put(name: str, root: Path) -> str:

@@ -125,6 +125,11 @@ def configure_device(device: torch.device, precision: str, threads) -> None:
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
+def autocast_for(device: torch.device, precision: str):
+    """A context factory: bf16 autocast for precision=bf16, a no-op otherwise."""
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def make_optimizer(model: torch.nn.Module, o: DictConfig, say) -> torch.optim.SGD:
     """SGD; the one place that decides which parameters weight decay applies to."""
     decay, no_decay = [], []
@@ -256,8 +261,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     model = model.to(device, memory_format=memory_format)
     params = count_params(model)
     forward = torch.compile(model) if t.compile else model
-    bf16 = t.precision == "bf16"
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    autocast = autocast_for(device, str(t.precision))
 
     progress_lines = []
     optimizer = make_optimizer(model, cfg.optim, progress_lines.append)
