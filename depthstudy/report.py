@@ -111,7 +111,8 @@ def varying_keys(runs: list[Run]) -> list[str]:
         for k, v in r.config.items():
             values[k].add(str(v))
     skip = NOT_CONFIG | {"model.depth", "model.shortcut", "model.arch"}
-    return sorted(k for k, v in values.items() if len(v) > 1 and k not in skip and k in _all_keys(runs))
+    shared = _all_keys(runs)
+    return sorted(k for k, v in values.items() if len(v) > 1 and k not in skip and k in shared)
 
 
 def _all_keys(runs: list[Run]) -> set[str]:
