@@ -328,17 +328,21 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
 
 def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
     """How close each block is to the identity at the end: ||F(x)||/||x|| and the last BN's gamma norm."""
+    import matplotlib
     import matplotlib.pyplot as plt
 
     quantities = [("branch_ratio", "||F(x)|| / ||x||  (0 = identity block)"), ("gamma_norm", "||gamma|| of the branch's last BN")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    colours = _depth_colours([g.depth for g in groups])
     drawn = False
     for i, g in enumerate(g for g in groups if g.family != "plain"):
+        # One colour per depth, as in every figure; where another key varies too, one colour per group.
+        colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
         for ax, (q, _) in zip(axes, quantities):
             values = _final_indexed([r for r in g.runs if not r.problem], f"{events.BLOCK_PREFIX}{q}/")
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, label=_group_label(g, extra_keys),
-                        color=_family_style(g.family, i)["color"] if not extra_keys else None)
+                        color=colour)
                 drawn = True
     if not drawn:
         plt.close(fig)
