@@ -73,6 +73,54 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
         raise UsageError(_one_line(e)) from None
 
 
+def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
+    """The configs (with their hydra node) of many sweep jobs, exactly as Hydra composes each.
+
+    A full Hydra composition costs ~0.2 s, mostly walking the defaults tree. Jobs that choose the
+    same config groups share that tree, so each distinct set of group choices is composed once and
+    each job's plain `key=value` overrides are then applied by Hydra's own functions, in Hydra's order
+    (tests check the result equals a full composition). A 500-run grid plans in seconds.
+    """
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = OverridesParser.create()
+    groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+
+    def shapes_the_tree(o) -> bool:  # a group choice, or an add/delete: needs a full composition
+        return ("/" in o.key_or_group or o.key_or_group in groups or o.package is not None
+                or o.is_add() or o.is_force_add() or o.is_delete())
+
+    bases: dict[tuple[str, ...], DictConfig] = {}
+    configs = []
+    for job in jobs:
+        try:
+            parsed = parser.parse_overrides(job)
+        except Exception as e:
+            raise UsageError(_one_line(e)) from None
+        tree = tuple(o.input_line for o in parsed if shapes_the_tree(o))
+        if tree not in bases:
+            bases[tree] = compose(list(tree), with_hydra=True)
+        cfg = copy.deepcopy(bases[tree])
+        task = [o for o in parsed if not o.is_hydra_override()]
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not shapes_the_tree(o)], cfg)
+            cfg.hydra.overrides.task = [o.input_line for o in task]
+            cfg.hydra.overrides.hydra = [o.input_line for o in parsed if o.is_hydra_override()]
+            dirname = cfg.hydra.job.config.override_dirname
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task, exclude_keys=list(dirname.exclude_keys), item_sep=dirname.item_sep,
+                kv_sep=dirname.kv_sep)
+        except (HydraException, OmegaConfBaseException, ValueError) as e:
+            raise UsageError(_one_line(e)) from None
+        configs.append(cfg)
+    return configs
+
+
 def _one_line(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return " ".join(lines[:3]) or type(e).__name__

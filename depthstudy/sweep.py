@@ -52,8 +52,8 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
 def plan(overrides: list[str] | None) -> list[PlannedRun]:
     overrides = config.normalize_overrides(overrides)
     runs = []
-    for job in expand_grid(overrides):
-        cfg = config.compose(job, with_hydra=True)
+    jobs = expand_grid(overrides)
+    for job, cfg in zip(jobs, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
         runs.append(PlannedRun(job, run_dir))

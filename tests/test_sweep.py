@@ -64,3 +64,23 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path):
     diverged = next(s for s in runs.values() if s["status"] == "diverged")
     assert 1 <= diverged["diverged_at"] <= 6
     assert "diverged @" in result.output
+
+
+@pytest.mark.parametrize("grid", [
+    ["experiment=quick"],
+    ["experiment=identity_variants"],
+    ["model=resnet,mlp", "model.depth=8,14", "optim.lr=0.1,0.05", "+extra=1", "hydra/launcher=joblib",
+     "hydra.launcher.n_jobs=2", "trainer.threads=1"],
+], ids=["quick", "variants", "groups-values-hydra"])
+def test_planned_configs_equal_hydras_own_composition(grid):
+    """The planner composes each set of group choices once; every job must still equal a full composition."""
+    from omegaconf import OmegaConf
+
+    from depthstudy import config
+    from depthstudy.sweep import expand_grid
+
+    jobs = expand_grid(grid)
+    for job, fast in zip(jobs, config.compose_jobs(jobs)):
+        full = config.compose(job, with_hydra=True)
+        assert OmegaConf.to_container(fast) == OmegaConf.to_container(full), job
+        assert fast.hydra.sweep.subdir == full.hydra.sweep.subdir
