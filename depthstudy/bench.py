@@ -1,7 +1,7 @@
 """`depthstudy bench`: training throughput of depthstudy's own path vs a reference loop written the common way.
 
 Ours is what train.py does per iteration: uint8 images held on the device, batched crop/flip/normalise
-(TrainStream), a channels_last model, SGD from make_optimizer, losses and errors accumulated on the device.
+(TrainStream), a channels_last model, fused SGD from make_optimizer, losses and errors accumulated on the device.
 The reference is the textbook loop: torchvision's CIFAR10 with PIL transforms, a DataLoader with one
 worker per core, an fp32 NCHW model, torch.optim.SGD. Both train the same architecture on the same images
 in the same process; their measurements alternate so that machine noise hits both alike.
@@ -155,12 +155,13 @@ def as_data(dataset) -> Data:
 
 def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, compile_model: bool):
     """One iteration of train.py's loop: its batch stream and its train_step()."""
-    memory_format = torch.channels_last  # trainer.channels_last defaults to true
+    trainer = OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")  # what `depthstudy train` runs with
+    memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
     model = spec.build().to(device, memory_format=memory_format)
     forward = torch.compile(model) if compile_model else model
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
-    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None)
-    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=True)
+    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=trainer.fused_optimizer)
+    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=trainer.channels_last)
     autocast = autocast_for(device, precision)
     win, one = torch.zeros(3, device=device), torch.ones((), device=device)
     counter = itertools.count()

@@ -130,8 +130,12 @@ def autocast_for(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def make_optimizer(model: torch.nn.Module, o: DictConfig, say) -> torch.optim.SGD:
-    """SGD; the one place that decides which parameters weight decay applies to."""
+def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = False) -> torch.optim.SGD:
+    """SGD; the one place that decides which parameters weight decay applies to.
+
+    fused: one kernel updates every tensor (trainer.fused_optimizer). PyTorch's default on CPU is a
+    Python loop over tensors, ~3x slower for ResNet-110's 329 tensors; the update is the same.
+    """
     decay, no_decay = [], []
     for p in model.parameters():
         # 'weights': conv and linear weights (ndim > 1) only; BN gamma/beta and biases are 1-D.
@@ -140,7 +144,12 @@ def make_optimizer(model: torch.nn.Module, o: DictConfig, say) -> torch.optim.SG
     n = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
     say(f"weight decay {o.weight_decay:g} ({o.wd_scope}) on {len(decay)} tensors ({n(decay):,} params); "
         f"none on {len(no_decay)} tensors ({n(no_decay):,} params)")
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=o.lr, momentum=o.momentum)
+    params = [g for g in groups if g["params"]]
+    try:
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, fused=fused or None)
+    except RuntimeError as e:  # this torch has no fused SGD for the device
+        raise UsageError(f"trainer.fused_optimizer=true is not supported here ({str(e).splitlines()[0]}); "
+                         "set trainer.fused_optimizer=false") from None
 
 
 class Schedule:
@@ -264,7 +273,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     autocast = autocast_for(device, str(t.precision))
 
     progress_lines = []
-    optimizer = make_optimizer(model, cfg.optim, progress_lines.append)
+    optimizer = make_optimizer(model, cfg.optim, progress_lines.append, fused=bool(t.fused_optimizer))
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
                          channels_last=bool(t.channels_last))
@@ -408,5 +417,5 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 def _hparams(config: dict) -> dict:
     """The run's settings as TensorBoard HParams (scalars and strings only)."""
     flat = flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
-    flat.update({f"trainer.{k}": config["trainer"][k] for k in ("precision", "channels_last", "compile")})
+    flat.update({f"trainer.{k}": config["trainer"][k] for k in ("precision", "channels_last", "compile", "fused_optimizer")})
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

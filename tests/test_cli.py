@@ -17,6 +17,7 @@ from conftest import TINY
     ("model.nonsense=3", "Could not override 'model.nonsense'"),
     ("model.depth=", "model.depth= is not of the form 6n+2"),
     ("model.depth=[20", "override_grammar"),
+    ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer='maybe' must be true or false"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, override, message):
     result = cli("train", *TINY, override)

@@ -102,7 +102,7 @@ def test_summary_json_is_valid_json_while_running(cli, tmp_path):
 
 
 def test_fast_path_gives_the_loss_curve_of_a_plain_eager_loop(cli, tmp_path):
-    """channels_last, on-device batches and the bookkeeping in train() change no result beyond float noise.
+    """channels_last, on-device batches, fused SGD and the bookkeeping in train() change no result beyond float noise.
 
     (Float noise grows with training at a high learning rate, NCHW against float64 as much as
     channels_last against NCHW: a small lr keeps the comparison tight.)"""
