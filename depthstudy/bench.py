@@ -32,7 +32,8 @@ from depthstudy.config import CONFIG_DIR
 from depthstudy.data import Data, TrainStream, default_root, normalization, split_of
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.train import autocast_for, configure_device, cpu_threads, make_optimizer, pick_device, train_step
+from depthstudy.train import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, make_optimizer,
+                              pick_device, train_step)
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
@@ -153,15 +154,20 @@ def as_data(dataset) -> Data:
 
 # --- the two training paths; each returns step(), one training iteration ---
 
-def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, compile_model: bool):
+def trainer_default(key: str):
+    """A setting `depthstudy train` runs with by default (configs/trainer/default.yaml): ours runs as train does."""
+    return OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")[key]
+
+
+def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, mode: str):
     """One iteration of train.py's loop: its batch stream and its train_step()."""
-    trainer = OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")  # what `depthstudy train` runs with
-    memory_format = torch.channels_last if trainer.channels_last else torch.contiguous_format
+    channels_last = trainer_default("channels_last")
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = spec.build().to(device, memory_format=memory_format)
-    forward = torch.compile(model) if compile_model else model
+    forward = compiled(model, mode, device)
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
-    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=trainer.fused_optimizer)
-    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=trainer.channels_last)
+    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=trainer_default("fused_optimizer"))
+    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last)
     autocast = autocast_for(device, precision)
     win, one = torch.zeros(3, device=device), torch.ones((), device=device)
     counter = itertools.count()
@@ -257,12 +263,12 @@ def _summary(times: list[float], train_flop_per_image: float) -> dict:
 
 
 def bench_model(spec: ModelSpec, data: Data, batches, device: torch.device, steps: int, warmup: int,
-                rounds: int, precision: str, compile_model: bool) -> dict:
+                rounds: int, precision: str, mode: str) -> dict:
     """Warm both paths up, then time them in alternating rounds; one result row."""
     probe = spec.build()
     macs, params = count_macs(probe, IMAGE_SHAPE), count_params(probe)
     train_flop = 3 * 2 * macs  # forward: 2 FLOP per MAC; backward: about twice the forward
-    paths = {"ours": ours_step(spec, data, device, precision, compile_model),
+    paths = {"ours": ours_step(spec, data, device, precision, mode),
              "reference": reference_step(spec, batches, device)}
     for step in paths.values():
         time_steps(step, warmup, device)  # first steps: allocator, kernel choice, momentum buffers, loader workers
@@ -284,7 +290,8 @@ def print_results(console, out: dict) -> None:
 
     s = out["settings"]
     table = Table(title=f"Training throughput, batch {s['batch_size']}, {s['data']} data "
-                        f"(ours: {s['precision']}{', compiled' if s['compile'] else ''}, channels_last, data on device; "
+                        f"(ours: {s['precision']}{'' if s['compile'] == 'off' else ', compile: ' + s['compile']}, "
+                        f"{'channels_last' if s['channels_last'] else 'NCHW'}, data on device; "
                         "reference: fp32 NCHW, DataLoader)")
     for col in ("model", "ours img/s", "reference img/s", "ours / reference", "ours GFLOP/s", "% of matmul peak"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -313,7 +320,7 @@ def print_results(console, out: dict) -> None:
 # --- the command ---
 
 def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, rounds: int = 1,
-              precision: str = "fp32", compile_model: bool = False, device: str = "auto",
+              precision: str = "fp32", compile_model: bool = False, cuda_graphs: bool = False, device: str = "auto",
               data_root: Path | None = None, json_path: Path | None = None, console=None) -> dict:
     """Benchmark every model, print the table, write the JSON; returns what the JSON holds."""
     from rich.console import Console
@@ -328,6 +335,9 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
         raise UsageError(f"--device {device!r} is unknown; choose auto, cpu, cuda or cuda:N")
     specs = parse_models(models)
     dev = pick_device(device, None)
+    mode = compile_mode(compile_model, cuda_graphs)
+    if mode == "cuda_graphs" and dev.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device, and this bench runs on {dev}; add --device cuda")
     threads = cpu_threads("auto")
     configure_device(dev, precision, "auto")  # as train.py does; process-wide, so the reference gets it too
     torch.manual_seed(0)
@@ -349,7 +359,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
     results = []
     for spec in specs:
         sample_peak()
-        row = bench_model(spec, data, batches, dev, steps, warmup, rounds, precision, compile_model)
+        row = bench_model(spec, data, batches, dev, steps, warmup, rounds, precision, mode)
         results.append(row)
         say(f"{spec.name}: ours {row['ours']['images_per_s']:.0f} img/s, "
             f"reference {row['reference']['images_per_s']:.0f} img/s")
@@ -361,8 +371,8 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
 
     out = {
         "settings": {"models": [s.name for s in specs], "steps": steps, "warmup": warmup, "rounds": rounds,
-                     "batch_size": BATCH_SIZE, "precision": precision, "compile": compile_model,
-                     "channels_last": True, "device": str(dev), "threads": threads,
+                     "batch_size": BATCH_SIZE, "precision": precision, "compile": mode,
+                     **{k: trainer_default(k) for k in ("channels_last", "fused_optimizer")}, "device": str(dev), "threads": threads,
                      "cuda_tf32": dev.type == "cuda" and torch.backends.cudnn.allow_tf32,
                      "reference_num_workers": len(os.sched_getaffinity(0)), "data": data_kind,
                      "data_root": str(root), "images": len(dataset)},

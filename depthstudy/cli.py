@@ -130,6 +130,7 @@ def bench(
     rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="fp32, tf32 (CUDA: TF32 convs and matmuls) or bf16 (autocast); as trainer.precision.")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile our model (ours only; compile time falls in the warm-up).")] = False,
+    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="CUDA only: our forward and backward as CUDA graphs (torch.compile mode=reduce-overhead), as trainer.cuda_graphs.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
@@ -138,7 +139,7 @@ def bench(
     """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak."""
     from depthstudy.bench import run_bench
 
-    _guard(lambda: run_bench(models, steps, warmup, rounds, precision, compile_model, device, data_root,
+    _guard(lambda: run_bench(models, steps, warmup, rounds, precision, compile_model, cuda_graphs, device, data_root,
                              json_path, _console()), debug)
 
 

@@ -41,7 +41,7 @@ def _join(*parts) -> str:
 # Keys that say where or how a run is executed or logged, not what it computes: they stay out of
 # run directory names, and a run may be resumed with different values for them.
 RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
-                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.log_every", "trainer.eval_every",
+                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs", "trainer.log_every", "trainer.eval_every",
                 "trainer.ckpt_every", "trainer.eval_batch_size", "trainer.diagnostics_every")
 # Keys the run name already shows.
 NAME_KEYS = ("experiment", "name", "run_name", "seed", "model", "model.depth", "model.shortcut", "optim.weight_decay")
@@ -182,7 +182,7 @@ def _validate(cfg: DictConfig) -> None:
     _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")
     _check(isinstance(t.diagnostics_every, int) and t.diagnostics_every >= 0,
            f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
-    for key in ("channels_last", "compile", "fused_optimizer"):
+    for key in ("channels_last", "compile", "cuda_graphs", "fused_optimizer"):
         _check(isinstance(t[key], bool), f"trainer.{key}={t[key]!r} must be true or false")
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         _check(isinstance(t[key], int) and t[key] > 0, f"trainer.{key}={t[key]} must be an integer > 0")

@@ -92,7 +92,7 @@ def check_same_experiment(run_dir: Path, config: dict, force: bool) -> None:
                          "choose another name= or out_dir=, or pass trainer.force_resume=true to continue it anyway")
 
 
-# --- device, optimizer, schedule ---
+# --- device, compilation, optimizer, schedule ---
 
 def pick_device(device: str, job_num: int | None) -> torch.device:
     if device == "auto":
@@ -128,6 +128,29 @@ def configure_device(device: torch.device, precision: str, threads) -> None:
 def autocast_for(device: torch.device, precision: str):
     """A context factory: bf16 autocast for precision=bf16, a no-op otherwise."""
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compiled(model: torch.nn.Module, mode: str, device: torch.device):
+    """The model as the training step calls it: eager ("off"), torch.compile'd ("default"), or
+    compiled into CUDA graphs ("cuda_graphs": forward and backward each replay as one graph)."""
+    if mode == "off":
+        return model
+    if mode == "default":
+        return torch.compile(model)
+    if device.type != "cuda":
+        raise UsageError(f"CUDA graphs need a CUDA device, and this run is on {device}; "
+                         "use trainer.device=cuda, or leave CUDA graphs off")
+    graphed = torch.compile(model, mode="reduce-overhead")
+
+    def forward(x):
+        torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last one's outputs may be overwritten
+        return graphed(x)
+
+    return forward
+
+
+def compile_mode(compile: bool, cuda_graphs: bool) -> str:
+    return "cuda_graphs" if cuda_graphs else "default" if compile else "off"
 
 
 def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = False) -> torch.optim.SGD:
@@ -269,7 +292,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     params = count_params(model)
-    forward = torch.compile(model) if t.compile else model
+    forward = compiled(model, compile_mode(bool(t.compile), bool(t.cuda_graphs)), device)
     autocast = autocast_for(device, str(t.precision))
 
     progress_lines = []
@@ -417,5 +440,5 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 def _hparams(config: dict) -> dict:
     """The run's settings as TensorBoard HParams (scalars and strings only)."""
     flat = flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
-    flat.update({f"trainer.{k}": config["trainer"][k] for k in ("precision", "channels_last", "compile", "fused_optimizer")})
+    flat.update({f"trainer.{k}": config["trainer"][k] for k in ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")})
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

@@ -94,3 +94,17 @@ def test_bench_on_cuda_bf16(cli, no_cifar):
     assert out["settings"]["device"].startswith("cuda") and set(out["matmul_peak_flop_per_s"]) == {"fp32", "bf16"}
     (row,) = out["models"]
     assert row["ours"]["images_per_s"] > 0 and row["reference"]["images_per_s"] > 0
+
+
+def test_cuda_graphs_on_cpu_is_one_line(cli, no_cifar):
+    result = cli(*QUICK, "--device", "cpu", "--cuda-graphs")
+    assert result.exit_code == 2 and "--cuda-graphs needs a CUDA device" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.cuda
+def test_bench_on_cuda_with_cuda_graphs(cli, no_cifar):
+    result = cli(*QUICK, "--device", "cuda", "--cuda-graphs", "--json", "graphs.json")
+    assert result.exit_code == 0, result.output
+    out = json.loads((no_cifar / "graphs.json").read_text())
+    assert out["settings"]["compile"] == "cuda_graphs" and out["models"][0]["ours"]["images_per_s"] > 0

@@ -146,6 +146,21 @@ def test_asking_for_cuda_without_it_is_a_usage_error(cli):
     assert result.exit_code == 2 and "CUDA is not available here" in result.output
 
 
+def test_cuda_graphs_on_cpu_are_refused_in_one_line(cli):
+    result = cli("train", "trainer.device=cpu", "trainer.cuda_graphs=true", "trainer.progress=none")
+    assert result.exit_code == 2 and "CUDA graphs need a CUDA device" in result.output
+
+
+@pytest.mark.cuda
+def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
+    args = ["model.depth=8", "schedule.iterations=12", "trainer.device=cuda", "trainer.log_every=1", "trainer.progress=none"]
+    assert cli("train", *args, "name=eager").exit_code == 0
+    result = cli("train", *args, "name=graphs", "trainer.cuda_graphs=true")
+    assert result.exit_code == 0, result.output
+    eager, graphs = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS] for n in ("eager", "graphs"))
+    assert [v for _, v in graphs] == pytest.approx([v for _, v in eager], rel=1e-3)
+
+
 @pytest.mark.cuda
 def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
     result = cli("train", "model.depth=8", "schedule.iterations=20", "trainer.device=cuda", "trainer.progress=none",
