@@ -7,6 +7,7 @@ launcher plugin (basic, joblib, submitit) work unchanged.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -224,14 +225,23 @@ def run_job(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from depthstudy.train import RunBusyError, record_failure, train
+    from depthstudy.train import RunBusyError, interrupt_seen, record_failure, train, watch_interrupts_in_worker
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN
+    in_worker = in_sweep and os.environ.get(SWEEP_PID_ENV, str(os.getpid())) != str(os.getpid())
+    if in_worker:
+        watch_interrupts_in_worker()
+        if interrupt_seen():  # the sweep was interrupted: queued jobs start nothing
+            return {"status": "skipped"}
     try:
         validate(cfg)
         return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
+    except KeyboardInterrupt:
+        if in_worker:  # checkpoint saved; the sweep's process reports the interruption once all jobs returned
+            return {"status": "interrupted"}
+        raise
     except Exception as e:
         if not isinstance(e, (UsageError, RunBusyError)):  # the run is ours: its directory says how it ended
             record_failure(run_dir, e)
@@ -251,6 +261,10 @@ class AbortRun(SystemExit):
     def __init__(self, error: Exception):
         super().__init__(1)
         self.error = error
+
+
+# The sweep's own process id, for its jobs: a job in another process is in a worker (joblib, submitit).
+SWEEP_PID_ENV = "DEPTHSTUDY_SWEEP_PID"
 
 
 def run_hydra(overrides: list[str], multirun: bool) -> None:

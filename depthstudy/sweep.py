@@ -7,6 +7,9 @@ validated: a bad value anywhere in the grid stops the sweep before its first run
 
 from __future__ import annotations
 
+import os
+import signal
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from depthstudy.train import FINAL_STATUSES, read_summary
 class PlannedRun:
     overrides: list[str]  # this job's overrides, as Hydra will pass them
     run_dir: Path
+    launcher: str  # the Hydra launcher's _target_
 
     @property
     def summary(self) -> dict | None:
@@ -56,7 +60,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     for job, cfg in zip(jobs, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
-        runs.append(PlannedRun(job, run_dir))
+        runs.append(PlannedRun(job, run_dir, str(cfg.hydra.launcher.get("_target_", ""))))
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
@@ -73,11 +77,42 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
                   f"under {runs[0].run_dir.parent}")
+    # joblib runs the jobs in worker processes of this machine, which get the terminal's Ctrl-C too.
+    in_workers = "joblib" in runs[0].launcher
+    os.environ[config.SWEEP_PID_ENV] = str(os.getpid())  # tells a job whether it runs in such a worker
     try:
-        config.run_hydra(config.normalize_overrides(overrides), multirun=True)
+        with (WaitForWorkers(console) if in_workers else nullcontext()) as waiting:
+            config.run_hydra(config.normalize_overrides(overrides), multirun=True)
+        if waiting is not None and waiting.interrupted:
+            raise KeyboardInterrupt
     finally:
+        del os.environ[config.SWEEP_PID_ENV]
         console.print(runs_table(runs, "sweep results"))
     return runs
+
+
+class WaitForWorkers:
+    """The sweep's process while its jobs run in worker processes. A first Ctrl-C reaches the workers as
+    well: each running job stops at the end of its iteration and saves a checkpoint, queued jobs start
+    nothing, and this process waits for all of them before it reports. A second Ctrl-C aborts at once."""
+
+    def __init__(self, console: Console):
+        self.console, self.interrupted = console, False
+
+    def __enter__(self):
+        self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.console.print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs "
+                           "are skipped (Ctrl-C again to abort at once)", style="yellow")
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old)
+        return False
 
 
 def _varying(runs: list[PlannedRun]) -> list[str]:

@@ -202,6 +202,27 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, caffe_momentum: bool) -> None:
         group["lr"] = lr
 
 
+# Set once this process has been asked to stop (Ctrl-C or SIGTERM). A sweep worker that runs many jobs
+# in turn (joblib) then starts no further run: see watch_interrupts_in_worker and config.run_job.
+_interrupt_seen = False
+
+
+def interrupt_seen() -> bool:
+    return _interrupt_seen
+
+
+def watch_interrupts_in_worker() -> None:
+    """In a sweep's worker process, outside a training loop: a Ctrl-C is noted, never raised,
+    so the worker finishes what it is doing and the sweep's launcher collects every job's result."""
+    import signal
+
+    def note(signum, frame):
+        global _interrupt_seen
+        _interrupt_seen = True
+
+    signal.signal(signal.SIGINT, note)
+
+
 class stop_on_interrupt:
     """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the end of the current iteration,
     so the checkpoint it then saves is consistent. A second Ctrl-C interrupts at once."""
@@ -210,16 +231,17 @@ class stop_on_interrupt:
         import signal
         import threading
 
-        self.requested, self._old = False, {}
+        self.requested, self._old = _interrupt_seen, {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
+        global _interrupt_seen
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = _interrupt_seen = True
 
     def __exit__(self, *exc):
         import signal

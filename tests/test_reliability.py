@@ -165,3 +165,33 @@ def test_corrupted_cifar_names_the_file(cli, tmp_path):
 def test_debug_shows_the_traceback(cli, tmp_path):
     with pytest.raises(Exception):
         cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none", "--debug")
+
+
+def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones(tmp_path):
+    """The terminal's Ctrl-C reaches the whole process group: the sweep and its joblib workers."""
+    args = ["sweep", "model.depth=8", "model.shortcut=none,A", "seed=0,1", "schedule.iterations=600",
+            "schedule.milestones=[500]", "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=1000",
+            "trainer.threads=1", "trainer.progress=lines", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "name=g"]
+    proc = subprocess.Popen([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sweep_dir = tmp_path / "runs" / "g"
+    deadline = time.time() + 120
+    while sum((p / "summary.json").exists() for p in sweep_dir.glob("plain-*")) < 2:  # jobs 0 and 1 started
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out and "stopping: running jobs save a checkpoint" in out
+    for run in sweep_dir.glob("plain-*"):
+        s = summary(run)
+        assert s["status"] == "interrupted", out
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"] > 0
+    assert not any((run / "summary.json").exists() for run in sweep_dir.glob("resA-*"))  # queued: never started
+
+    again = subprocess.run([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count("resuming at iteration") == 2
+    assert all(summary(run)["status"] == "finished" for run in sweep_dir.iterdir() if run.is_dir())
