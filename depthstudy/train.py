@@ -331,6 +331,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # the checkpoint's groups carry the old run's choice
+            group["fused"] = bool(t.fused_optimizer) or None
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])

@@ -64,17 +64,20 @@ def test_weight_decay_scope_is_reported_and_applied(cli, tmp_path):
     assert "on 20 tensors (268,048 params); none on 39 tensors (1,386 params)" in result.output
 
 
-def test_caffe_momentum_rescales_the_buffer_at_an_lr_drop():
+@pytest.mark.parametrize("fused", [False, True], ids=["loop", "fused"])
+def test_caffe_momentum_rescales_the_buffer_at_an_lr_drop(fused):
     import torch
 
     from depthstudy.train import set_lr
 
     p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=fused or None)
     p.grad = torch.ones(1)
     opt.step()  # buffer = g = 1; Caffe's V = lr * g = 0.1
     set_lr(opt, 0.01, caffe_momentum=True)
     assert opt.state[p]["momentum_buffer"].item() == pytest.approx(10.0)  # V / new lr: Caffe's V carries over
+    opt.step()  # the fused kernel reads the rescaled buffer: v = 0.9 * 10 + 1, p -= 0.01 * v
+    assert p.item() == pytest.approx(-0.1 - 0.01 * 10.0)
 
 
 def test_warmup_applies_from_min_depth():
