@@ -8,6 +8,7 @@ launcher plugin (basic, joblib, submitit) work unchanged.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
     A full Hydra composition costs ~0.2 s, mostly walking the defaults tree. Jobs that choose the
     same config groups share that tree, so each distinct set of group choices is composed once and
     each job's plain `key=value` overrides are then applied by Hydra's own functions, in Hydra's order
-    (tests check the result equals a full composition). A 500-run grid plans in seconds.
+    (tests check the result equals a full composition). A 500-run grid plans in seconds. Jobs with
+    order-sensitive edits (+key, ~key, dict values) or a search path get a full composition.
     """
     import copy
 
@@ -92,9 +94,13 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
     parser = OverridesParser.create()
     groups = {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
 
-    def shapes_the_tree(o) -> bool:  # a group choice, or an add/delete: needs a full composition
-        return ("/" in o.key_or_group or o.key_or_group in groups or o.package is not None
-                or o.is_add() or o.is_force_add() or o.is_delete())
+    def shapes_the_tree(o) -> bool:  # a config group choice
+        return "/" in o.key_or_group or o.key_or_group in groups or o.package is not None
+
+    def needs_full_composition(o) -> bool:  # order-sensitive edits, or settings read before the defaults tree
+        return (o.is_add() or o.is_force_add() or o.is_delete() or not isinstance(o.value(), (str, int, float, bool))
+                or (shapes_the_tree(o) and not isinstance(o.value(), str))
+                or o.key_or_group.startswith(("hydra.searchpath", "hydra.job.env_copy")))
 
     bases: dict[tuple[str, ...], DictConfig] = {}
     configs = []
@@ -103,6 +109,9 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
             parsed = parser.parse_overrides(job)
         except Exception as e:
             raise UsageError(_one_line(e)) from None
+        if any(needs_full_composition(o) for o in parsed):
+            configs.append(compose(job, with_hydra=True))
+            continue
         tree = tuple(o.input_line for o in parsed if shapes_the_tree(o))
         if tree not in bases:
             bases[tree] = compose(list(tree), with_hydra=True)
@@ -225,21 +234,20 @@ def run_job(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from depthstudy.train import RunBusyError, interrupt_seen, record_failure, train, watch_interrupts_in_worker
+    from depthstudy.train import STOP_FILE_ENV, RunBusyError, record_failure, sweep_asked_to_stop, train
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN
-    in_worker = in_sweep and os.environ.get(SWEEP_PID_ENV, str(os.getpid())) != str(os.getpid())
-    if in_worker:
-        watch_interrupts_in_worker()
-        if interrupt_seen():  # the sweep was interrupted: queued jobs start nothing
-            return {"status": "skipped"}
+    if os.environ.get(STOP_FILE_ENV):  # in a joblib worker: Ctrl-C is the sweep's to handle (sweep.py)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sweep_asked_to_stop():  # the sweep was interrupted: queued jobs start nothing
+        return {"status": "skipped"}
     try:
         validate(cfg)
         return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
     except KeyboardInterrupt:
-        if in_worker:  # checkpoint saved; the sweep's process reports the interruption once all jobs returned
+        if sweep_asked_to_stop():  # checkpoint saved; the sweep reports the interruption once every job returned
             return {"status": "interrupted"}
         raise
     except Exception as e:
@@ -261,10 +269,6 @@ class AbortRun(SystemExit):
     def __init__(self, error: Exception):
         super().__init__(1)
         self.error = error
-
-
-# The sweep's own process id, for its jobs: a job in another process is in a worker (joblib, submitit).
-SWEEP_PID_ENV = "DEPTHSTUDY_SWEEP_PID"
 
 
 def run_hydra(overrides: list[str], multirun: bool) -> None:

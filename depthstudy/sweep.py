@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from depthstudy import config
-from depthstudy.train import FINAL_STATUSES, read_summary
+from depthstudy.train import FINAL_STATUSES, STOP_FILE_ENV, read_summary
 
 
 @dataclass
@@ -25,6 +26,7 @@ class PlannedRun:
     overrides: list[str]  # this job's overrides, as Hydra will pass them
     run_dir: Path
     launcher: str  # the Hydra launcher's _target_
+    launcher_jobs: int  # its n_jobs, where it has one
 
     @property
     def summary(self) -> dict | None:
@@ -60,7 +62,8 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     for job, cfg in zip(jobs, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
-        runs.append(PlannedRun(job, run_dir, str(cfg.hydra.launcher.get("_target_", ""))))
+        launcher = cfg.hydra.launcher
+        runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1)))
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
@@ -77,42 +80,66 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
                   f"under {runs[0].run_dir.parent}")
-    # joblib runs the jobs in worker processes of this machine, which get the terminal's Ctrl-C too.
-    in_workers = "joblib" in runs[0].launcher
-    os.environ[config.SWEEP_PID_ENV] = str(os.getpid())  # tells a job whether it runs in such a worker
+    # joblib runs the jobs in worker processes of this machine (the basic launcher runs them in this one).
+    in_workers = runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher.")
+    args = config.normalize_overrides(overrides)
+    if in_workers:  # an idle worker would die of a Ctrl-C: start no more workers than jobs
+        args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
+    stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent, console) if in_workers else None
     try:
-        with (WaitForWorkers(console) if in_workers else nullcontext()) as waiting:
-            config.run_hydra(config.normalize_overrides(overrides), multirun=True)
-        if waiting is not None and waiting.interrupted:
+        try:
+            with stopper or nullcontext():
+                config.run_hydra(args, multirun=True)
+        except Exception:
+            if stopper and stopper.interrupted:  # a worker still starting up died of the Ctrl-C
+                raise KeyboardInterrupt from None
+            raise
+        if stopper and stopper.interrupted:
             raise KeyboardInterrupt
     finally:
-        del os.environ[config.SWEEP_PID_ENV]
         console.print(runs_table(runs, "sweep results"))
     return runs
 
 
-class WaitForWorkers:
-    """The sweep's process while its jobs run in worker processes. A first Ctrl-C reaches the workers as
-    well: each running job stops at the end of its iteration and saves a checkpoint, queued jobs start
-    nothing, and this process waits for all of them before it reports. A second Ctrl-C aborts at once."""
+class StopWorkersOnCtrlC:
+    """Ctrl-C while a sweep's jobs run in joblib's worker processes.
 
-    def __init__(self, console: Console):
-        self.console, self.interrupted = console, False
+    The terminal sends Ctrl-C to the workers too; a worker that had nothing to do would die of it, and
+    joblib would then kill the busy ones. So every job leaves its worker ignoring SIGINT (config.run_job)
+    and the sweep starts no more workers than it has jobs. This process catches the Ctrl-C, writes the
+    stop file (train.STOP_FILE_ENV) and waits: each running job stops at the end of its iteration and
+    saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once.
+    """
+
+    def __init__(self, sweep_dir: Path, console: Console):
+        self.stop_file, self.console, self.interrupted = sweep_dir / ".stop", console, False
 
     def __enter__(self):
-        self._old = signal.signal(signal.SIGINT, self._handle)
+        self.stop_file.unlink(missing_ok=True)
+        os.environ[STOP_FILE_ENV] = str(self.stop_file.resolve())
+        self._old_handler = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        self.console.print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs "
-                           "are skipped (Ctrl-C again to abort at once)", style="yellow")
+        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self.stop_file.touch()
+        print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs are skipped "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old)
+        signal.signal(signal.SIGINT, self._old_handler)
+        os.environ.pop(STOP_FILE_ENV, None)
+        self.stop_file.unlink(missing_ok=True)
         return False
+
+
+def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:
+    """joblib's n_jobs (-1: every core, -2: all but one...), but no more workers than jobs."""
+    n = launcher_jobs if launcher_jobs > 0 else (os.cpu_count() or 1) + 1 + launcher_jobs
+    return max(1, min(n, len(runs)))
 
 
 def _varying(runs: list[PlannedRun]) -> list[str]:

@@ -202,46 +202,39 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, caffe_momentum: bool) -> None:
         group["lr"] = lr
 
 
-# Set once this process has been asked to stop (Ctrl-C or SIGTERM). A sweep worker that runs many jobs
-# in turn (joblib) then starts no further run: see watch_interrupts_in_worker and config.run_job.
-_interrupt_seen = False
+# A sweep whose jobs run in worker processes (joblib) asks them to stop through a file, named in this
+# variable, that it writes at the first Ctrl-C; the workers ignore the Ctrl-C itself (sweep.py).
+STOP_FILE_ENV = "DEPTHSTUDY_STOP_FILE"
 
 
-def interrupt_seen() -> bool:
-    return _interrupt_seen
-
-
-def watch_interrupts_in_worker() -> None:
-    """In a sweep's worker process, outside a training loop: a Ctrl-C is noted, never raised,
-    so the worker finishes what it is doing and the sweep's launcher collects every job's result."""
-    import signal
-
-    def note(signum, frame):
-        global _interrupt_seen
-        _interrupt_seen = True
-
-    signal.signal(signal.SIGINT, note)
+def sweep_asked_to_stop() -> bool:
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and os.path.exists(path)
 
 
 class stop_on_interrupt:
-    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop at the end of the current iteration,
-    so the checkpoint it then saves is consistent. A second Ctrl-C interrupts at once."""
+    """Ctrl-C (SIGINT), SIGTERM or the sweep's stop file asks the loop to stop at the end of the current
+    iteration, so the checkpoint it then saves is consistent. A second Ctrl-C interrupts at once."""
 
     def __enter__(self):
         import signal
         import threading
 
-        self.requested, self._old = _interrupt_seen, {}
+        self._signalled, self._old = False, {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (a sweep's workers)
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
+    @property
+    def requested(self) -> bool:
+        return self._signalled or sweep_asked_to_stop()
+
     def _handle(self, signum, frame):
-        global _interrupt_seen
-        if self.requested:
+        if self._signalled:
             raise KeyboardInterrupt
-        self.requested = _interrupt_seen = True
+        self._signalled = True
 
     def __exit__(self, *exc):
         import signal

@@ -167,16 +167,17 @@ def test_debug_shows_the_traceback(cli, tmp_path):
         cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none", "--debug")
 
 
-def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones(tmp_path):
-    """The terminal's Ctrl-C reaches the whole process group: the sweep and its joblib workers."""
-    args = ["sweep", "model.depth=8", "model.shortcut=none,A", "seed=0,1", "schedule.iterations=600",
-            "schedule.milestones=[500]", "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=1000",
-            "trainer.threads=1", "trainer.progress=lines", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "name=g"]
+def ctrl_c_a_joblib_sweep(tmp_path, grid, n_jobs, started):
+    """Start a sweep, wait until the runs `started` matches have begun, press Ctrl-C: the terminal sends
+    it to the whole process group, the sweep and its joblib workers alike."""
+    args = ["sweep", "model.depth=8", *grid, "schedule.iterations=600", "schedule.milestones=[500]",
+            "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=1000", "trainer.threads=1",
+            "trainer.progress=lines", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", "name=g"]
     proc = subprocess.Popen([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     sweep_dir = tmp_path / "runs" / "g"
     deadline = time.time() + 120
-    while sum((p / "summary.json").exists() for p in sweep_dir.glob("plain-*")) < 2:  # jobs 0 and 1 started
+    while sum((p / "summary.json").exists() for p in sweep_dir.glob(started)) < 2:
         assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
         time.sleep(0.05)
     time.sleep(0.5)
@@ -184,10 +185,16 @@ def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "stopping: running jobs save a checkpoint" in out
-    for run in sweep_dir.glob("plain-*"):
+    for run in sweep_dir.glob(started):
         s = summary(run)
         assert s["status"] == "interrupted", out
         assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"] > 0
+    assert not (sweep_dir / ".stop").exists()
+    return args, sweep_dir
+
+
+def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones(tmp_path):
+    args, sweep_dir = ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A", "seed=0,1"], 2, "plain-*")
     assert not any((run / "summary.json").exists() for run in sweep_dir.glob("resA-*"))  # queued: never started
 
     again = subprocess.run([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, capture_output=True,
@@ -195,3 +202,8 @@ def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.count("resuming at iteration") == 2
     assert all(summary(run)["status"] == "finished" for run in sweep_dir.iterdir() if run.is_dir())
+
+
+def test_ctrl_c_with_more_joblib_workers_than_jobs_still_checkpoints_the_running_jobs(tmp_path):
+    """An idle worker would die of the Ctrl-C, and joblib would then kill the busy ones."""
+    ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A"], 3, "*-s0,*")

@@ -160,6 +160,9 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     assert cli("train", *args, "name=eager").exit_code == 0
     result = cli("train", *args, "name=graphs", "trainer.cuda_graphs=true")
     assert result.exit_code == 0, result.output
+    from torch._dynamo.utils import counters
+
+    assert counters["inductor"]["cudagraph_skips"] == 0  # inductor falls back to no graphs silently
     eager, graphs = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS] for n in ("eager", "graphs"))
     assert [v for _, v in graphs] == pytest.approx([v for _, v in eager], rel=1e-3)
 
