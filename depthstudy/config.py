@@ -43,8 +43,9 @@ def _join(*parts) -> str:
 # Keys that say where or how a run is executed or logged, not what it computes: they stay out of
 # run directory names, and a run may be resumed with different values for them.
 RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
-                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs", "trainer.log_every", "trainer.eval_every",
-                "trainer.ckpt_every", "trainer.eval_batch_size", "trainer.diagnostics_every")
+                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs",
+                "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.eval_batch_size",
+                "trainer.diagnostics_every")
 # Keys the run name already shows.
 NAME_KEYS = ("experiment", "name", "run_name", "seed", "model", "model.depth", "model.shortcut", "optim.weight_decay")
 

@@ -85,7 +85,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     args = config.normalize_overrides(overrides)
     if in_workers:  # an idle worker would die of a Ctrl-C: start no more workers than jobs
         args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
-    stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent, console) if in_workers else None
+    stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     try:
         try:
             with stopper or nullcontext():
@@ -111,8 +111,8 @@ class StopWorkersOnCtrlC:
     saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once.
     """
 
-    def __init__(self, sweep_dir: Path, console: Console):
-        self.stop_file, self.console, self.interrupted = sweep_dir / ".stop", console, False
+    def __init__(self, sweep_dir: Path):
+        self.stop_file, self.interrupted = sweep_dir / ".stop", False
 
     def __enter__(self):
         self.stop_file.unlink(missing_ok=True)
