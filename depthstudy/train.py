@@ -419,10 +419,11 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
                 run_eval(done)
             if t.diagnostics_every and done % t.diagnostics_every == 0:
                 writer.scalars(done, diagnostic_scalars(model, probe))
-            if done % t.ckpt_every == 0 or stop.requested:
+            stopping = stop.requested  # read once: a stop that arrives after this waits for the next iteration
+            if done % t.ckpt_every == 0 or stopping:
                 save(done)
             t_window += time.perf_counter() - t_pause  # evaluation and saving do not count as training time
-            if stop.requested:
+            if stopping:
                 status = "interrupted"
                 break
 
