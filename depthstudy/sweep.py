@@ -87,13 +87,12 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
         args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     try:
-        try:
-            with stopper or nullcontext():
+        with stopper or nullcontext():
+            try:
                 config.run_hydra(args, multirun=True)
-        except Exception:
-            if stopper and stopper.interrupted:  # a worker still starting up died of the Ctrl-C
-                raise KeyboardInterrupt from None
-            raise
+            except Exception:
+                if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
+                    raise
         if stopper and stopper.interrupted:
             raise KeyboardInterrupt
     finally:
