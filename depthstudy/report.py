@@ -188,12 +188,15 @@ def _mean_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float]]:
 
 
 def _save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: editable, searchable
+            fig.savefig(path, dpi=150, bbox_inches="tight")
         paths.append(path)
-    import matplotlib.pyplot as plt
 
     plt.close(fig)
     return paths

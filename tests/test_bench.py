@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import write_cifar
+from helpers import write_cifar
 from depthstudy import bench
 from depthstudy.data import load_data
 

@@ -1,6 +1,6 @@
 import pytest
 
-from conftest import TINY
+from helpers import TINY
 
 
 @pytest.mark.parametrize("override,message", [

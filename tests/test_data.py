@@ -2,16 +2,58 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import write_cifar
+from helpers import write_cifar
 from depthstudy.config import compose
-from depthstudy.data import DataError, TrainStream, load_data
+from depthstudy import data as data_module
+from depthstudy.data import Data, DataError, Split, TrainStream, load_data
 
 
 def data_cfg(*overrides):
     return compose(list(overrides)).data
 
 
-def test_digits_splits_are_seeded_and_disjoint():
+def ids_of(images: torch.Tensor) -> list[int]:
+    """Decode the index written into each image by indexed_images (works on uint8 or unnormalised float)."""
+    return (images[:, 0, 0, 0].long() + 256 * images[:, 0, 0, 1].long()).tolist()
+
+
+def indexed_images(n: int) -> torch.Tensor:
+    """n 8x8 uint8 images, image i carrying i in its first two pixels: where each image went can be read back."""
+    images = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(n) % 256
+    images[:, 0, 0, 1] = torch.arange(n) // 256
+    return images
+
+
+def test_digits_splits_are_disjoint_and_cover_every_image(monkeypatch):
+    n = 1797
+    monkeypatch.setattr(data_module, "_digits", lambda: (indexed_images(n), torch.arange(n) % 10, 10))
+    d = load_data(data_cfg())
+    train, val, test = (set(ids_of(s.images)) for s in (d.train, d.val, d.test))
+    assert (len(train), len(val), len(test)) == (1200, 300, 297)  # no image twice within a split
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert train | val | test == set(range(n))
+    assert ids_of(d.train.images) != sorted(ids_of(d.train.images))  # shuffled by split_seed, not taken in order
+
+
+def test_cifar_validation_comes_from_the_training_files_and_test_is_the_test_file(tmp_path, skip_md5):
+    import pickle
+
+    folder = write_cifar(tmp_path, n=24)
+
+    def rows(files):  # CIFAR's rows: 3,072 bytes, channel-major, as in the files
+        return {bytes(r) for f in files for r in pickle.loads((folder / f).read_bytes())["data"]}
+
+    train_rows = rows([f"data_batch_{i}" for i in range(1, 6)])
+    as_rows = lambda s: [bytes(img.numpy().reshape(-1)) for img in s.images]  # noqa: E731 (NCHW = the row's order)
+    d = load_data(data_cfg("data=cifar10", f"data.root={tmp_path}", "data.val_size=20"))
+    train, val, test = (as_rows(s) for s in (d.train, d.val, d.test))
+    assert len(set(train)) == 100 and len(set(val)) == 20 and not set(train) & set(val)
+    assert set(train) | set(val) == train_rows
+    assert set(test) == rows(["test_batch"])
+
+
+def test_digits_splits_are_seeded():
     d = load_data(data_cfg())
     assert d.shape == (1, 8, 8) and d.num_classes == 10
     assert (len(d.train), len(d.val), len(d.test)) == (1200, 300, 297)
@@ -24,6 +66,7 @@ def test_digits_splits_are_seeded_and_disjoint():
 
 def test_pixel_mean_normalisation_centres_the_training_images():
     d = load_data(data_cfg())
+    assert torch.allclose(d.mean, d.train.images.double().mean(0).float())  # the training split's mean, only
     x = d.normalize(d.train.images)
     assert x.mean(0).abs().max() < 1e-4  # the per-pixel mean image is subtracted
     c = load_data(data_cfg("data.normalize=channel_meanstd"))
@@ -91,3 +134,30 @@ def test_data_root_defaults_to_the_env_var(tmp_path, monkeypatch, skip_md5):
     monkeypatch.setenv("DEPTHSTUDY_DATA", str(tmp_path))
     d = load_data(OmegaConf.merge(data_cfg("data=cifar10"), {"val_size": 10}))
     assert len(d.val) == 10
+
+
+def indexed_data(n: int = 100) -> Data:
+    """Data whose images carry their index; identity normalisation, so batches can be decoded."""
+    return Data("indexed", Split(indexed_images(n), torch.arange(n) % 10), None, None, 10, torch.zeros(()), torch.ones(()))
+
+
+def test_each_batch_depends_only_on_seed_and_iteration_in_any_order_across_epochs():
+    data = indexed_data(100)  # batch 32: 3 batches an epoch; steps 0..9 span four epochs
+    stream = lambda: TrainStream(data, 32, seed=5, augment=True, pad=1)  # noqa: E731
+    in_order = stream()
+    reference = {s: in_order.batch(s) for s in range(10)}
+    for order in ([9, 8, 7, 6, 5, 4, 3, 2, 1, 0], [7, 0, 3, 2, 9, 1, 4, 8, 6, 5]):
+        scrambled = stream()
+        for s in order:
+            x, y = scrambled.batch(s)
+            assert torch.equal(x, reference[s][0]) and torch.equal(y, reference[s][1]), (order, s)
+    for s in range(10):  # a fresh stream asked for one step, as a resumed run is
+        assert torch.equal(stream().batch(s)[0], reference[s][0])
+
+
+def test_an_epoch_visits_distinct_images_in_a_new_order_each_epoch():
+    stream = TrainStream(indexed_data(100), 32, seed=5, augment=False)
+    epochs = [sum((ids_of(stream.batch(e * 3 + b)[0]) for b in range(3)), []) for e in range(3)]
+    for ids in epochs:
+        assert len(ids) == len(set(ids)) == 96 and set(ids) <= set(range(100))  # 4 images dropped, none twice
+    assert epochs[0] != epochs[1] != epochs[2]

@@ -77,3 +77,59 @@ def test_plain_block_does_not_keep_its_input():
     torch.nn.init.zeros_(block.bn2.weight)
     torch.nn.init.zeros_(block.bn2.bias)
     assert torch.equal(block(torch.rand(2, 16, 8, 8)), torch.zeros(2, 16, 8, 8))
+
+
+def test_option_a_shortcut_subsamples_even_positions_and_appends_zero_channels():
+    """Oracle built by hand: out[:, :16] = x at even rows and columns, out[:, 16:] = 0 (fb.resnet.torch's
+    shortcut A: stride-2 subsampling, then zero channels concatenated after the input's)."""
+    x = torch.arange(1, 2 * 16 * 6 * 6 + 1, dtype=torch.float32).reshape(2, 16, 6, 6)
+    out = ZeroPadShortcut(16, 32, 2)(x)
+    expected = torch.zeros(2, 32, 3, 3)
+    for i in range(3):
+        for j in range(3):
+            expected[:, :16, i, j] = x[:, :, 2 * i, 2 * j]
+    assert torch.equal(out, expected)
+
+
+def test_option_a_net_uses_the_zero_pad_shortcut_where_stages_change():
+    """In a whole net, the stage-2 block's output is relu(shortcut + branch): with the branch zeroed it is
+    exactly the hand-built option-A tensor of its input."""
+    model = CifarResNet(8, "A", 3, 10).eval()
+    block = model.blocks[1]  # 16 -> 32 channels, stride 2
+    torch.nn.init.zeros_(block.bn2.weight)
+    torch.nn.init.zeros_(block.bn2.bias)
+    x = torch.rand(2, 16, 8, 8)
+    expected = torch.cat([x[:, :, ::2, ::2], torch.zeros(2, 16, 4, 4)], dim=1)
+    assert torch.equal(block(x), expected)
+
+
+def test_he_init_gives_each_layer_the_std_sqrt_2_over_fan_in():
+    torch.manual_seed(0)
+    model = CifarResNet(56, "A")
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.numel() > 2000:  # big enough for a tight std estimate
+            fan_in = m.weight[0].numel()
+            assert m.weight.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias))
+
+
+def test_post_activation_block_is_relu_of_shortcut_plus_branch_computed_by_hand():
+    """He 2015's block, written out: relu(x + BN(conv(relu(BN(conv(x))))))."""
+    block = BasicBlock(16, 16, 1, "A").eval()
+    for bn in (block.bn1, block.bn2):  # non-trivial running statistics and affine parameters
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 16, 8, 8)
+
+    def bn(layer, h):
+        return (h - layer.running_mean[:, None, None]) / (layer.running_var[:, None, None] + layer.eps).sqrt() \
+            * layer.weight[:, None, None] + layer.bias[:, None, None]
+
+    h = torch.relu(bn(block.bn1, torch.nn.functional.conv2d(x, block.conv1.weight, padding=1)))
+    expected = torch.relu(x + bn(block.bn2, torch.nn.functional.conv2d(h, block.conv2.weight, padding=1)))
+    with torch.no_grad():
+        assert torch.allclose(block(x), expected, atol=1e-5)

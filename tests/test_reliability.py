@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import summary, write_cifar
+from helpers import only_run, summary, write_cifar
 from depthstudy import events
 
 LONG = ["model.depth=8", "schedule.iterations=60", "schedule.milestones=[40]", "optim.batch_size=32",
@@ -39,16 +39,11 @@ def wait_for_checkpoint(run_dir, min_step, proc, timeout=120):
     raise TimeoutError
 
 
-def the_run(root):
-    (run,) = [p for p in (root / "runs" / "default").iterdir()]
-    return run
-
-
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     assert depthstudy("train", *LONG, cwd=tmp_path / "a").returncode == 0
-    reference = summary(the_run(tmp_path / "a"))
+    reference = summary(only_run(tmp_path / "a"))
 
     proc = depthstudy("train", *LONG, cwd=tmp_path / "b", wait=False)
     run = None
@@ -71,24 +66,33 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
         steps = [s for s, _ in scalars[tag]]
         assert steps == sorted(set(steps)), tag
     assert [s for s, _ in scalars[events.TRAIN_ERROR]] == list(range(5, 61, 5))
-    ref_curve = events.read_scalars(the_run(tmp_path / "a"))[events.TRAIN_LOSS]
+    ref_curve = events.read_scalars(only_run(tmp_path / "a"))[events.TRAIN_LOSS]
     assert [s for s, _ in scalars[events.TRAIN_LOSS]] == [s for s, _ in ref_curve]
     assert [v for _, v in scalars[events.TRAIN_LOSS]] == pytest.approx([v for _, v in ref_curve])
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
-    proc = depthstudy("train", *LONG, "schedule.iterations=400", cwd=tmp_path, wait=False)
+    # 2,000 iterations: long enough that the run cannot finish before the Ctrl-C lands, even on a busy machine.
+    args = [*LONG, "schedule.iterations=2000"]
+    proc = depthstudy("train", *args, cwd=tmp_path, wait=False)
     while not (tmp_path / "runs" / "default").exists() or not any((tmp_path / "runs" / "default").iterdir()):
         time.sleep(0.05)
-    run = the_run(tmp_path)
+    run = only_run(tmp_path)
     wait_for_checkpoint(run, 10, proc)
+    running = summary(run)  # summary.json is whole (valid JSON) while the run trains
+    assert running["status"] == "running" and running["total_iterations"] == 2000
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "checkpoint saved" in out
     s = summary(run)
-    assert s["status"] == "interrupted"
+    assert s["status"] == "interrupted" and 10 <= s["iterations"] < 2000
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
+
+    rerun = depthstudy("train", *args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming at iteration {s['iterations']}" in rerun.stdout
+    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 2000
 
 
 def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
@@ -96,7 +100,7 @@ def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
 
     args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
     assert cli("train", *args).exit_code == 0
-    run = the_run(tmp_path)
+    run = only_run(tmp_path)
     before = (run / "summary.json").read_text()
     with run_lock(run):  # as another process would hold it
         result = cli("train", *args)
@@ -108,7 +112,7 @@ def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
 def test_a_corrupted_checkpoint_is_refused_and_left_in_place(cli, tmp_path):
     args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
     cli("train", *args)
-    run = the_run(tmp_path)
+    run = only_run(tmp_path)
     (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     result = cli("train", *args)

@@ -125,6 +125,10 @@ def test_by_key_draws_a_faceted_depth_plot(tmp_path, cli):
     result = cli("report", str(root), "--by", "optim.weight_decay")
     assert result.exit_code == 0, result.output
     assert (root / "report" / "depth_by_optim_weight_decay.png").exists()
+    svg = (root / "report" / "depth_by_optim_weight_decay.svg").read_text()
+    for wd in ("0.0", "0.0005"):  # one column per weight decay, training and held-out rows
+        assert f"weight_decay = {wd}: training" in svg and f"weight_decay = {wd}: test" in svg
+    assert "weight_decay = 0.0001" not in svg
 
 
 def _file(p):

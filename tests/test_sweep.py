@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import TINY, summary
+from helpers import TINY, summary
 
 GRID = ["model.depth=8,14", "model.shortcut=none,A"]
 NAMES = {"plain-d8-wd0.0001-s0", "resA-d8-wd0.0001-s0", "plain-d14-wd0.0001-s0", "resA-d14-wd0.0001-s0"}

@@ -54,7 +54,17 @@ def test_zero_init_and_alpha_zero_blocks_are_the_identity_at_init(spec):
         assert torch.equal(block(x), x)
 
 
-def test_gates_start_nearly_closed_towards_the_branch():
+@pytest.mark.parametrize("combine", ["exclusive_gate", "shortcut_gate"])
+def test_gates_start_nearly_closed_towards_the_branch(combine):
+    """He 2016: every gate's bias starts at gate_bias (-6), so g = sigmoid(...) is about 0.0025 at init."""
+    model = CifarResNet(20, BlockSpec(combine=combine, gate_bias=-6.0), 3, 10).eval()
+    gates = [b.gate for b in model.blocks]
+    assert len(gates) == 9 and all(torch.equal(g.bias, torch.full_like(g.bias, -6.0)) for g in gates)
+    x = torch.relu(torch.randn(4, 16, 32, 32))  # a ReLU output, as the first stage's blocks receive
+    assert torch.sigmoid(gates[0](x)).mean().item() < 0.01
+
+
+def test_exclusive_gate_mixes_shortcut_and_branch_by_the_gate():
     block = BasicBlock(16, 16, 1, BlockSpec(combine="exclusive_gate", gate_bias=-6.0)).eval()
     x = torch.rand(2, 16, 8, 8)
     g = torch.sigmoid(block.gate(x))
@@ -139,7 +149,7 @@ def test_unknown_variants_are_refused(cli, override, message):
 
 
 def test_a_run_logs_the_instruments_and_report_draws_them(cli, tmp_path):
-    from conftest import TINY
+    from helpers import TINY
     from depthstudy import events
 
     assert cli("train", *TINY, "model.depth=8", "trainer.diagnostics_every=3").exit_code == 0
@@ -150,5 +160,9 @@ def test_a_run_logs_the_instruments_and_report_draws_them(cli, tmp_path):
     assert len(ratios) == 3 and [s for s, _ in ratios[0][1]] == [3, 6]
     result = cli("report", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / "report" / "responses.png").exists()
-    assert (tmp_path / "runs" / "report" / "blocks.png").exists()
+    out = tmp_path / "runs" / "report"
+    assert (out / "responses.png").exists() and (out / "blocks.png").exists()
+    # The figures draw this run's data: its line is labelled, and the blocks panel has one point per block.
+    responses, blocks = (out / "responses.svg").read_text(), (out / "blocks.svg").read_text()
+    assert "residual (A)-8" in responses and "residual (A)-8" in blocks
+    assert "||F(x)|| / ||x||" in blocks

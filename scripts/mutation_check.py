@@ -1,0 +1,175 @@
+"""Targeted mutation check: break, one at a time, the behaviours the study's numbers rest on, and see
+whether the default test suite notices.
+
+Each mutation is one small source edit (a string replaced exactly once in one file). For each, the
+file is edited, `python -m pytest -x -q` runs (the default suite: slow tests stay deselected, as in
+CI), and the file is restored, whatever happens. A mutation is *killed* when the suite fails,
+*survives* when it passes. The score is killed / total.
+
+    python scripts/mutation_check.py                  # every mutation, the whole default suite
+    python scripts/mutation_check.py --list           # what would be mutated
+    python scripts/mutation_check.py --only option_a  # mutations whose name contains this
+    python scripts/mutation_check.py --json out.json  # also write the results
+
+Test files run in an order that puts the quick, model-level ones first, so killed mutants stop early
+(`-x`); a survivor costs one run of the whole suite (about 2-3 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str  # must occur exactly once in the file
+    new: str
+
+
+MUTATIONS = [
+    # --- models: shortcuts, blocks, init ---
+    Mutation("option_a_pads_in_front", "depthstudy/models.py",
+             "return F.pad(x, (0, 0, 0, 0, 0, self.extra))", "return F.pad(x, (0, 0, 0, 0, self.extra, 0))"),
+    Mutation("option_a_pads_with_ones", "depthstudy/models.py",
+             "return F.pad(x, (0, 0, 0, 0, 0, self.extra))", "return F.pad(x, (0, 0, 0, 0, 0, self.extra), value=1.0)"),
+    Mutation("option_a_subsamples_from_1", "depthstudy/models.py",
+             "x = x[:, :, :: self.stride, :: self.stride]", "x = x[:, :, 1:: self.stride, 1:: self.stride]"),
+    Mutation("residual_connection_dropped", "depthstudy/models.py",
+             "out = s + f  # the residual connection", "out = f"),
+    Mutation("option_b_projects_everywhere", "depthstudy/models.py",
+             'if kind == "C" or (kind == "B" and resizes):', 'if kind in ("B", "C"):'),
+    Mutation("post_block_loses_final_relu", "depthstudy/models.py",
+             'return F.relu(out) if self.spec.block == "post" else out', "return out"),
+    Mutation("gate_bias_not_initialised", "depthstudy/models.py",
+             "nn.init.constant_(block.gate.bias, spec.gate_bias)", "pass"),
+    Mutation("he_init_fan_out", "depthstudy/models.py", 'mode="fan_in"', 'mode="fan_out"'),
+    Mutation("zero_gamma_not_applied", "depthstudy/models.py",
+             "nn.init.zeros_(block.last_layer().weight)", "pass"),
+    # --- data: splits, normalisation, the batch stream ---
+    Mutation("test_split_overlaps_val", "depthstudy/data.py",
+             "test = take(order[val_size:val_size + test_size])", "test = take(order[val_size - 10:val_size - 10 + test_size])"),
+    Mutation("train_split_overlaps_test", "depthstudy/data.py",
+             "train = take(order[val_size + test_size:])", "train = take(order[val_size:])"),
+    Mutation("mean_over_all_images", "depthstudy/data.py",
+             "normalization(train.images, str(data_cfg.normalize))", "normalization(images, str(data_cfg.normalize))"),
+    Mutation("batches_depend_on_history", "depthstudy/data.py",
+             "g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)",
+             'g = self.__dict__.setdefault("_g", torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))'),
+    Mutation("same_order_every_epoch", "depthstudy/data.py",
+             "manual_seed(self.seed * 1_000_003 + epoch)", "manual_seed(self.seed * 1_000_003)"),
+    Mutation("flip_never_applied", "depthstudy/data.py",
+             "cols = torch.where(flips[:, None], cols.flip(1), cols)", "cols = cols"),
+    Mutation("eval_drops_last_partial_batch", "depthstudy/data.py",
+             "for i in range(0, len(split), batch_size):", "for i in range(0, len(split) - batch_size + 1, batch_size):"),
+    # --- optimizer and schedule ---
+    Mutation("no_decay_group_decayed", "depthstudy/train.py",
+             '{"params": no_decay, "weight_decay": 0.0}', '{"params": no_decay, "weight_decay": o.weight_decay}'),
+    Mutation("wd_scope_weights_decays_1d", "depthstudy/train.py", "p.ndim > 1", "p.ndim >= 1"),
+    Mutation("milestone_off_by_one", "depthstudy/train.py", "step >= m for m", "step > m for m"),
+    Mutation("caffe_momentum_never_used", "depthstudy/train.py", 'cfg.optim.momentum_form == "caffe"', "False"),
+    Mutation("warmup_ends_above_threshold", "depthstudy/train.py",
+             "< schedule.warmup_until", "> schedule.warmup_until"),
+    Mutation("warmup_ends_at_threshold", "depthstudy/train.py",
+             "< schedule.warmup_until", "<= schedule.warmup_until"),
+    Mutation("warmup_ignores_max_iterations", "depthstudy/train.py",
+             "or done >= schedule.warmup_max", "or False"),
+    # --- evaluation ---
+    Mutation("eval_in_train_mode", "depthstudy/train.py",
+             "model.eval()\n    wrong = torch.zeros", "model.train()\n    wrong = torch.zeros"),
+    Mutation("eval_splits_swapped", "depthstudy/train.py",
+             '(("val", data.val), ("test", data.test))', '(("val", data.test), ("test", data.val))'),
+    Mutation("train_error_counts_right_answers", "depthstudy/train.py",
+             "wrong = (logits.detach().argmax(1) != y).sum()", "wrong = (logits.detach().argmax(1) == y).sum()"),
+    # --- resume: the event writer and the checkpoint ---
+    Mutation("purge_step_removed", "depthstudy/events.py",
+             "SummaryWriter(str(run_dir), purge_step=resume_step)", "SummaryWriter(str(run_dir))"),
+    Mutation("purge_from_checkpoint_step", "depthstudy/train.py", "resume_step=start + 1", "resume_step=start"),
+    Mutation("optimizer_state_not_restored", "depthstudy/train.py",
+             'optimizer.load_state_dict(state["optimizer"])', "pass"),
+]
+
+# Quick, model-level tests first: a killed mutant stops at its first failure (-x).
+TEST_ORDER = ["tests/test_models.py", "tests/test_variants.py", "tests/test_data.py", "tests/test_oracles.py",
+              "tests/test_train.py", "tests/test_study.py", "tests/test_reliability.py", "tests"]
+
+
+def test_args() -> list[str]:
+    return [t for t in TEST_ORDER if (ROOT / t).exists()]
+
+
+def run_suite(tests: list[str] | None = None) -> subprocess.CompletedProcess:
+    # PYTHONPATH: tests that start `python -m depthstudy` in another directory import this tree too.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", *(tests or test_args())], cwd=ROOT,
+                          capture_output=True, text=True, env=env)
+
+
+def run_one(m: Mutation, tests: list[str] | None = None) -> dict:
+    path = ROOT / m.path
+    original = path.read_text()
+    count = original.count(m.old)
+    if count != 1:
+        return {"name": m.name, "result": "stale", "detail": f"{m.path}: pattern found {count} times, not once"}
+    t0 = time.perf_counter()
+    try:
+        path.write_text(original.replace(m.old, m.new))
+        proc = run_suite(tests)
+    finally:
+        path.write_text(original)
+    failed = [ln.split(" ")[1] for ln in proc.stdout.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
+    # pytest exits 1 when tests failed; anything else (2-5: interrupted, internal or usage error, nothing
+    # collected) means the suite could not judge the mutant.
+    result = {0: "survived", 1: "killed"}.get(proc.returncode, "error")
+    return {"name": m.name, "result": result, "by": failed[0] if failed else proc.stdout[-300:] * (result == "error"),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # so that run_one's finally restores the mutated file
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", help="run only mutations whose name contains this")
+    ap.add_argument("--list", action="store_true", help="list the mutations and exit")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--tests", nargs="+", help="run these pytest arguments instead of the default suite (quick checks)")
+    args = ap.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or args.only in m.name]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:36} {m.path}: {m.old!r} -> {m.new!r}")
+        return 0
+    baseline = run_suite(args.tests)  # a suite that fails unmutated would "kill" every mutant
+    if baseline.returncode != 0:
+        print(f"the unmutated suite does not pass (exit {baseline.returncode}):\n{baseline.stdout[-2000:]}{baseline.stderr[-2000:]}")
+        return 2
+    print(f"unmutated suite passes; {len(chosen)} mutations", flush=True)
+    results = []
+    for m in chosen:
+        r = run_one(m, args.tests)
+        results.append(r)
+        print(f"{r['result']:9} {m.name:36} {r.get('by') or r.get('detail', '')} ({r.get('seconds', 0)} s)", flush=True)
+    killed = sum(r["result"] == "killed" for r in results)
+    print(f"score: {killed}/{len(results)} killed; survived: "
+          f"{', '.join(r['name'] for r in results if r['result'] != 'killed') or 'none'}")
+    if args.json:
+        args.json.write_text(json.dumps({"killed": killed, "total": len(results), "results": results}, indent=2))
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
