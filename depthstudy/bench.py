@@ -29,15 +29,17 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from depthstudy.config import CONFIG_DIR
-from depthstudy.data import Data, TrainStream, default_root, normalization, split_of
+from depthstudy.data import Data, TrainStream, cache_root, default_root, normalization, split_of
 from depthstudy.errors import UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.train import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, make_optimizer,
-                              pick_device, train_step)
+from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, memory_format,
+                               pick_device)
+from depthstudy.optim import make_optimizer
+from depthstudy.schema import PRECISIONS
+from depthstudy.train import train_step
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
-PRECISIONS = ("fp32", "tf32", "bf16")
 # The usual per-channel CIFAR-10 statistics, as the common training scripts hard-code them.
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -95,7 +97,7 @@ def _cifar_classes():
 
 def synthetic_root() -> Path:
     """The synthetic copy's cache: the user cache, not data.root, which may be a shared read-only folder."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy" / "bench-cifar10"
+    return cache_root() / "bench-cifar10"
 
 
 def write_synthetic_cifar(root: Path, per_file: int = SYNTHETIC_PER_FILE, seed: int = 0) -> Path:
@@ -162,8 +164,7 @@ def trainer_default(key: str):
 def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, mode: str):
     """One iteration of train.py's loop: its batch stream and its train_step()."""
     channels_last = trainer_default("channels_last")
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = spec.build().to(device, memory_format=memory_format)
+    model = spec.build().to(device, memory_format=memory_format(channels_last))
     forward = compiled(model, mode, device)
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
     optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=trainer_default("fused_optimizer"))

@@ -1,53 +1,20 @@
-"""Checkpoints: written atomically (temp file + rename), loaded with weights_only=True."""
+"""A run's checkpoint (torch's format): written atomically, loaded with weights_only=True.
+What it holds is train.RunState's to say; where it lives is depthstudy.rundir's."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from depthstudy.errors import DepthstudyError
+from depthstudy.rundir import CHECKPOINT_FILE, atomic_write_bytes
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = CHECKPOINT_FILE
 
 
 class CheckpointError(DepthstudyError):
     pass
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through `write(file)` to a temp file beside `path`, fsync, then rename over it.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save(run_dir: Path, state: dict) -> None:

@@ -74,11 +74,11 @@ def _guard(fn, debug: bool):
     "Running the same command again resumes an interrupted run and skips a finished one."))
 def train(overrides: Overrides = None, debug: Debug = False) -> None:
     """Train one plain or residual net; logs, config, checkpoint and summary go to its run directory."""
-    from depthstudy import config
+    from depthstudy import config, launch
 
     def go():
         args, _ = config.load_checked(overrides)
-        config.run_hydra(args, multirun=False)
+        launch.run_hydra(args, multirun=False)
 
     _guard(go, debug)
 

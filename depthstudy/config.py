@@ -1,22 +1,19 @@
-"""Configs: Hydra composition, validation, run naming, and the Hydra entry point (one run).
+"""Configs: compose (every use of Hydra's internals is here), expand a sweep's grid, validate, name runs.
 
 The CLI composes and validates a config before anything runs (bad input ends in one line and
-exit code 2), then hands the same overrides to `hydra_entry`, so Hydra's multirun and every
-launcher plugin (basic, joblib, submitit) work unchanged.
+exit code 2), then hands the same overrides to depthstudy.launch, Hydra's entry point, so Hydra's
+multirun and every launcher plugin (basic, joblib, submitit) work unchanged. No torch here.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from depthstudy.errors import DepthstudyError, UsageError
-
+from depthstudy import schema
+from depthstudy.errors import UsageError
+from depthstudy.rundir import RUNTIME_KEYS
 
 
 def _config_dir() -> Path:
@@ -40,13 +37,7 @@ def _join(*parts) -> str:
     return ",".join(str(p) for p in parts if str(p))
 
 
-# Keys that say where or how a run is executed or logged, not what it computes: they stay out of
-# run directory names, and a run may be resumed with different values for them.
-RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
-                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs",
-                "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.eval_batch_size",
-                "trainer.diagnostics_every")
-# Keys the run name already shows.
+# Keys the run name already shows (RUNTIME_KEYS, from rundir, do not change the experiment).
 NAME_KEYS = ("experiment", "name", "run_name", "seed", "model", "model.depth", "model.shortcut", "optim.weight_decay")
 
 
@@ -56,6 +47,7 @@ def _dirname_exclude_keys() -> list[str]:
 
 for _name, _fn in {"ds.run_name": _run_name, "ds.join": _join, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
     OmegaConf.register_new_resolver(_name, _fn, replace=True)
+schema.register()  # configs/model/*.yaml extend the typed schema of depthstudy.schema
 
 
 def normalize_overrides(overrides: list[str] | None) -> list[str]:
@@ -73,7 +65,25 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """The jobs Hydra's basic sweeper will launch, each as its list of overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except Exception as e:
+        raise UsageError(one_line(e)) from None
+    base = compose([o.input_line for o in parsed if not o.is_sweep_override()], with_hydra=True)
+    params = base.hydra.sweeper.get("params") or {}
+    # Hydra's BasicSweeper puts the preset's params first, then the command line.
+    arguments = [f"{k}={v}" for k, v in params.items()] + overrides
+    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
+    return [list(job) for job in batches[0]]
 
 
 def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
@@ -109,7 +119,7 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
         try:
             parsed = parser.parse_overrides(job)
         except Exception as e:
-            raise UsageError(_one_line(e)) from None
+            raise UsageError(one_line(e)) from None
         if any(needs_full_composition(o) for o in parsed):
             configs.append(compose(job, with_hydra=True))
             continue
@@ -127,12 +137,12 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
                 overrides=task, exclude_keys=list(dirname.exclude_keys), item_sep=dirname.item_sep,
                 kv_sep=dirname.kv_sep)
         except (HydraException, OmegaConfBaseException, ValueError) as e:
-            raise UsageError(_one_line(e)) from None
+            raise UsageError(one_line(e)) from None
         configs.append(cfg)
     return configs
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return " ".join(lines[:3]) or type(e).__name__
 
@@ -154,22 +164,20 @@ def validate(cfg: DictConfig) -> None:
     try:
         _validate(cfg)
     except OmegaConfBaseException as e:  # a key the checks need was deleted or mistyped
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
 
 
 def _validate(cfg: DictConfig) -> None:
-    from depthstudy.data import DATASETS
-    from depthstudy.models import ARCHS, block_spec, blocks_per_stage, mlp_blocks
-
     try:
         OmegaConf.to_container(without_hydra(cfg) if "hydra" in cfg else cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve
-        raise UsageError(_one_line(e)) from None
+        raise UsageError(one_line(e)) from None
     m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
-    _check(m.arch in ARCHS, f"model.arch={m.arch!r} is unknown; choose one of: {', '.join(ARCHS)}")
-    (mlp_blocks if m.arch == "mlp" else blocks_per_stage)(m.depth)
-    block_spec(m).check()
-    _check(d.name in DATASETS, f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(DATASETS)}")
+    _check(m.arch in schema.ARCHS, f"model.arch={m.arch!r} is unknown; choose one of: {', '.join(schema.ARCHS)}")
+    (schema.mlp_blocks if m.arch == "mlp" else schema.blocks_per_stage)(m.depth)
+    schema.model_config(m).check()
+    _check(d.name in schema.DATASETS,
+           f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(schema.DATASETS)}")
     _check(_number(o.lr) and o.lr > 0, f"optim.lr={o.lr} must be a number > 0")
     _check(_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be a number >= 0")
     _check(_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
@@ -187,8 +195,8 @@ def _validate(cfg: DictConfig) -> None:
            f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100)")
     _check(isinstance(w.max_iterations, int) and w.max_iterations > 0,
            f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0")
-    _check(t.precision in ("fp32", "tf32", "bf16"), f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
-    _check(t.progress in ("auto", "bar", "lines", "none"), f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
+    _check(t.precision in schema.PRECISIONS, f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
+    _check(t.progress in schema.PROGRESS_MODES, f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
     _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")
     _check(isinstance(t.diagnostics_every, int) and t.diagnostics_every >= 0,
@@ -198,17 +206,6 @@ def _validate(cfg: DictConfig) -> None:
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         _check(isinstance(t[key], int) and t[key] > 0, f"trainer.{key}={t[key]} must be an integer > 0")
     _check(isinstance(t.eval_every, int) and t.eval_every >= 0, f"trainer.eval_every={t.eval_every} must be an integer >= 0")
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{"model": {"depth": 20}} -> {"model.depth": 20}; lists become strings (hashable, comparable)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v) if isinstance(v, (list, tuple)) else v
-    return out
 
 
 def _number(x) -> bool:
@@ -221,64 +218,3 @@ def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:
     cfg = compose(overrides, with_hydra=True)
     validate(cfg)
     return overrides, cfg
-
-
-# --- Hydra's entry point: exactly one training run per call, whatever the launcher ---
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
-def hydra_entry(cfg: DictConfig):
-    return run_job(cfg)
-
-
-def run_job(cfg: DictConfig) -> dict:
-    """Train the run Hydra composed. In a sweep a failed run is recorded and the sweep goes on."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from depthstudy.train import STOP_FILE_ENV, RunBusyError, record_failure, sweep_asked_to_stop, train
-
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
-    in_sweep = hc.mode == RunMode.MULTIRUN
-    if os.environ.get(STOP_FILE_ENV):  # in a joblib worker: Ctrl-C is the sweep's to handle (sweep.py)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sweep_asked_to_stop():  # the sweep was interrupted: queued jobs start nothing
-        return {"status": "skipped"}
-    try:
-        validate(cfg)
-        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
-    except KeyboardInterrupt:
-        if sweep_asked_to_stop():  # checkpoint saved; the sweep reports the interruption once every job returned
-            return {"status": "interrupted"}
-        raise
-    except Exception as e:
-        if not isinstance(e, (UsageError, RunBusyError)):  # the run is ours: its directory says how it ended
-            record_failure(run_dir, e)
-        if not in_sweep:
-            raise AbortRun(e) from e
-        if not isinstance(e, DepthstudyError):  # a bug or a library failure: keep its traceback
-            import traceback
-
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-        print(f"error: {run_dir.name}: {e}", file=sys.stderr)
-        return {"status": "failed", "error": str(e)}
-
-
-class AbortRun(SystemExit):
-    """Carries a single run's error past Hydra's handler (which would print a traceback) to the CLI."""
-
-    def __init__(self, error: Exception):
-        super().__init__(1)
-        self.error = error
-
-
-def run_hydra(overrides: list[str], multirun: bool) -> None:
-    """Call the Hydra app as if from its own command line (keeps multirun and the launchers)."""
-    argv = sys.argv
-    sys.argv = ["depthstudy"] + (["--multirun"] if multirun else []) + overrides
-    try:
-        hydra_entry()
-    except AbortRun as abort:
-        raise abort.error from None
-    finally:
-        sys.argv = argv

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depthstudy.device import memory_format
 from depthstudy.errors import DepthstudyError, UsageError
+from depthstudy.schema import DATASETS
 
-DATASETS = ("digits", "cifar10", "cifar100")
 CIFAR_URLS = {
     "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -66,11 +67,16 @@ class Data:
         return (images.float() - self.mean) * self.scale
 
 
+def cache_root() -> Path:
+    """depthstudy's folder in the user cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy"
+
+
 def default_root() -> Path:
     """Where CIFAR files live unless data.root says otherwise: $DEPTHSTUDY_DATA or the user cache."""
     if os.environ.get("DEPTHSTUDY_DATA"):
         return Path(os.environ["DEPTHSTUDY_DATA"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy"
+    return cache_root()
 
 
 def load_data(data_cfg) -> Data:
@@ -183,7 +189,7 @@ class TrainStream:
                  channels_last: bool = False):
         self.data, self.split = data, data.train
         self.batch_size, self.seed, self.augment, self.pad = batch_size, seed, augment, pad
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.memory_format = memory_format(channels_last)
         self.batches_per_epoch = len(self.split) // batch_size
         if self.batches_per_epoch == 0:
             raise UsageError(f"optim.batch_size={batch_size} is larger than the training split ({len(self.split)} images)")
@@ -226,6 +232,6 @@ class TrainStream:
 
 def eval_batches(data: Data, split: Split, batch_size: int, channels_last: bool = False):
     """(inputs, labels) over a whole split in order, normalised like training batches."""
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    fmt = memory_format(channels_last)
     for i in range(0, len(split), batch_size):
         yield data.normalize(split.images[i:i + batch_size]).contiguous(memory_format=fmt), split.labels[i:i + batch_size]

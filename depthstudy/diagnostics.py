@@ -11,24 +11,12 @@ Both run in eval mode without gradients; the model is left as it was found.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from depthstudy import events
-from depthstudy.models import ResidualBlock
-
-
-@contextmanager
-def _eval_no_grad(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+from depthstudy.models import ResidualBlock, evaluating
 
 
 def layer_responses(model: nn.Module, x: torch.Tensor) -> list[float]:
@@ -38,7 +26,7 @@ def layer_responses(model: nn.Module, x: torch.Tensor) -> list[float]:
     hooks = [m.register_forward_hook(lambda mod, inp, out, i=i: outputs.__setitem__(i, out.float().std().item()))
              for i, m in enumerate(layers)]
     try:
-        with _eval_no_grad(model):
+        with evaluating(model):
             model(x)
     finally:
         for h in hooks:
@@ -54,7 +42,7 @@ def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float
              for i, b in enumerate(blocks)]
     out = []
     try:
-        with _eval_no_grad(model):
+        with evaluating(model):
             model(x)
             for i, b in enumerate(blocks):
                 xin = inputs[i].float()

@@ -12,57 +12,30 @@ shortcuts added, default init, BN) are the paper's; every variant is a named swi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from depthstudy.errors import UsageError
+from depthstudy.schema import ARCHS, SHORTCUTS, ModelConfig, blocks_per_stage, mlp_blocks, model_config
 
-SHORTCUTS = ("none", "A", "B", "C")
-BLOCKS = ("post", "pre")
-COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
-BRANCH_INITS = ("default", "zero_gamma", "skipinit")
-NORMS = ("bn", "none")
-ARCHS = ("cifar_resnet", "mlp")
+# A block is built from the model's config: its options are declared once, in depthstudy.schema.
+BlockSpec = ModelConfig
 STAGE_WIDTHS = (16, 32, 64)
 
 
-@dataclass(frozen=True)
-class BlockSpec:
-    """How a block is built. Defaults: He 2015."""
-
-    shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
-    block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
-    combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
-    #   add: s + F | scale: scale*s + scale*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
-    #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
-    scale: float = 0.5
-    scale_branch: bool = True
-    gate_bias: float = -6.0
-    shortcut_dropout: float = 0.5
-    branch_init: str = "default"  # default | zero_gamma: last BN gamma (or last layer) = 0 | skipinit: s + alpha*F, alpha = 0
-    norm: str = "bn"  # bn | none (no normalisation; pair with zero_gamma or skipinit)
-
-    def check(self) -> None:
-        for name, value, choices in (("shortcut", self.shortcut, SHORTCUTS), ("block", self.block, BLOCKS),
-                                     ("combine", self.combine, COMBINES), ("branch_init", self.branch_init, BRANCH_INITS),
-                                     ("norm", self.norm, NORMS)):
-            if value not in choices:
-                raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
-        if not 0 <= self.shortcut_dropout < 1:
-            raise UsageError(f"model.shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
-
-
-def blocks_per_stage(depth: int) -> int:
-    """n for depth 6n+2, or a UsageError naming the valid depths."""
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
-        raise UsageError(
-            f"model.depth={depth} is not of the form 6n+2 with n >= 1; valid depths are "
-            "8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ..., 1202 (the paper uses 20, 32, 44, 56, 110, 1202)"
-        )
-    return (depth - 2) // 6
+@contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode (BN uses its running statistics) and no gradients; the model is left as it was found."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, bias: bool = False) -> nn.Conv2d:
@@ -244,13 +217,6 @@ class MLPBlock(ResidualBlock):
         return self.bn2 if self.spec.norm == "bn" else self.fc2
 
 
-def mlp_blocks(depth: int) -> int:
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 4 or depth % 2:
-        raise UsageError(f"model.depth={depth}: an MLP has depth 2n+2 (input layer, n blocks of 2, classifier): "
-                         "an even number >= 4, e.g. 4, 10, 20, 40")
-    return (depth - 2) // 2
-
-
 class MLP(nn.Module):
     """Flattened input -> Linear+ReLU -> n blocks (first half at widths[0], the rest at widths[1]) -> Linear."""
 
@@ -302,15 +268,9 @@ def init_weights(model: nn.Module, spec: BlockSpec) -> None:
                     nn.init.zeros_(block.last_layer().bias)
 
 
-def block_spec(model_cfg) -> BlockSpec:
-    """BlockSpec from a model config; keys a config lacks keep the paper's defaults."""
-    fields = BlockSpec.__dataclass_fields__
-    return BlockSpec(**{k: model_cfg[k] for k in fields if k in model_cfg})
-
-
 def build_model(model_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """The net a config asks for (model.arch, model.depth, model.shortcut and the variant switches)."""
-    spec = block_spec(model_cfg)
+    spec = model_config(model_cfg)
     if model_cfg.arch == "cifar_resnet":
         return CifarResNet(int(model_cfg.depth), spec, input_shape[0], num_classes)
     if model_cfg.arch == "mlp":
@@ -338,14 +298,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
             macs += output[0].numel() * module.in_features
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             p = next(model.parameters())
             model(torch.zeros(1, *input_shape, device=p.device, dtype=p.dtype))
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return macs

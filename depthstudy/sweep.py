@@ -8,8 +8,6 @@ validated: a bad value anywhere in the grid stops the sweep before its first run
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from depthstudy import config
-from depthstudy.train import FINAL_STATUSES, STOP_FILE_ENV, read_summary
+from depthstudy.errors import UsageError
+from depthstudy.interrupt import StopWorkersOnCtrlC
+from depthstudy.launch import run_hydra
+from depthstudy.rundir import FINAL_STATUSES, read_summary
 
 
 @dataclass
@@ -37,28 +38,10 @@ class PlannedRun:
         return (self.summary or {}).get("status", "new")
 
 
-def expand_grid(overrides: list[str]) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper will launch, each as its list of overrides."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except Exception as e:
-        raise config.UsageError(config._one_line(e)) from None
-    base = config.compose([o.input_line for o in parsed if not o.is_sweep_override()], with_hydra=True)
-    params = base.hydra.sweeper.get("params") or {}
-    # Hydra's BasicSweeper puts the preset's params first, then the command line.
-    arguments = [f"{k}={v}" for k, v in params.items()] + overrides
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
-    return [list(job) for job in batches[0]]
-
-
 def plan(overrides: list[str] | None) -> list[PlannedRun]:
     overrides = config.normalize_overrides(overrides)
     runs = []
-    jobs = expand_grid(overrides)
+    jobs = config.expand_grid(overrides)
     for job, cfg in zip(jobs, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
@@ -67,7 +50,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
-        raise config.UsageError(f"two runs of this grid would share the directory {dup}; "
+        raise UsageError(f"two runs of this grid would share the directory {dup}; "
                                 "vary only keys that change the run (see run_name in configs/config.yaml)")
     return runs
 
@@ -83,13 +66,17 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     # joblib runs the jobs in worker processes of this machine (the basic launcher runs them in this one).
     in_workers = runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher.")
     args = config.normalize_overrides(overrides)
+    # The sweep directory as an absolute path: joblib's worker processes outlive one sweep in a long-lived
+    # process (a notebook, the tests) and keep the working directory they started in.
+    sweep_dir = str(runs[0].run_dir.parent.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    args.append(f"hydra.sweep.dir='{sweep_dir}'")
     if in_workers:  # an idle worker would die of a Ctrl-C: start no more workers than jobs
         args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     try:
         with stopper or nullcontext():
             try:
-                config.run_hydra(args, multirun=True)
+                run_hydra(args, multirun=True)
             except Exception:
                 if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise
@@ -98,41 +85,6 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     finally:
         console.print(runs_table(runs, "sweep results"))
     return runs
-
-
-class StopWorkersOnCtrlC:
-    """Ctrl-C while a sweep's jobs run in joblib's worker processes.
-
-    The terminal sends Ctrl-C to the workers too; a worker that had nothing to do would die of it, and
-    joblib would then kill the busy ones. So every job leaves its worker ignoring SIGINT (config.run_job)
-    and the sweep starts no more workers than it has jobs. This process catches the Ctrl-C, writes the
-    stop file (train.STOP_FILE_ENV) and waits: each running job stops at the end of its iteration and
-    saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once.
-    """
-
-    def __init__(self, sweep_dir: Path):
-        self.stop_file, self.interrupted = sweep_dir / ".stop", False
-
-    def __enter__(self):
-        self.stop_file.unlink(missing_ok=True)
-        os.environ[STOP_FILE_ENV] = str(self.stop_file.resolve())
-        self._old_handler = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.interrupted:
-            raise KeyboardInterrupt
-        self.interrupted = True
-        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
-        self.stop_file.touch()
-        print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs are skipped "
-              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old_handler)
-        os.environ.pop(STOP_FILE_ENV, None)
-        self.stop_file.unlink(missing_ok=True)
-        return False
 
 
 def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:

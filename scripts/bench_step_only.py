@@ -13,7 +13,8 @@ import torch
 
 from depthstudy import config
 from depthstudy.models import build_model
-from depthstudy.train import autocast_for, cpu_threads, train_step
+from depthstudy.device import autocast_for, cpu_threads
+from depthstudy.train import train_step
 
 
 def main() -> None:

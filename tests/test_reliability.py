@@ -19,10 +19,17 @@ LONG = ["model.depth=8", "schedule.iterations=60", "schedule.milestones=[40]", "
 COMPARED = ("status", "iterations", "train_error", "train_loss", "val_error", "val_loss", "test_error", "test_loss")
 
 
+def default_ctrl_c():
+    """In the child: Ctrl-C handled as usual, even if this test runs in a background job (which ignores SIGINT,
+    and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def depthstudy(*args, cwd, wait=True):
     cmd = [sys.executable, "-m", "depthstudy", *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=default_ctrl_c)
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
@@ -96,7 +103,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
 
 
 def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
-    from depthstudy.train import run_lock
+    from depthstudy.rundir import run_lock
 
     args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
     assert cli("train", *args).exit_code == 0
@@ -122,7 +129,7 @@ def test_a_corrupted_checkpoint_is_refused_and_left_in_place(cli, tmp_path):
 
 
 def test_a_crash_during_a_save_keeps_the_previous_checkpoint(tmp_path):
-    from depthstudy import checkpoint
+    from depthstudy import checkpoint, rundir
 
     checkpoint.save(tmp_path, {"step": 1})
 
@@ -134,7 +141,7 @@ def test_a_crash_during_a_save_keeps_the_previous_checkpoint(tmp_path):
         raise Boom
 
     with pytest.raises(Boom):
-        checkpoint.atomic_write_bytes(tmp_path / checkpoint.CHECKPOINT, explode)
+        rundir.atomic_write_bytes(tmp_path / checkpoint.CHECKPOINT, explode)
     assert checkpoint.load(tmp_path) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint.CHECKPOINT]  # no temp file left behind
 
@@ -178,7 +185,8 @@ def ctrl_c_a_joblib_sweep(tmp_path, grid, n_jobs, started):
             "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=1000", "trainer.threads=1",
             "trainer.progress=lines", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}", "name=g"]
     proc = subprocess.Popen([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=default_ctrl_c)
     sweep_dir = tmp_path / "runs" / "g"
     deadline = time.time() + 120
     while sum((p / "summary.json").exists() for p in sweep_dir.glob(started)) < 2:

@@ -131,6 +131,27 @@ def test_by_key_draws_a_faceted_depth_plot(tmp_path, cli):
     assert "weight_decay = 0.0001" not in svg
 
 
+def test_every_facet_shows_all_its_points(tmp_path, monkeypatch):
+    """Facets share y per row: the axis must reach the highest point of every column, not only the first."""
+    from depthstudy import figures
+    from depthstudy.runs import group_runs, load_runs, varying_keys
+
+    root = tmp_path / "wd"
+    for wd, errors in ((0.0, (2.0, 6.0)), (5e-4, (12.0, 16.0))):  # the second column's errors are higher
+        for depth, err in zip((20, 56), errors):
+            write_run(root, "A", depth, 0, err, err, wd=wd)
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    runs = load_runs(root)
+    keys = varying_keys(runs)
+    figures.plot_depth_by(group_runs(runs, keys), "optim.weight_decay", tmp_path, ["png"], keys)
+    (fig,) = drawn
+    for ax in fig.axes:
+        top = ax.get_ylim()[1]
+        ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+        assert ys and max(ys) <= top and ax.get_ylim()[0] == 0, ax.get_title()
+
+
 def _file(p):
     p.mkdir(parents=True)
     (p / "x.txt").write_text("hi")

@@ -78,9 +78,8 @@ def test_planned_configs_equal_hydras_own_composition(grid):
     from omegaconf import OmegaConf
 
     from depthstudy import config
-    from depthstudy.sweep import expand_grid
 
-    jobs = expand_grid(grid)
+    jobs = config.expand_grid(grid)
     for job, fast in zip(jobs, config.compose_jobs(jobs)):
         full = config.compose(job, with_hydra=True)
         assert OmegaConf.to_container(fast) == OmegaConf.to_container(full), job

@@ -62,7 +62,7 @@ def test_weight_decay_scope_is_reported_and_applied(cli, tmp_path):
 def test_caffe_momentum_rescales_the_buffer_at_an_lr_drop(fused):
     import torch
 
-    from depthstudy.train import set_lr
+    from depthstudy.optim import set_lr
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=fused or None)
@@ -75,7 +75,7 @@ def test_caffe_momentum_rescales_the_buffer_at_an_lr_drop(fused):
 
 
 def test_warmup_applies_from_min_depth():
-    from depthstudy.train import Schedule
+    from depthstudy.optim import Schedule
 
     s = compose(["experiment=he2015"]).schedule
     assert Schedule(s, 0.1, 110).warmup and not Schedule(s, 0.1, 56).warmup
@@ -168,7 +168,7 @@ def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
 
 
 def test_each_job_takes_its_share_of_cpu_threads(monkeypatch):
-    from depthstudy.train import cpu_threads
+    from depthstudy.device import cpu_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
@@ -210,7 +210,7 @@ def test_weight_decay_reaches_exactly_the_chosen_parameters_in_the_optimizer(sco
     from omegaconf import OmegaConf
 
     from depthstudy.models import CifarResNet
-    from depthstudy.train import make_optimizer
+    from depthstudy.optim import make_optimizer
 
     model = CifarResNet(8, "A", 1, 10)
     o = OmegaConf.create({"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "wd_scope": scope})
@@ -310,7 +310,7 @@ def test_resume_drops_events_the_crashed_process_wrote_after_its_checkpoint(cli,
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from depthstudy.train import STOP_FILE_ENV
+    from depthstudy.interrupt import STOP_FILE_ENV
 
     run = tmp_path / "run"
     args = [*TINY, "model.depth=8", "trainer.log_every=1", f"hydra.run.dir={run}"]

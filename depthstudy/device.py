@@ -1,0 +1,74 @@
+"""Where and how a run computes: the device, this job's CPU threads, precision, memory layout and
+compilation. train and bench both set themselves up through these functions."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from depthstudy.errors import UsageError
+
+
+def pick_device(device: str, job_num: int | None) -> torch.device:
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # Jobs of a parallel sweep on one machine spread over its GPUs.
+        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
+    return torch.device(device)
+
+
+def cpu_threads(setting) -> int:
+    """This job's share of the CPU: explicit, else what a launcher or SLURM granted, else every core."""
+    if setting != "auto":
+        return int(setting)
+    for var in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return len(os.sched_getaffinity(0))
+
+
+def configure_device(device: torch.device, precision: str, threads) -> None:
+    """Process-wide settings a run depends on: its CPU threads; on CUDA, cuDNN autotuning and whether
+    fp32 convolutions and matmuls may round through TF32 (only with precision=tf32: the paper is fp32)."""
+    if device.type == "cpu":
+        torch.set_num_threads(cpu_threads(threads))
+        return
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """The layout of images and conv weights (trainer.channels_last): the same numbers, another speed."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def autocast_for(device: torch.device, precision: str):
+    """A context factory: bf16 autocast for precision=bf16, a no-op otherwise."""
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compile_mode(compile: bool, cuda_graphs: bool) -> str:
+    return "cuda_graphs" if cuda_graphs else "default" if compile else "off"
+
+
+def compiled(model: torch.nn.Module, mode: str, device: torch.device):
+    """The model as the training step calls it: eager ("off"), torch.compile'd ("default"), or
+    compiled into CUDA graphs ("cuda_graphs": forward and backward each replay as one graph)."""
+    if mode == "off":
+        return model
+    if mode == "default":
+        return torch.compile(model)
+    if device.type != "cuda":
+        raise UsageError(f"CUDA graphs need a CUDA device, and this run is on {device}; "
+                         "use trainer.device=cuda, or leave CUDA graphs off")
+    graphed = torch.compile(model, mode="reduce-overhead")
+
+    def forward(x):
+        torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last one's outputs may be overwritten
+        return graphed(x)
+
+    return forward

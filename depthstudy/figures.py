@@ -1,0 +1,217 @@
+"""The report's figures: one function per figure, each drawing groups of runs and saving it in every format.
+
+Importing this module loads matplotlib (Agg: files only, no display).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from depthstudy import events  # noqa: E402
+from depthstudy.runs import Group, Run  # noqa: E402
+
+FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
+                "residual (B)": dict(color="#2471a3", marker="^"), "residual (C)": dict(color="#1e8449", marker="D")}
+
+
+def _depth_colours(depths: list[int]) -> dict[int, tuple]:
+    """One colour per depth, the same in every figure: deeper is darker."""
+    cmap = matplotlib.colormaps["viridis"]
+    ds = sorted(set(depths))
+    return {d: cmap(0.85 - 0.75 * i / max(len(ds) - 1, 1)) for i, d in enumerate(ds)}
+
+
+def _family_style(family: str, i: int) -> dict:
+    return FAMILY_STYLE.get(family, dict(color=matplotlib.colormaps["tab10"](i % 10), marker="v"))
+
+
+def _label(head: str, extra: tuple, keys: list[str] | None = None) -> str:
+    """A series' legend label: head, then ", value" per extra value, or ", key=value" (last part of the
+    key's name) when keys are given."""
+    if keys is None:
+        return head + "".join(f", {v}" for v in extra)
+    return head + "".join(f", {k.split('.')[-1]}={v}" for k, v in zip(keys, extra))
+
+
+def _eval_split(runs: list[Run]) -> str:
+    """The held-out curve to draw: test where runs have it, else validation."""
+    return "test" if any(r.curves.get(events.TEST_ERROR) for r in runs) else "val"
+
+
+def _mean_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float]]:
+    by_step = defaultdict(list)
+    for r in runs:
+        for step, value in r.curves.get(tag, []):
+            if math.isfinite(value):
+                by_step[step].append(value)
+    steps = sorted(by_step)
+    return steps, [statistics.fmean(by_step[s]) for s in steps]
+
+
+def _save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = out / f"{stem}.{fmt}"
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: editable, searchable
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+
+    plt.close(fig)
+    return paths
+
+
+def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path]:
+    """Figure-6 style: error vs iterations, one panel per family; training dashed, held-out bold."""
+    families = list(dict.fromkeys(g.family for g in groups))
+    colours = _depth_colours([g.depth for g in groups])
+    split = _eval_split([r for g in groups for r in g.runs])
+    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 4.2), sharey=True, squeeze=False, layout="constrained")
+    top = 0.0
+    for ax, family in zip(axes[0], families):
+        for g in (g for g in groups if g.family == family):
+            runs = [r for r in g.runs if not r.problem]
+            label = _label(f"{g.depth} layers", g.extra)
+            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.2))):
+                steps, values = _mean_curve(runs, tag)
+                if steps:
+                    ax.plot(steps, values, color=colours[g.depth], label=label if tag != events.TRAIN_ERROR else None, **style)
+                    top = max(top, max(values))
+        ax.set_title(family)
+        ax.set_xlabel("iterations")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
+    axes[0][0].set_ylabel("error (%)")
+    axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
+    fig.suptitle("Error during training (mean over seeds)")
+    return _save(fig, out, "curves", formats)
+
+
+def _depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> None:
+    series = list(dict.fromkeys((g.family, g.extra) for g in groups))
+    for i, (family, extra) in enumerate(series):
+        pts = [(g.depth, *g.stat(split)[:2]) for g in groups if (g.family, g.extra) == (family, extra)]
+        pts = [p for p in pts if p[1] is not None]
+        if not pts:
+            continue
+        style = _family_style(family, i) if not extra else dict(marker="os^Dv"[i % 5])
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3, lw=1.8,
+                    label=_label(family, extra, extra_keys), **style)
+    ax.set_xlabel("depth (layers)")
+    ax.set_xticks(sorted({g.depth for g in groups}))
+    ax.grid(alpha=0.3)
+
+
+def _from_zero(axes) -> None:
+    """y from 0, once every panel is drawn: axes that share y take the top from all their data (set per
+    panel while drawing, the first panel's top would cut off the others')."""
+    for ax in axes:
+        ax.set_ylim(bottom=0)
+
+
+def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """The headline: final training (and held-out) error vs depth, plain vs residual, mean +- std over seeds."""
+    split = _eval_split([r for g in groups for r in g.runs])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False, layout="constrained")
+    for ax, which in zip(axes, ("train", split)):
+        _depth_axes(ax, groups, which, extra_keys)
+        ax.set_title(f"final {'training' if which == 'train' else which} error")
+        ax.set_ylabel("error (%)")
+    _from_zero(axes)
+    axes[0].legend(fontsize=8)
+    seeds = max((len(g.runs) for g in groups), default=0)
+    fig.suptitle(f"Error vs depth (mean \u00b1 std over up to {seeds} seeds)")
+    return _save(fig, out, "depth", formats)
+
+
+def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """The depth plot faceted by one more key: one column per value, training and held-out rows."""
+    idx = extra_keys.index(key)
+    values = list(dict.fromkeys(g.extra[idx] for g in groups))
+    rest = [k for k in extra_keys if k != key]
+    split = _eval_split([r for g in groups for r in g.runs])
+    fig, axes = plt.subplots(2, len(values), figsize=(4.2 * len(values), 7), sharey="row", squeeze=False, layout="constrained")
+    for col, value in enumerate(values):
+        sub = [Group(g.family, g.depth, g.extra[:idx] + g.extra[idx + 1:], g.runs) for g in groups if g.extra[idx] == value]
+        for row, which in enumerate(("train", split)):
+            _depth_axes(axes[row][col], sub, which, rest)
+            axes[row][col].set_title(f"{key.split('.')[-1]} = {value}: {'training' if which == 'train' else which}")
+    for row in range(2):
+        axes[row][0].set_ylabel("final error (%)")
+    _from_zero(axes.flat)
+    axes[0][0].legend(fontsize=8)
+    return _save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
+
+
+def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
+    """Mean over runs of the last value of each indexed tag (layer or block order)."""
+    per_run = [[pts[-1][1] for _, pts in events.indexed(r.curves, prefix)] for r in runs]
+    per_run = [v for v in per_run if v]
+    if not per_run or len({len(v) for v in per_run}) != 1:
+        return []
+    return [statistics.fmean(col) for col in zip(*per_run)]
+
+
+def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude."""
+    colours = _depth_colours([g.depth for g in groups])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
+    drawn = False
+    for i, g in enumerate(groups):
+        stds = _final_indexed([r for r in g.runs if not r.problem], events.RESPONSE_PREFIX)
+        if not stds:
+            continue
+        # One colour per depth; where another key varies too, one colour per group.
+        colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
+        style = dict(color=colour, ls="--" if g.family == "plain" else "-", lw=1.4,
+                     label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys))
+        axes[0].plot(range(1, len(stds) + 1), stds, **style)
+        axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    axes[0].set_xlabel("layer index (original order)")
+    axes[1].set_xlabel("layer index (sorted by magnitude)")
+    axes[0].set_ylabel("std of layer response (log scale)")
+    for ax in axes:
+        ax.set_yscale("log")  # a net that failed to train can respond 1000x more than one that did
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
+    return _save(fig, out, "responses", formats)
+
+
+def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+    """How close each block is to the identity at the end: ||F(x)||/||x|| and the last BN's gamma norm."""
+    quantities = [("branch_ratio", "||F(x)|| / ||x||  (0 = identity block)"), ("gamma_norm", "||gamma|| of the branch's last BN")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    colours = _depth_colours([g.depth for g in groups])
+    drawn = False
+    for i, g in enumerate(g for g in groups if g.family != "plain"):
+        # One colour per depth, as in every figure; where another key varies too, one colour per group.
+        colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
+        for ax, (q, _) in zip(axes, quantities):
+            values = _final_indexed([r for r in g.runs if not r.problem], f"{events.BLOCK_PREFIX}{q}/")
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
+                        label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return []
+    for ax, (_, title) in zip(axes, quantities):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("block")
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Residual blocks at the end of training")
+    return _save(fig, out, "blocks", formats)

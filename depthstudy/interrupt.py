@@ -1,0 +1,94 @@
+"""Stopping cleanly: Ctrl-C, SIGTERM and a sweep's stop file, in one place.
+
+A run stops at the end of an iteration, so the checkpoint it then saves is consistent; a second
+Ctrl-C interrupts at once. A sweep whose jobs run in joblib worker processes cannot rely on the
+workers' own Ctrl-C (an idle worker would die of it, and joblib would then kill the busy ones): the
+workers ignore SIGINT, and the sweep writes a stop file, named in an environment variable, that every
+job checks once per iteration.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+STOP_FILE_ENV = "DEPTHSTUDY_STOP_FILE"
+
+
+def sweep_asked_to_stop() -> bool:
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and os.path.exists(path)
+
+
+def in_sweep_worker() -> bool:
+    """A job of a sweep whose Ctrl-C the sweep handles (a joblib worker)."""
+    return bool(os.environ.get(STOP_FILE_ENV))
+
+
+def ignore_ctrl_c() -> None:
+    """A sweep worker leaves Ctrl-C to the sweep (see StopWorkersOnCtrlC)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class stop_on_interrupt:
+    """Ctrl-C (SIGINT), SIGTERM or the sweep's stop file asks the loop to stop at the end of the current
+    iteration (`requested`). A second Ctrl-C interrupts at once."""
+
+    def __enter__(self):
+        self._signalled, self._old = False, {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (a sweep's workers)
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    @property
+    def requested(self) -> bool:
+        return self._signalled or sweep_asked_to_stop()
+
+    def _handle(self, signum, frame):
+        if self._signalled:
+            raise KeyboardInterrupt
+        self._signalled = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class StopWorkersOnCtrlC:
+    """Ctrl-C while a sweep's jobs run in joblib's worker processes.
+
+    The terminal sends Ctrl-C to the workers too; every job leaves its worker ignoring SIGINT
+    (ignore_ctrl_c) and the sweep starts no more workers than it has jobs. This process catches the
+    Ctrl-C, writes the stop file and waits: each running job stops at the end of its iteration and
+    saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once.
+    """
+
+    def __init__(self, sweep_dir: Path):
+        self.stop_file, self.interrupted = sweep_dir / ".stop", False
+
+    def __enter__(self):
+        self.stop_file.unlink(missing_ok=True)
+        os.environ[STOP_FILE_ENV] = str(self.stop_file.resolve())
+        self._old_handler = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+        self.stop_file.touch()
+        print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs are skipped "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._old_handler)
+        os.environ.pop(STOP_FILE_ENV, None)
+        self.stop_file.unlink(missing_ok=True)
+        return False

@@ -1,0 +1,73 @@
+"""Hydra's entry point: exactly one training run per call, whatever the launcher (basic, joblib, submitit).
+The one module that knows both Hydra and training: it runs the job Hydra composed, honours a sweep's
+stop file, and records how a failed job ended in its run directory."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from depthstudy import interrupt, rundir
+from depthstudy.config import CONFIG_DIR, CONFIG_NAME, validate
+from depthstudy.errors import DepthstudyError, UsageError
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
+def hydra_entry(cfg: DictConfig):
+    return run_job(cfg)
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """Train the run Hydra composed. In a sweep a failed run is recorded and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from depthstudy.train import train  # torch: only once a job really runs
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    in_sweep = hc.mode == RunMode.MULTIRUN
+    if interrupt.in_sweep_worker():  # Ctrl-C is the sweep's to handle (interrupt.StopWorkersOnCtrlC)
+        interrupt.ignore_ctrl_c()
+    if interrupt.sweep_asked_to_stop():  # the sweep was interrupted: queued jobs start nothing
+        return {"status": "skipped"}
+    try:
+        validate(cfg)
+        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
+    except KeyboardInterrupt:
+        if interrupt.sweep_asked_to_stop():  # checkpoint saved; the sweep reports the interruption once every job returned
+            return {"status": "interrupted"}
+        raise
+    except Exception as e:
+        if not isinstance(e, (UsageError, rundir.RunBusyError)):  # the run is ours: its directory says how it ended
+            # A bug or a library failure in a sweep keeps its traceback beside the run.
+            bug = in_sweep and not isinstance(e, DepthstudyError)
+            rundir.record_failure(run_dir, e, traceback.format_exc() if bug else None)
+        if not in_sweep:
+            raise AbortRun(e) from e
+        print(f"error: {run_dir.name}: {e}", file=sys.stderr)
+        return {"status": "failed", "error": str(e)}
+
+
+class AbortRun(SystemExit):
+    """Carries a single run's error past Hydra's handler (which would print a traceback) to the CLI."""
+
+    def __init__(self, error: Exception):
+        super().__init__(1)
+        self.error = error
+
+
+def run_hydra(overrides: list[str], multirun: bool) -> None:
+    """Call the Hydra app as if from its own command line (keeps multirun and the launchers)."""
+    argv = sys.argv
+    sys.argv = ["depthstudy"] + (["--multirun"] if multirun else []) + overrides
+    try:
+        hydra_entry()
+    except AbortRun as abort:
+        raise abort.error from None
+    finally:
+        sys.argv = argv

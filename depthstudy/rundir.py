@@ -1,0 +1,155 @@
+"""A run directory: its format and its lifecycle. No torch here, so listing and reading runs starts fast.
+
+    <run>/config.yaml           the resolved config (what the run is)
+    <run>/summary.json          status and final numbers (what happened); rewritten atomically
+    <run>/checkpoint.pt         what resuming needs (depthstudy.checkpoint writes and reads it)
+    <run>/events.out.tfevents.* TensorBoard curves (depthstudy.events)
+    <run>/.lock                 held by the one process that trains the run (flock: freed even by kill -9)
+    <run>/error.txt             the traceback of a run that failed on a bug, in a sweep
+
+Lifecycle: lock -> refuse a different config -> config.yaml -> summary "running" -> ... -> summary
+"finished" | "diverged" (final: a rerun leaves it alone) | "interrupted" | "failed".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from depthstudy.errors import DepthstudyError, UsageError
+
+CONFIG_FILE, SUMMARY_FILE, LOCK_FILE, CHECKPOINT_FILE, ERROR_FILE = (
+    "config.yaml", "summary.json", ".lock", "checkpoint.pt", "error.txt")
+FINAL_STATUSES = ("finished", "diverged")  # a rerun leaves these alone
+
+# Keys that say where or how a run is executed or logged, not what it computes: they stay out of
+# run directory names, and a run may be resumed with different values for them.
+RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
+                "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs",
+                "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.eval_batch_size",
+                "trainer.diagnostics_every")
+
+
+class RunBusyError(DepthstudyError):
+    """Another process holds the run directory (nothing of it may be touched)."""
+
+
+# --- atomic writes: a crash at any moment leaves the old file or the new one, never a torn one ---
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through `write(file)` to a temp file beside `path`, fsync, then rename over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# --- the lock ---
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """One process per run directory. flock is released by the kernel even after kill -9."""
+    with open(run_dir / LOCK_FILE, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RunBusyError(f"run directory {run_dir} is in use by another depthstudy process "
+                               f"(pid {f.read().strip() or '?'}); wait for it to finish or stop it") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
+# --- summary.json ---
+
+def read_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    atomic_write_json(run_dir / SUMMARY_FILE, summary)
+
+
+def record_failure(run_dir: Path, error: Exception, traceback_text: str | None = None) -> dict:
+    """Mark a run failed (a sweep goes on); keeps what the run had already measured."""
+    summary = read_summary(run_dir) or {}
+    summary.update(status="failed", error=f"{type(error).__name__}: {error}", run_name=run_dir.name)
+    if (run_dir / CONFIG_FILE).exists():
+        write_summary(run_dir, summary)
+    if traceback_text is not None:
+        (run_dir / ERROR_FILE).write_text(traceback_text)
+    return summary
+
+
+# --- config.yaml: what the run is ---
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"model": {"depth": 20}} -> {"model.depth": 20}; lists become strings (hashable, comparable)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v) if isinstance(v, (list, tuple)) else v
+    return out
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved config, as saved (nested dicts)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    from omegaconf import OmegaConf
+
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
+
+
+def config_changes(saved: dict, new: dict) -> list[str]:
+    """What differs between two resolved configs, ignoring keys that do not change the experiment."""
+    a, b = flatten(saved), flatten(new)
+    keys = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and a.get(k) != b.get(k))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
+
+
+def check_same_experiment(run_dir: Path, config: dict, force: bool) -> None:
+    """Refuse to continue a run directory that holds a different experiment (unless forced)."""
+    if not (run_dir / CONFIG_FILE).exists():
+        return
+    changes = config_changes(read_config(run_dir), config)
+    if changes and not force:
+        raise UsageError(f"{run_dir} holds a run with a different config ({'; '.join(changes[:4])}); "
+                         "choose another name= or out_dir=, or pass trainer.force_resume=true to continue it anyway")

@@ -1,0 +1,145 @@
+"""Load the runs under a directory and group them by configuration. No torch or matplotlib here.
+
+Each run directory is read on its own terms: config.yaml for what it is, its TensorBoard event
+files (TensorBoard's own reader, every point) for what it measured, summary.json (if any) for
+its status. Final errors are the last point of each curve, so runs from any writer that uses the
+tag names in depthstudy.events are read the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from depthstudy import events
+from depthstudy.errors import UsageError
+from depthstudy.rundir import CONFIG_FILE, RUNTIME_KEYS, flatten, read_config, read_summary
+
+# Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
+NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
+STATUS_IN_MEANS = ("finished", "external")  # diverged, failed, running runs are shown, never averaged
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict  # flattened: {"model.depth": 20, ...}
+    status: str
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    problem: str = ""  # why its curves could not be read
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def final(self, split: str) -> float | None:
+        points = self.curves.get(events.ERROR_TAGS[split])
+        return points[-1][1] if points else None
+
+    @property
+    def family(self) -> str:
+        shortcut = self.config.get("model.shortcut")
+        arch = self.config.get("model.arch", "cifar_resnet")
+        base = "plain" if shortcut == "none" else f"residual ({shortcut})"
+        return base if arch == "cifar_resnet" else f"{arch} {base}"
+
+    @property
+    def depth(self) -> int:
+        return int(self.config.get("model.depth", 0))
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every directory below root (root included) with a config.yaml and event files or a summary.json
+    (a run that failed before its first event is still a run to show)."""
+    return sorted(p.parent for p in root.rglob(CONFIG_FILE) if ".hydra" not in p.parts and (
+        any(p.parent.glob("events.out.tfevents.*")) or (p.parent / "summary.json").exists()))
+
+
+def read_run(path: Path) -> Run:
+    config = flatten(read_config(path))
+    summary = read_summary(path) or {}
+    run = Run(path, config, summary.get("status", "external"), summary=summary)
+    try:
+        run.curves = events.read_scalars(path)
+    except Exception as e:  # a truncated or corrupted event file: report it, keep going
+        run.problem = f"event file unreadable: {e}"
+    return run
+
+
+def load_runs(root: Path) -> list[Run]:
+    if not root.exists():
+        raise UsageError(f"{root} does not exist; give the directory a sweep wrote to, e.g. runs/quick")
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory")
+    paths = find_run_dirs(root)
+    if not paths:
+        raise UsageError(f"no runs under {root} (a run directory holds config.yaml and TensorBoard event files); "
+                         "make some with `depthstudy sweep experiment=quick`")
+    if len(paths) < 8:
+        return [read_run(p) for p in paths]
+    # Parsing event files is CPU-bound Python: spread many runs over the cores.
+    with ProcessPoolExecutor() as pool:
+        return list(pool.map(read_run, paths, chunksize=4))
+
+
+# --- the tidy table and the per-configuration statistics ---
+
+def tidy_rows(runs: list[Run], keys: list[str]):
+    """(run, *config values, tag, step, value): one row per logged point."""
+    for r in runs:
+        for tag, points in r.curves.items():
+            for step, value in points:
+                yield (r.name, *[r.config.get(k) for k in keys], tag, step, value)
+
+
+def varying_keys(runs: list[Run]) -> list[str]:
+    """Config keys whose value differs between runs (the sweep's axes), seed excluded."""
+    values = defaultdict(set)
+    for r in runs:
+        for k, v in r.config.items():
+            values[k].add(str(v))
+    skip = NOT_CONFIG | {"model.depth", "model.shortcut", "model.arch"}
+    shared = all_keys(runs)
+    return sorted(k for k, v in values.items() if len(v) > 1 and k not in skip and k in shared)
+
+
+def all_keys(runs: list[Run]) -> set[str]:
+    """The config keys every run has."""
+    return set.intersection(*(set(r.config) for r in runs))
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed."""
+    family: str
+    depth: int
+    extra: tuple  # values of the other varying keys, in varying_keys order
+    runs: list[Run]
+
+    def ok_runs(self) -> list[Run]:
+        return [r for r in self.runs if r.status in STATUS_IN_MEANS and not r.problem]
+
+    def stat(self, split: str) -> tuple[float | None, float | None, int]:
+        values = [v for v in (r.final(split) for r in self.ok_runs()) if v is not None and math.isfinite(v)]
+        if not values:
+            return None, None, 0
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+    def counts(self) -> dict[str, int]:
+        out = defaultdict(int)
+        for r in self.runs:
+            out["unreadable" if r.problem else r.status] += 1
+        return dict(out)
+
+
+def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
+    groups = defaultdict(list)
+    for r in runs:
+        groups[(r.family, r.depth, tuple(r.config.get(k) for k in extra_keys))].append(r)
+    order = lambda key: (not key[0].startswith("plain"), key[0], [str(x) for x in key[2]], key[1])  # noqa: E731
+    return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]

@@ -1,0 +1,92 @@
+"""What a config may say, declared once, without torch: the model options (their types, defaults and
+meaning), the choices every group offers, and the depth rules.
+
+`ModelConfig` is the single source of the model's arguments (as nanoGPT's GPTConfig is): Hydra types
+every `model.*` override against it (it is the base of configs/model/*.yaml, registered as
+`model/base`; MLPConfig adds the MLP's widths), models.py builds nets from it, and config.validate checks its choices. Defaults are
+He 2015's; every variant is a named switch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, List
+
+from depthstudy.errors import UsageError
+
+ARCHS = ("cifar_resnet", "mlp")
+SHORTCUTS = ("none", "A", "B", "C")
+BLOCKS = ("post", "pre")
+COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
+BRANCH_INITS = ("default", "zero_gamma", "skipinit")
+NORMS = ("bn", "none")
+DATASETS = ("digits", "cifar10", "cifar100")
+PRECISIONS = ("fp32", "tf32", "bf16")
+PROGRESS_MODES = ("auto", "bar", "lines", "none")
+
+
+@dataclass
+class ModelConfig:
+    """How a net is built. Defaults: He 2015 (section 4.2)."""
+
+    arch: str = "cifar_resnet"  # cifar_resnet: He 2015's CIFAR nets, depth 6n+2 | mlp: the lecture's MLP, depth 2n+2
+    depth: Any = 20  # layers with weights (typed by validate(), which names the valid depths)
+    shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
+    block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
+    combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
+    #   add: s + F | scale: scale*s + scale*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
+    #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
+    scale: float = 0.5  # combine=scale: the constant
+    scale_branch: bool = True  # combine=scale: scale the branch too (He 2016's 12.35%) or the shortcut alone ("fail")
+    gate_bias: float = -6.0  # combine=*_gate: initial bias of the gate
+    shortcut_dropout: float = 0.5  # combine=dropout: drop probability on the shortcut
+    branch_init: str = "default"  # default | zero_gamma: last BN gamma (or last layer) = 0 | skipinit: s + alpha*F, alpha = 0
+    norm: str = "bn"  # bn | none (no normalisation; pair with zero_gamma or skipinit)
+
+    def check(self) -> None:
+        """Refuse an unknown choice with a line that lists the valid ones."""
+        for name, choices in (("shortcut", SHORTCUTS), ("block", BLOCKS), ("combine", COMBINES),
+                              ("branch_init", BRANCH_INITS), ("norm", NORMS)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
+        if not 0 <= self.shortcut_dropout < 1:
+            raise UsageError(f"model.shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    """The lecture's MLP: the same block options, and the widths before and after the width change."""
+
+    widths: List[int] = field(default_factory=lambda: [128, 256])
+
+
+def model_config(model_cfg) -> ModelConfig:
+    """A ModelConfig from a config node or dict; keys it lacks keep the paper's defaults."""
+    return ModelConfig(**{f.name: model_cfg[f.name] for f in fields(ModelConfig) if f.name in model_cfg})
+
+
+def blocks_per_stage(depth) -> int:
+    """n for depth 6n+2, or a UsageError naming the valid depths."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
+        raise UsageError(
+            f"model.depth={depth} is not of the form 6n+2 with n >= 1; valid depths are "
+            "8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ..., 1202 (the paper uses 20, 32, 44, 56, 110, 1202)"
+        )
+    return (depth - 2) // 6
+
+
+def mlp_blocks(depth) -> int:
+    """n for an MLP of depth 2n+2, or a UsageError."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 4 or depth % 2:
+        raise UsageError(f"model.depth={depth}: an MLP has depth 2n+2 (input layer, n blocks of 2, classifier): "
+                         "an even number >= 4, e.g. 4, 10, 20, 40")
+    return (depth - 2) // 2
+
+
+def register() -> None:
+    """The schemas Hydra types configs/model/*.yaml against: `model/base` and `model/mlp_base`."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
+    ConfigStore.instance().store(group="model", name="mlp_base", node=MLPConfig)
