@@ -178,6 +178,8 @@ def _validate(cfg: DictConfig) -> None:
     schema.model_config(m).check()
     _check(d.name in schema.DATASETS,
            f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(schema.DATASETS)}")
+    _check(isinstance(d.pad, int) and not isinstance(d.pad, bool) and d.pad >= 0, f"data.pad={d.pad} must be an integer >= 0")
+    _check(d.get("pad_fill", "zero") in ("zero", "mean"), f"data.pad_fill={d.get('pad_fill')!r}: choose zero or mean")
     _check(_number(o.lr) and o.lr > 0, f"optim.lr={o.lr} must be a number > 0")
     _check(_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be a number >= 0")
     _check(_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
@@ -191,10 +193,11 @@ def _validate(cfg: DictConfig) -> None:
     _check(w.min_depth is None or (isinstance(w.min_depth, int) and w.min_depth >= 0),
            f"schedule.warmup.min_depth={w.min_depth} must be null (no warm-up) or a depth >= 0")
     _check(_number(w.lr) and w.lr > 0, f"schedule.warmup.lr={w.lr} must be a number > 0")
-    _check(_number(w.until_train_error) and 0 <= w.until_train_error <= 100,
-           f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100)")
+    _check(w.until_train_error is None or (_number(w.until_train_error) and 0 <= w.until_train_error <= 100),
+           f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100), "
+           "or null for a fixed-length warm-up")
     _check(isinstance(w.max_iterations, int) and w.max_iterations > 0,
-           f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0")
+           f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0 (the warm-up's cap)")
     _check(t.precision in schema.PRECISIONS, f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
     _check(t.progress in schema.PROGRESS_MODES, f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")

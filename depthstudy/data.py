@@ -185,10 +185,18 @@ class TrainStream:
     Batches are whole: the last incomplete batch of an epoch is dropped.
     """
 
+    PAD_FILLS = ("zero", "mean")
+
     def __init__(self, data: Data, batch_size: int, seed: int, augment: bool, pad: int = 4,
-                 channels_last: bool = False):
+                 channels_last: bool = False, pad_fill: str = "zero"):
+        """pad_fill (data.pad_fill): "zero" pads the raw image with black pixels, then normalises (torchvision's
+        RandomCrop(32, padding=4) before ToTensor/Normalize, as in akamaster's pytorch_resnet_cifar10);
+        "mean" normalises first and pads with 0, i.e. the mean colour (fb.resnet.torch)."""
+        if pad_fill not in self.PAD_FILLS:
+            raise UsageError(f"data.pad_fill={pad_fill!r} is unknown; choose zero or mean")
         self.data, self.split = data, data.train
         self.batch_size, self.seed, self.augment, self.pad = batch_size, seed, augment, pad
+        self.pad_fill = pad_fill
         self.memory_format = memory_format(channels_last)
         self.batches_per_epoch = len(self.split) // batch_size
         if self.batches_per_epoch == 0:
@@ -214,9 +222,13 @@ class TrainStream:
         sel = slice(pos * self.batch_size, (pos + 1) * self.batch_size)
         idx = self._perm[sel]
         images, labels = self.split.images[idx], self.split.labels[idx]
-        if self.augment:
-            images = self.crop_flip(images, self._offsets[sel], self._flips[sel])
-        return self.data.normalize(images).contiguous(memory_format=self.memory_format), labels
+        if not self.augment:
+            images = self.data.normalize(images)
+        elif self.pad_fill == "mean":
+            images = self.crop_flip(self.data.normalize(images), self._offsets[sel], self._flips[sel])
+        else:
+            images = self.data.normalize(self.crop_flip(images, self._offsets[sel], self._flips[sel]))
+        return images.contiguous(memory_format=self.memory_format), labels
 
     def crop_flip(self, images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """Pad by `pad` zeros, take an H x W crop at each image's offset, mirror where flips is set."""

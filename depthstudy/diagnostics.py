@@ -50,7 +50,7 @@ def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float
                 gamma = last.weight.norm().item() if isinstance(last, nn.modules.batchnorm._BatchNorm) else math.nan
                 weights = [m.weight for m in b.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not b.gate]
                 out.append({
-                    "branch_ratio": (b.residual(inputs[i]).float().norm() / xin.norm().clamp_min(1e-12)).item(),
+                    "branch_ratio": (b.residual(b.preactivate(inputs[i])).float().norm() / xin.norm().clamp_min(1e-12)).item(),
                     "gamma_norm": gamma,
                     "weight_norm": math.sqrt(sum(w.float().pow(2).sum().item() for w in weights)),
                 })

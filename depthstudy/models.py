@@ -103,7 +103,12 @@ class ResidualBlock(nn.Module):
         f = self.branch(x)
         return f if self.alpha is None else self.alpha * f
 
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        """What both paths receive: x itself, or (pre-activation blocks that change size) BN-ReLU(x)."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preactivate(x)
         f = self.residual(x)
         if self.shortcut is None:
             out = f
@@ -111,8 +116,8 @@ class ResidualBlock(nn.Module):
             s, c = self.shortcut(x), self.spec.combine
             if c == "add":
                 out = s + f  # the residual connection
-            elif c == "scale":
-                out = self.spec.scale * s + (self.spec.scale if self.spec.scale_branch else 1.0) * f
+            elif c == "scale":  # He 2016: lambda * s + (1 - lambda) * F, or F unscaled
+                out = self.spec.scale * s + ((1 - self.spec.scale) if self.spec.scale_branch else 1.0) * f
             elif c == "exclusive_gate":
                 g = torch.sigmoid(self.gate(x))
                 out = (1 - g) * s + g * f
@@ -129,27 +134,43 @@ def _norm2d(spec: BlockSpec, c: int) -> nn.Module:
 
 class BasicBlock(ResidualBlock):
     """post: 3x3 conv, BN, ReLU, 3x3 conv, BN; add the shortcut (if any); ReLU.
-    pre:  BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv; add the shortcut (if any).
+    pre:  BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv; add the shortcut (if any). Where the first BN-ReLU
+          sits (`preact`, He 2016 and fb.resnet.torch's preresnet): "branch", inside F (the shortcut
+          takes x as it is); "both", before the split, so F and the shortcut both take BN-ReLU(x) (the
+          first block of a stage that changes size); "none", no BN-ReLU of its own (the net's first
+          block, whose input is the stem's conv-BN-ReLU).
 
     `responses` are the layer outputs He 2015 Figure 7 measures (after BN, before ReLU or addition;
     the conv outputs in a pre-activation block).
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str):
+    PREACTS = ("branch", "both", "none")
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str, preact: str = "branch"):
         spec = BlockSpec(shortcut=spec) if isinstance(spec, str) else spec
         gate = None
         if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
             gate = nn.Conv2d(cin, cout, 1, stride=stride)
         super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), gate)
+        assert preact in self.PREACTS, preact
+        self.preact = preact if spec.block == "pre" else "branch"
         bias = spec.norm == "none"
         self.conv1, self.conv2 = conv3x3(cin, cout, stride, bias), conv3x3(cout, cout, bias=bias)
-        self.bn1, self.bn2 = _norm2d(spec, cin if spec.block == "pre" else cout), _norm2d(spec, cout)
+        if spec.block == "post":
+            self.bn1 = _norm2d(spec, cout)
+        else:
+            self.bn1 = _norm2d(spec, cin) if self.preact != "none" else None
+        self.bn2 = _norm2d(spec, cout)
         self.responses = [self.bn1, self.bn2] if spec.block == "post" else [self.conv1, self.conv2]
 
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(x)) if self.preact == "both" else x
+
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x): the residual branch, before it meets the shortcut."""
+        """F(x): the residual branch, before it meets the shortcut (x already preactivated)."""
         if self.spec.block == "pre":
-            return self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+            h = F.relu(self.bn1(x)) if self.preact == "branch" else x
+            return self.conv2(F.relu(self.bn2(self.conv1(h))))
         return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
 
     def last_layer(self) -> nn.Module:
@@ -169,15 +190,15 @@ class CifarResNet(nn.Module):
         spec.check()
         self.depth, self.spec = depth, spec
         w0 = STAGE_WIDTHS[0]
-        if spec.block == "pre":  # He 2016: the first block's BN-ReLU follows the stem conv directly
-            self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"))
-        else:
-            self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"), _norm2d(spec, w0), nn.ReLU())
+        # Both block types start with conv, BN, ReLU: in a pre-activation net that BN-ReLU is the first
+        # block's pre-activation, shared by its branch and its shortcut (He 2016).
+        self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"), _norm2d(spec, w0), nn.ReLU())
         blocks, cin = [], w0
         for stage, width in enumerate(STAGE_WIDTHS):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(BasicBlock(cin, width, stride, spec))
+                preact = "branch" if i > 0 else "none" if stage == 0 else "both"
+                blocks.append(BasicBlock(cin, width, stride, spec, preact))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         # Pre-activation nets end with the BN-ReLU their last block no longer has.
@@ -191,8 +212,7 @@ class CifarResNet(nn.Module):
 
     def response_layers(self) -> list[nn.Module]:
         """Every 3x3 layer's response module, in layer order (He 2015 Figure 7)."""
-        stem = [self.stem[1]] if len(self.stem) > 1 else [self.stem[0]]
-        return stem + [m for b in self.blocks for m in b.responses]
+        return [self.stem[1]] + [m for b in self.blocks for m in b.responses]
 
 
 class MLPBlock(ResidualBlock):

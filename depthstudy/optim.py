@@ -48,9 +48,13 @@ def set_lr(optimizer: torch.optim.SGD, lr: float, caffe_momentum: bool) -> None:
 class Schedule:
     """Step schedule in iterations, with the paper's optional warm-up for deep nets.
 
-    Warm-up (He 2015, ResNet-110): lr `warmup.lr` until the mean training error of the last 10
-    mini-batches falls below `warmup.until_train_error` %, or `warmup.max_iterations` have passed.
-    The rule's state (warming, warmup_ended, the 10-batch window) is part of a checkpoint.
+    Warm-up (He 2015, ResNet-110: "0.01 ... until the training error is below 80% (about 400
+    iterations)"): lr `warmup.lr` for a bounded prefix of the schedule. It ends after the first
+    iteration at which the mean training error of the last 10 mini-batches is below
+    `warmup.until_train_error` % (null: no error rule, a fixed-length warm-up), and at the latest
+    after `warmup.max_iterations` or at the first milestone: it never outlasts its cap and never
+    suppresses a learning-rate drop. Its state (warming, warmup_ended, the 10-batch window) is
+    part of a checkpoint.
     """
 
     WINDOW = 10  # mini-batches the warm-up rule averages over
@@ -59,8 +63,10 @@ class Schedule:
         self.lr, self.milestones, self.gamma = lr, sorted(s.milestones), s.gamma
         w = s.warmup
         self.warmup = w.min_depth is not None and depth >= w.min_depth  # does the rule apply to this net
-        self.warmup_lr, self.warmup_until, self.warmup_max = w.lr, w.until_train_error, w.max_iterations
-        self.warming, self.warmup_ended = self.warmup, -1
+        self.warmup_lr, self.warmup_until = w.lr, w.until_train_error
+        # The cap: max_iterations, and never past the first milestone.
+        self.warmup_max = min([w.max_iterations, *self.milestones[:1]])
+        self.warming, self.warmup_ended = self.warmup and self.warmup_max > 0, -1
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
 
     def lr_at(self, step: int, warming: bool) -> float:
@@ -72,7 +78,8 @@ class Schedule:
         """Record one batch's training error (%) after iteration `done`; True when warm-up ends here."""
         self.recent.append(batch_error)
         full = len(self.recent) == self.recent.maxlen
-        if (full and sum(self.recent) / len(self.recent) < self.warmup_until) or done >= self.warmup_max:
+        below = self.warmup_until is not None and full and sum(self.recent) / len(self.recent) < self.warmup_until
+        if below or done >= self.warmup_max:
             self.warming, self.warmup_ended = False, done
             return True
         return False

@@ -34,10 +34,10 @@ class ModelConfig:
     shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
     block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
     combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
-    #   add: s + F | scale: scale*s + scale*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
+    #   add: s + F | scale: scale*s + (1-scale)*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
     #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
     scale: float = 0.5  # combine=scale: the constant
-    scale_branch: bool = True  # combine=scale: scale the branch too (He 2016's 12.35%) or the shortcut alone ("fail")
+    scale_branch: bool = True  # combine=scale: the branch by 1 - scale too (He 2016's 12.35% at 0.5), or unscaled ("fail")
     gate_bias: float = -6.0  # combine=*_gate: initial bias of the gate
     shortcut_dropout: float = 0.5  # combine=dropout: drop probability on the shortcut
     branch_init: str = "default"  # default | zero_gamma: last BN gamma (or last layer) = 0 | skipinit: s + alpha*F, alpha = 0

@@ -103,7 +103,7 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say) -> Run:
     optimizer = make_optimizer(model, cfg.optim, say, fused=bool(t.fused_optimizer))
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
-                         channels_last=bool(t.channels_last))
+                         channels_last=bool(t.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
     probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]
     return Run(cfg, run_dir, device, data, model, forward, autocast_for(device, str(t.precision)), optimizer,
                schedule, stream, probe)

@@ -161,3 +161,25 @@ def test_an_epoch_visits_distinct_images_in_a_new_order_each_epoch():
     for ids in epochs:
         assert len(ids) == len(set(ids)) == 96 and set(ids) <= set(range(100))  # 4 images dropped, none twice
     assert epochs[0] != epochs[1] != epochs[2]
+
+
+@pytest.mark.parametrize("fill", ["zero", "mean"])
+def test_pad_fill_pads_black_pixels_or_the_mean_colour(fill):
+    """zero: pad the raw image with 0, then normalise (the padding becomes -mean * scale); mean: normalise,
+    then pad with 0 (fb.resnet.torch). Offset (0, 0) puts the padding in the crop's first rows and columns."""
+    d = load_data(data_cfg())
+    s = TrainStream(d, 32, seed=0, augment=True, pad=1, pad_fill=fill)
+    s._start_epoch(0)
+    s._offsets.zero_()
+    s._flips.zero_()
+    x, _ = s.batch(0)
+    images = d.train.images[s._perm[:32]]
+    corner = x[:, 0, 0, 0]  # a padded pixel
+    inside = x[:, 0, 1:, 1:]  # the image, shifted by the pad
+    if fill == "mean":
+        assert torch.equal(corner, torch.zeros(32))
+        assert torch.allclose(inside, d.normalize(images)[:, 0, :-1, :-1])
+    else:
+        assert torch.allclose(corner, (-d.mean * d.scale).expand(1, 1, 8, 8)[0, 0, 0, 0].expand(32))
+        expected = d.normalize(torch.nn.functional.pad(images, (1, 0, 1, 0))[:, :, :8, :8])
+        assert torch.allclose(inside, expected[:, 0, 1:, 1:])

@@ -84,9 +84,40 @@ def test_warmup_applies_from_min_depth():
     assert [sched.lr_at(i, False) for i in (0, 31999, 32000, 48000)] == pytest.approx([0.1, 0.1, 0.01, 0.001])
 
 
+def test_warmup_is_a_bounded_prefix_that_never_suppresses_a_milestone():
+    from depthstudy.optim import Schedule
+
+    def end_of_warmup(schedule, batch_error):
+        return next(done for done in range(1, 100_000) if schedule.end_warmup_if_due(done, batch_error))
+
+    paper = compose(["experiment=he2015"]).schedule
+    assert paper.warmup.max_iterations == 400  # the paper's "about 400 iterations", as a cap
+    assert end_of_warmup(Schedule(paper, 0.1, 110), 95.0) == 400  # error stuck above 80%: the cap ends it
+    assert end_of_warmup(Schedule(paper, 0.1, 110), 50.0) == 10  # the rule: the first full 10-batch window
+
+    early = compose(["experiment=he2015", "schedule.milestones=[300,500]"]).schedule
+    sched = Schedule(early, 0.1, 110)
+    assert end_of_warmup(sched, 95.0) == 300  # the first milestone ends it
+    assert not sched.warming and sched.lr_at(300, sched.warming) == pytest.approx(0.01)  # and the drop applies
+
+    fixed = compose(["experiment=he2015", "schedule.warmup.until_train_error=null"]).schedule
+    assert end_of_warmup(Schedule(fixed, 0.1, 110), 0.0) == 400  # no error rule: exactly max_iterations
+
+
+def test_paper_presets_train_on_all_50k_images_and_he2015_val_holds_5k_out():
+    for preset in ("he2015", "he2015_fig6", "he2015_table6"):
+        assert compose([f"experiment={preset}"]).data.val_size == 0, preset
+    assert compose(["experiment=he2015_val"]).data.val_size == 5000
+
+
+def test_identity_variants_share_one_fixed_warmup():
+    w = compose(["experiment=identity_variants"]).schedule.warmup
+    assert w.until_train_error is None and w.max_iterations == 400 and w.min_depth <= 110
+
+
 def test_paper_preset_is_the_exact_recipe():
     cfg = compose(["experiment=he2015"])
-    assert cfg.data.name == "cifar10" and cfg.data.val_size == 5000 and cfg.data.augment and cfg.data.pad == 4
+    assert cfg.data.name == "cifar10" and cfg.data.val_size == 0 and cfg.data.augment and cfg.data.pad == 4
     assert cfg.data.normalize == "pixel_mean"
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.batch_size) == (0.1, 0.9, 1e-4, 128)
     assert (cfg.schedule.iterations, list(cfg.schedule.milestones)) == (64000, [32000, 48000])

@@ -166,3 +166,46 @@ def test_a_run_logs_the_instruments_and_report_draws_them(cli, tmp_path):
     responses, blocks = (out / "responses.svg").read_text(), (out / "blocks.svg").read_text()
     assert "residual (A)-8" in responses and "residual (A)-8" in blocks
     assert "||F(x)|| / ||x||" in blocks
+
+
+def test_constant_scaling_weighs_the_branch_by_one_minus_lambda():
+    """He 2016 Table 1: lambda * x + (1 - lambda) * F(x); with scale_branch=false, F(x) unscaled."""
+    x = torch.rand(2, 16, 8, 8)
+    block = BasicBlock(16, 16, 1, BlockSpec(combine="scale", scale=0.3)).eval()
+    assert torch.allclose(block(x), F.relu(0.3 * x + 0.7 * block.branch(x)))
+    block = BasicBlock(16, 16, 1, BlockSpec(combine="scale", scale=0.3, scale_branch=False)).eval()
+    assert torch.allclose(block(x), F.relu(0.3 * x + block.branch(x)))
+
+
+def test_pre_activation_net_is_wired_as_he_2016():
+    """The whole forward pass of a pre-activation ResNet-8, written out by hand (fb.resnet.torch's
+    preresnet): stem conv-BN-ReLU; the first block's branch starts at its conv; a block that changes size
+    applies BN-ReLU before the split, so its option-A shortcut takes the activated input; BN-ReLU at the end."""
+    torch.manual_seed(0)
+    model = CifarResNet(8, BlockSpec(block="pre"), 3, 10)
+    for m in model.modules():  # non-trivial BN statistics, so a missing or misplaced BN shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    model.eval()
+    b0, b1, b2 = model.blocks
+    relu = F.relu
+
+    def option_a(h):
+        return torch.cat([h[:, :, ::2, ::2], torch.zeros_like(h[:, :, ::2, ::2])], dim=1)
+
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = relu(model.stem[1](model.stem[0](x)))
+        h = h + b0.conv2(relu(b0.bn2(b0.conv1(h))))  # no BN-ReLU of its own: the stem's is its pre-activation
+        for b in (b1, b2):
+            a = relu(b.bn1(h))  # before the split
+            h = option_a(a) + b.conv2(relu(b.bn2(b.conv1(a))))
+        h = relu(model.head[0](h))
+        expected = model.fc(h.mean((2, 3)))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    assert b0.bn1 is None and [b.preact for b in model.blocks] == ["none", "both", "both"]
+    deeper = CifarResNet(14, BlockSpec(block="pre"), 3, 10)
+    assert [b.preact for b in deeper.blocks] == ["none", "branch", "both", "branch", "both", "branch"]
