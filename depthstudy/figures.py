@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from depthstudy import events  # noqa: E402
-from depthstudy.runs import Group, Run  # noqa: E402
+from depthstudy.runs import Group, Run, study_context  # noqa: E402
 
 FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
                 "residual (B)": dict(color="#2471a3", marker="^"), "residual (C)": dict(color="#1e8449", marker="D")}
@@ -91,21 +91,29 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
     fig.suptitle("Error during training (mean over seeds)")
+    _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "curves", formats)
 
 
 def _depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> None:
+    """One series per family (and extra values): the median over seeds as a line, every seed as a dot."""
     series = list(dict.fromkeys((g.family, g.extra) for g in groups))
+    depths = sorted({g.depth for g in groups})
+    jitter = 0.012 * (depths[-1] - depths[0] or 10)  # seeds side by side, not on top of each other
     for i, (family, extra) in enumerate(series):
-        pts = [(g.depth, *g.stat(split)[:2]) for g in groups if (g.family, g.extra) == (family, extra)]
-        pts = [p for p in pts if p[1] is not None]
-        if not pts:
+        mine = [g for g in groups if (g.family, g.extra) == (family, extra) and g.finals(split)]
+        if not mine:
             continue
         style = _family_style(family, i) if not extra else dict(marker="os^Dv"[i % 5])
-        ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], capsize=3, lw=1.8,
-                    label=_label(family, extra, extra_keys), **style)
+        (line,) = ax.plot([g.depth for g in mine], [g.median(split) for g in mine], lw=1.8, ms=7,
+                          label=_label(family, extra, extra_keys), **style)
+        for g in mine:
+            values = g.finals(split)
+            offsets = [(k - (len(values) - 1) / 2) * jitter for k in range(len(values))]
+            ax.scatter([g.depth + o for o in offsets], values, s=14, color=line.get_color(), alpha=0.55,
+                       marker=style.get("marker", "o"), linewidths=0, zorder=3)
     ax.set_xlabel("depth (layers)")
-    ax.set_xticks(sorted({g.depth for g in groups}))
+    ax.set_xticks(depths)
     ax.grid(alpha=0.3)
 
 
@@ -126,9 +134,14 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         ax.set_ylabel("error (%)")
     _from_zero(axes)
     axes[0].legend(fontsize=8)
-    seeds = max((len(g.runs) for g in groups), default=0)
-    fig.suptitle(f"Error vs depth (mean \u00b1 std over up to {seeds} seeds)")
+    fig.suptitle("Error vs depth (line: median over seeds; dots: each seed)")
+    _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "depth", formats)
+
+
+def _caption(fig, runs: list[Run]) -> None:
+    """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version."""
+    fig.supxlabel(study_context(runs), fontsize=7.5, color="#555555")
 
 
 def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
@@ -147,6 +160,7 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
         axes[row][0].set_ylabel("final error (%)")
     _from_zero(axes.flat)
     axes[0][0].legend(fontsize=8)
+    _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 
@@ -186,6 +200,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
+    _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "responses", formats)
 
 
@@ -214,4 +229,5 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=7)
     fig.suptitle("Residual blocks at the end of training")
+    _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "blocks", formats)

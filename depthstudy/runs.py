@@ -124,8 +124,16 @@ class Group:
     def ok_runs(self) -> list[Run]:
         return [r for r in self.runs if r.status in STATUS_IN_MEANS and not r.problem]
 
+    def finals(self, split: str) -> list[float]:
+        """Each averaged run's final error on a split (one value per seed)."""
+        return [v for v in (r.final(split) for r in self.ok_runs()) if v is not None and math.isfinite(v)]
+
+    def median(self, split: str) -> float | None:
+        values = self.finals(split)
+        return statistics.median(values) if values else None
+
     def stat(self, split: str) -> tuple[float | None, float | None, int]:
-        values = [v for v in (r.final(split) for r in self.ok_runs()) if v is not None and math.isfinite(v)]
+        values = self.finals(split)
         if not values:
             return None, None, 0
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
@@ -143,3 +151,16 @@ def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
         groups[(r.family, r.depth, tuple(r.config.get(k) for k in extra_keys))].append(r)
     order = lambda key: (not key[0].startswith("plain"), key[0], [str(x) for x in key[2]], key[1])  # noqa: E731
     return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]
+
+
+def study_context(runs: list[Run]) -> str:
+    """What a figure's numbers come from, in one line: data set, budget, batch, seeds, depthstudy version."""
+    from depthstudy import __version__
+
+    def values(key: str) -> str:
+        found = sorted({str(r.config.get(key)) for r in runs if r.config.get(key) is not None})
+        return "/".join(found) if found else "?"
+
+    seeds = len({r.config.get("seed") for r in runs})
+    return (f"{values('data.name')}, {values('schedule.iterations')} iterations, batch {values('optim.batch_size')}, "
+            f"{seeds} seed{'s' if seeds != 1 else ''}; depthstudy {__version__}")
