@@ -174,7 +174,7 @@ def _validate(cfg: DictConfig) -> None:
         raise UsageError(one_line(e)) from None
     m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
     _check(m.arch in schema.ARCHS, f"model.arch={m.arch!r} is unknown; choose one of: {', '.join(schema.ARCHS)}")
-    (schema.mlp_blocks if m.arch == "mlp" else schema.blocks_per_stage)(m.depth)
+    schema.depth_rule(m)(m.depth)
     schema.model_config(m).check()
     _check(d.name in schema.DATASETS,
            f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(schema.DATASETS)}")

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from depthstudy.errors import UsageError
-from depthstudy.schema import ARCHS, SHORTCUTS, ModelConfig, blocks_per_stage, mlp_blocks, model_config
+from depthstudy.schema import (ARCHS, SHORTCUTS, ModelConfig, blocks_per_stage, bottleneck_blocks, mlp_blocks,
+                               model_config)
 
 # A block is built from the model's config: its options are declared once, in depthstudy.schema.
 BlockSpec = ModelConfig
@@ -180,14 +181,46 @@ class BasicBlock(ResidualBlock):
         return self.conv2
 
 
+class BottleneckBlock(ResidualBlock):
+    """He 2016's pre-activation bottleneck (ResNet-164, ResNet-1001): BN, ReLU, 1x1 conv (width), BN, ReLU,
+    3x3 conv (width, the block's stride), BN, ReLU, 1x1 conv (4 x width); add the shortcut. The first
+    BN-ReLU sits where BasicBlock's `preact` says."""
+
+    EXPANSION = 4
+
+    def __init__(self, cin: int, width: int, stride: int, spec: BlockSpec, preact: str = "branch"):
+        cout = self.EXPANSION * width
+        gate = None
+        if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
+            gate = nn.Conv2d(cin, cout, 1, stride=stride)
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), gate)
+        self.preact, bias = preact, spec.norm == "none"
+        self.bn1 = _norm2d(spec, cin) if preact != "none" else None
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=bias)
+        self.bn2, self.conv2 = _norm2d(spec, width), conv3x3(width, width, stride, bias)
+        self.bn3, self.conv3 = _norm2d(spec, width), nn.Conv2d(width, cout, 1, bias=bias)
+        self.responses = [self.conv1, self.conv2, self.conv3]
+
+    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn1(x)) if self.preact == "both" else x
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x)) if self.preact == "branch" else x
+        return self.conv3(F.relu(self.bn3(self.conv2(F.relu(self.bn2(self.conv1(h)))))))
+
+    def last_layer(self) -> nn.Module:
+        return self.bn3 if self.spec.norm == "bn" else self.conv3
+
+
 class CifarResNet(nn.Module):
     """He 2015's CIFAR net of depth 6n+2 (plain when shortcut='none'), with He 2016's variants."""
 
     def __init__(self, depth: int, shortcut: str | BlockSpec = "A", in_channels: int = 3, num_classes: int = 10):
         super().__init__()
-        n = blocks_per_stage(depth)
         spec = BlockSpec(shortcut=shortcut) if isinstance(shortcut, str) else shortcut
         spec.check()
+        bottleneck = spec.block == "bottleneck"
+        n = bottleneck_blocks(depth) if bottleneck else blocks_per_stage(depth)
         self.depth, self.spec = depth, spec
         w0 = STAGE_WIDTHS[0]
         # Both block types start with conv, BN, ReLU: in a pre-activation net that BN-ReLU is the first
@@ -198,11 +231,15 @@ class CifarResNet(nn.Module):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 preact = "branch" if i > 0 else "none" if stage == 0 else "both"
-                blocks.append(BasicBlock(cin, width, stride, spec, preact))
-                cin = width
+                if bottleneck:
+                    blocks.append(BottleneckBlock(cin, width, stride, spec, preact))
+                    cin = BottleneckBlock.EXPANSION * width
+                else:
+                    blocks.append(BasicBlock(cin, width, stride, spec, preact))
+                    cin = width
         self.blocks = nn.Sequential(*blocks)
         # Pre-activation nets end with the BN-ReLU their last block no longer has.
-        self.head = nn.Sequential(_norm2d(spec, cin), nn.ReLU()) if spec.block == "pre" else nn.Identity()
+        self.head = nn.Sequential(_norm2d(spec, cin), nn.ReLU()) if spec.block != "post" else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self, spec)
 

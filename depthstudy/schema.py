@@ -16,7 +16,7 @@ from depthstudy.errors import UsageError
 
 ARCHS = ("cifar_resnet", "mlp")
 SHORTCUTS = ("none", "A", "B", "C")
-BLOCKS = ("post", "pre")
+BLOCKS = ("post", "pre", "bottleneck")
 COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
 BRANCH_INITS = ("default", "zero_gamma", "skipinit")
 NORMS = ("bn", "none")
@@ -33,6 +33,7 @@ class ModelConfig:
     depth: Any = 20  # layers with weights (typed by validate(), which names the valid depths)
     shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
     block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
+    #   | bottleneck: BN-ReLU-conv 1x1, 3x3, 1x1 (4x wide), add (He 2016's ResNet-164/1001; depth 9n+2)
     combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
     #   add: s + F | scale: scale*s + (1-scale)*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
     #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
@@ -74,6 +75,21 @@ def blocks_per_stage(depth) -> int:
             "8, 14, 20, 26, 32, 38, 44, 50, 56, ..., 110, ..., 1202 (the paper uses 20, 32, 44, 56, 110, 1202)"
         )
     return (depth - 2) // 6
+
+
+def bottleneck_blocks(depth) -> int:
+    """n for a bottleneck net of depth 9n+2 (three 1x1/3x3/1x1 layers per block), or a UsageError."""
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 11 or (depth - 2) % 9:
+        raise UsageError(f"model.depth={depth} is not of the form 9n+2 with n >= 1, as model.block=bottleneck needs; "
+                         "valid depths are 11, 20, 29, ..., 164, ..., 1001 (He 2016 uses 164 and 1001)")
+    return (depth - 2) // 9
+
+
+def depth_rule(model_cfg):
+    """The depth check of a model config's architecture and block."""
+    if model_cfg.arch == "mlp":
+        return mlp_blocks
+    return bottleneck_blocks if model_cfg.get("block") == "bottleneck" else blocks_per_stage
 
 
 def mlp_blocks(depth) -> int:

@@ -104,6 +104,20 @@ def test_warmup_is_a_bounded_prefix_that_never_suppresses_a_milestone():
     assert end_of_warmup(Schedule(fixed, 0.1, 110), 0.0) == 400  # no error rule: exactly max_iterations
 
 
+def test_quick_study_gives_every_net_the_same_schedule():
+    from depthstudy import config
+    from depthstudy.optim import Schedule
+
+    jobs = config.expand_grid(["experiment=quick"])
+    assert len(jobs) == 24
+    schedules = set()
+    for cfg in config.compose_jobs(jobs):
+        s = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
+        assert not s.warmup, cfg.model.depth  # no net of the grid gets a warm-up the others do not
+        schedules.add((cfg.schedule.iterations, tuple(cfg.schedule.milestones), cfg.optim.lr, cfg.optim.batch_size))
+    assert len(schedules) == 1
+
+
 def test_paper_presets_train_on_all_50k_images_and_he2015_val_holds_5k_out():
     for preset in ("he2015", "he2015_fig6", "he2015_table6"):
         assert compose([f"experiment={preset}"]).data.val_size == 0, preset

@@ -209,3 +209,37 @@ def test_pre_activation_net_is_wired_as_he_2016():
     assert b0.bn1 is None and [b.preact for b in model.blocks] == ["none", "both", "both"]
     deeper = CifarResNet(14, BlockSpec(block="pre"), 3, 10)
     assert [b.preact for b in deeper.blocks] == ["none", "branch", "both", "branch", "both", "branch"]
+
+
+def bottleneck_params(n: int, classes: int = 10) -> int:
+    """He 2016's pre-activation bottleneck net (option B shortcuts), counted by hand from its layer list."""
+    total = 3 * 16 * 9 + 2 * 16  # stem: 3x3 conv, BN
+    cin = 16
+    for w in (16, 32, 64):
+        for i in range(n):
+            bn1 = 0 if (w == 16 and i == 0) else 2 * cin  # the first block's pre-activation is the stem's
+            total += bn1 + cin * w + 2 * w + 9 * w * w + 2 * w + w * 4 * w  # 1x1, BN, 3x3, BN, 1x1
+            if cin != 4 * w:
+                total += cin * 4 * w + 2 * 4 * w  # projection: 1x1 conv, BN
+            cin = 4 * w
+    return total + 2 * 256 + 256 * classes + classes  # final BN, fully connected
+
+
+def test_bottleneck_nets_have_he_2016s_depths_and_parameter_counts():
+    from torch import nn
+
+    spec = BlockSpec(shortcut="B", block="bottleneck")
+    r164 = CifarResNet(164, spec, 3, 10)
+    assert count_params(r164) == bottleneck_params(18) == 1_704_154  # He 2016: "1.7M"
+    assert r164(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert len(r164.response_layers()) == 1 + 3 * 54  # the stem and every layer of 54 blocks: 164 - 2 = 162
+    r1001 = CifarResNet(1001, spec, 3, 10)
+    bn = sum(p.numel() for m in r1001.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    assert count_params(r1001) == bottleneck_params(111) == 10_328_602
+    assert round((count_params(r1001) - bn) / 1e6, 1) == 10.2  # He 2016's "10.2M" counts weights, not BN's
+
+
+@pytest.mark.parametrize("depth", [21, 57, 111, 165])
+def test_bottleneck_depth_must_be_9n_plus_2(depth):
+    with pytest.raises(UsageError, match=r"9n\+2.*164.*1001"):
+        CifarResNet(depth, BlockSpec(block="bottleneck"), 3, 10)
