@@ -7,6 +7,7 @@ multirun and every launcher plugin (basic, joblib, submitit) work unchanged. No 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -142,9 +143,18 @@ def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
     return configs
 
 
-def one_line(e: Exception) -> str:
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return " ".join(lines[:3]) or type(e).__name__
+def one_line(e: BaseException) -> str:
+    """An error (and the error it was raised from, which holds Hydra's reason) as one line. Lists such as
+    Hydra's available options are kept whole; OmegaConf's full_key/object_type trailer is dropped."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        lines = [ln for ln in lines if not ln.startswith(("full_key:", "object_type=", "reference_type="))]
+        text = " ".join(lines).split(" Config search path:")[0]  # Hydra's search path says nothing to a user
+        if text and text != "None" and "$" not in text and text not in " ".join(parts):
+            parts.append(text)
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)[:600] or "invalid configuration"
 
 
 def without_hydra(cfg: DictConfig) -> DictConfig:
@@ -172,47 +182,92 @@ def _validate(cfg: DictConfig) -> None:
         OmegaConf.to_container(without_hydra(cfg) if "hydra" in cfg else cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve
         raise UsageError(one_line(e)) from None
-    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.trainer
+    _check(_int(cfg.seed, 0), f"seed={cfg.seed!r} must be an integer >= 0")
+    name = Path(str(cfg.name))
+    _check(bool(str(cfg.name)) and not name.is_absolute() and ".." not in name.parts,
+           f"name={cfg.name!r} must be a relative path inside out_dir (no '..', not absolute)")
+    _validate_model_and_data(cfg.model, cfg.data)
+    _validate_optim_and_schedule(cfg.optim, cfg.schedule)
+    _validate_trainer(cfg.trainer)
+    _validate_fit(cfg)
+
+
+def _validate_model_and_data(m: DictConfig, d: DictConfig) -> None:
     _check(m.arch in schema.ARCHS, f"model.arch={m.arch!r} is unknown; choose one of: {', '.join(schema.ARCHS)}")
     schema.depth_rule(m)(m.depth)
     schema.model_config(m).check()
     _check(d.name in schema.DATASETS,
            f"data.name={d.name!r} is not a known data set; choose one of: {', '.join(schema.DATASETS)}")
-    _check(isinstance(d.pad, int) and not isinstance(d.pad, bool) and d.pad >= 0, f"data.pad={d.pad} must be an integer >= 0")
+    _check(_int(d.pad, 0), f"data.pad={d.pad} must be an integer >= 0")
     _check(d.get("pad_fill", "zero") in ("zero", "mean"), f"data.pad_fill={d.get('pad_fill')!r}: choose zero or mean")
+    for key in ("val_size", "split_seed") + (("test_size",) if "test_size" in d else ()):
+        _check(_int(d[key], 0), f"data.{key}={d[key]!r} must be an integer >= 0")
+    _check(isinstance(d.augment, bool), f"data.augment={d.augment!r} must be true or false")
+
+
+def _validate_optim_and_schedule(o: DictConfig, s: DictConfig) -> None:
     _check(_number(o.lr) and o.lr > 0, f"optim.lr={o.lr} must be a number > 0")
     _check(_number(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be a number >= 0")
     _check(_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
     _check(o.wd_scope in ("all", "weights"), f"optim.wd_scope={o.wd_scope!r} is unknown; choose all or weights")
     _check(o.momentum_form in ("pytorch", "caffe"), f"optim.momentum_form={o.momentum_form!r}: choose pytorch or caffe")
-    _check(isinstance(o.batch_size, int) and o.batch_size > 0, f"optim.batch_size={o.batch_size} must be an integer > 0")
-    _check(isinstance(s.iterations, int) and s.iterations > 0, f"schedule.iterations={s.iterations} must be an integer > 0")
-    _check(all(isinstance(x, int) and x > 0 for x in s.milestones), f"schedule.milestones={list(s.milestones)} must be iterations > 0")
+    _check(_int(o.batch_size, 1), f"optim.batch_size={o.batch_size} must be an integer > 0")
+    _check(_int(s.iterations, 1), f"schedule.iterations={s.iterations} must be an integer > 0")
+    _check(OmegaConf.is_list(s.milestones) and all(_int(x, 1) for x in s.milestones),
+           f"schedule.milestones={s.milestones} must be a list of iterations > 0, e.g. [32000,48000]")
     _check(_number(s.gamma) and s.gamma > 0, f"schedule.gamma={s.gamma} must be > 0")
     w = s.warmup
-    _check(w.min_depth is None or (isinstance(w.min_depth, int) and w.min_depth >= 0),
+    _check(w.min_depth is None or _int(w.min_depth, 0),
            f"schedule.warmup.min_depth={w.min_depth} must be null (no warm-up) or a depth >= 0")
     _check(_number(w.lr) and w.lr > 0, f"schedule.warmup.lr={w.lr} must be a number > 0")
     _check(w.until_train_error is None or (_number(w.until_train_error) and 0 <= w.until_train_error <= 100),
            f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100), "
            "or null for a fixed-length warm-up")
-    _check(isinstance(w.max_iterations, int) and w.max_iterations > 0,
+    _check(_int(w.max_iterations, 1),
            f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0 (the warm-up's cap)")
+
+
+def _validate_trainer(t: DictConfig) -> None:
     _check(t.precision in schema.PRECISIONS, f"trainer.precision={t.precision!r}: choose fp32, tf32 or bf16")
     _check(t.progress in schema.PROGRESS_MODES, f"trainer.progress={t.progress!r}: choose auto, bar, lines or none")
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
-    _check(t.threads == "auto" or (isinstance(t.threads, int) and t.threads > 0), f"trainer.threads={t.threads!r}: auto or an integer > 0")
-    _check(isinstance(t.diagnostics_every, int) and t.diagnostics_every >= 0,
-           f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
-    for key in ("channels_last", "compile", "cuda_graphs", "fused_optimizer"):
+    _check(t.threads == "auto" or _int(t.threads, 1), f"trainer.threads={t.threads!r}: auto or an integer > 0")
+    _check(_int(t.diagnostics_every, 0), f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
+    for key in ("channels_last", "compile", "cuda_graphs", "fused_optimizer", "force_resume"):
         _check(isinstance(t[key], bool), f"trainer.{key}={t[key]!r} must be true or false")
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
-        _check(isinstance(t[key], int) and t[key] > 0, f"trainer.{key}={t[key]} must be an integer > 0")
-    _check(isinstance(t.eval_every, int) and t.eval_every >= 0, f"trainer.eval_every={t.eval_every} must be an integer >= 0")
+        _check(_int(t[key], 1), f"trainer.{key}={t[key]} must be an integer > 0")
+    _check(_int(t.eval_every, 0), f"trainer.eval_every={t.eval_every} must be an integer >= 0")
+
+
+def _validate_fit(cfg: DictConfig) -> None:
+    """What depends on the data set and the machine, checked before anything trains: the split leaves
+    training images, a batch fits the training split, and CUDA exists where it is asked for."""
+    d = cfg.data
+    n = schema.DATASET_TRAIN_IMAGES[d.name]
+    held_out = d.val_size + (d.get("test_size") or 0)
+    _check(held_out < n, f"data.val_size={d.val_size} (+ data.test_size={d.get('test_size') or 0}) must leave "
+                         f"training images out of {n}")
+    _check(cfg.optim.batch_size <= n - held_out,
+           f"optim.batch_size={cfg.optim.batch_size} is larger than the training split ({n - held_out} images)")
+    device = str(cfg.trainer.device)
+    if device.startswith("cuda") or (cfg.trainer.cuda_graphs and device == "auto"):
+        import torch  # only when CUDA is asked for
+
+        _check(torch.cuda.is_available() or not device.startswith("cuda"),
+               f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
+        device = device if torch.cuda.is_available() else "cpu"
+    _check(not cfg.trainer.cuda_graphs or device != "cpu", f"CUDA graphs need a CUDA device, and this run is on "
+           "cpu; use trainer.device=cuda, or leave CUDA graphs off")
 
 
 def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A finite int or float (a boolean is not a number here)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x, minimum: int) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

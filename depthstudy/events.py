@@ -65,30 +65,38 @@ class EventWriter:
         self.writer.close()
 
 
-def event_file_problem(path: Path) -> str | None:
-    """Why an event file is damaged (truncated or corrupted record), or None if every record is whole.
+def _masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C (google-crc32c: C speed, so every payload can be checked)."""
+    import google_crc32c
 
-    TensorBoard's reader stops quietly at a damaged record; this check makes the damage visible.
-    Event files are TFRecord files: u64 length, u32 masked CRC of the length, data, u32 masked CRC.
-    Only the length CRCs are checked (cheap: 8 bytes a record); a payload CRC in pure Python would
-    cost as much as reading the file, and a torn or foreign file fails the length checks.
+    x = google_crc32c.value(data)
+    return ((((x >> 15) | (x << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def event_file_problem(path: Path, torn_tail_ok: bool = False) -> str | None:
+    """Why an event file is damaged (truncated, or a record whose length or data fails its CRC), or None.
+
+    TensorBoard's reader stops quietly at a damaged record and drops what follows; this check makes the
+    damage visible. Event files are TFRecord files: u64 length, u32 masked CRC of the length, data,
+    u32 masked CRC of the data. torn_tail_ok: a file whose only damage is a torn last record is fine (a
+    resumed run's superseded file: the process died while writing, and the resume purged that step).
     """
     import struct
-
-    from tensorboard.summary.writer.record_writer import masked_crc32c
 
     data = path.read_bytes()
     pos = 0
     while pos < len(data):
         if len(data) - pos < 12:
-            return f"truncated at byte {pos}"
+            return None if torn_tail_ok else f"truncated at byte {pos}"
         header = data[pos:pos + 8]
         (length,), (crc,) = struct.unpack("<Q", header), struct.unpack("<I", data[pos + 8:pos + 12])
-        if crc != masked_crc32c(header):
+        if crc != _masked_crc(header):
             return f"corrupted record at byte {pos}"
         end = pos + 12 + length + 4
         if end > len(data):
-            return f"truncated at byte {pos}"
+            return None if torn_tail_ok else f"truncated at byte {pos}"
+        if struct.unpack("<I", data[end - 4:end])[0] != _masked_crc(data[pos + 12:end - 4]):
+            return f"corrupted record at byte {pos}"
         pos = end
     return None
 
@@ -96,12 +104,16 @@ def event_file_problem(path: Path) -> str | None:
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar point of a run, by tag, with TensorBoard's own reader (nothing down-sampled).
 
-    Raises ValueError naming every damaged event file.
+    Raises ValueError naming every damaged event file. Files are read in TensorBoard's order; every file
+    but the newest may end in a torn record (a process that died mid-write before the run was resumed).
     """
-    damaged = [f"{p.name} is {problem}" for p in sorted(Path(run_dir).glob("events.out.tfevents.*"))
-               if (problem := event_file_problem(p))]
+    files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+    damaged = [f"{p.name} is {problem}" for i, p in enumerate(files)
+               if (problem := event_file_problem(p, torn_tail_ok=i < len(files) - 1))]
     if damaged:
         raise ValueError("; ".join(damaged))
+    if files and not any(p.stat().st_size for p in files):
+        raise ValueError("every event file is empty")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})

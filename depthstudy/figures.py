@@ -77,7 +77,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     top = 0.0
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
-            runs = [r for r in g.runs if not r.problem]
+            runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
             label = _label(f"{g.depth} layers", g.extra)
             for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.2))):
                 steps, values = _mean_curve(runs, tag)
@@ -90,7 +90,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    fig.suptitle("Error during training (mean over seeds)")
+    fig.suptitle("Error during training (mean over seeds; diverged, failed and damaged runs left out)")
     _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "curves", formats)
 
@@ -179,7 +179,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
     drawn = False
     for i, g in enumerate(groups):
-        stds = _final_indexed([r for r in g.runs if not r.problem], events.RESPONSE_PREFIX)
+        stds = _final_indexed(g.ok_runs(), events.RESPONSE_PREFIX)
         if not stds:
             continue
         # One colour per depth; where another key varies too, one colour per group.
@@ -214,7 +214,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         # One colour per depth, as in every figure; where another key varies too, one colour per group.
         colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
         for ax, (q, _) in zip(axes, quantities):
-            values = _final_indexed([r for r in g.runs if not r.problem], f"{events.BLOCK_PREFIX}{q}/")
+            values = _final_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/")
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,7 +68,18 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Strict JSON: a non-finite number (a diverged run's loss) is written as null, never as bare NaN."""
+    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _finite(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # --- the lock ---
@@ -83,18 +96,43 @@ def run_lock(run_dir: Path):
                                f"(pid {f.read().strip() or '?'}); wait for it to finish or stop it") from None
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()))
+        f.write(f"{os.getpid()}@{socket.gethostname()}")
         f.flush()
         yield
+
+
+def holder_is_gone(run_dir: Path) -> bool:
+    """True when the process that last locked this run is known to be dead: it ran on this machine and
+    its pid no longer exists. (Reads the lock file only: probing the lock could make a starting run fail.)"""
+    try:
+        pid, _, host = (run_dir / LOCK_FILE).read_text().strip().partition("@")
+        if (host and host != socket.gethostname()) or not pid.isdigit():
+            return False  # another machine's process (a cluster job): cannot tell from here
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def status_of(run_dir: Path, summary: dict | None) -> str:
+    """The run's status as summary.json says, except that a "running" run whose process died is "crashed"."""
+    status = (summary or {}).get("status", "new")
+    if status == "running" and holder_is_gone(run_dir):
+        return "crashed"
+    return status
 
 
 # --- summary.json ---
 
 def read_summary(run_dir: Path) -> dict | None:
+    """summary.json, or None if it is missing or unreadable (not JSON, not an object)."""
     try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, ValueError):  # missing, binary, torn, not JSON
         return None
+    return summary if isinstance(summary, dict) else None
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.errors import UsageError
-from depthstudy.rundir import CONFIG_FILE, RUNTIME_KEYS, flatten, read_config, read_summary
+from depthstudy.rundir import CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten, read_config, read_summary, status_of
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
@@ -61,14 +61,47 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def read_run(path: Path) -> Run:
-    config = flatten(read_config(path))
-    summary = read_summary(path) or {}
-    run = Run(path, config, summary.get("status", "external"), summary=summary)
+    """A run as its files say; what cannot be read or does not agree becomes the run's `problem` (the run is
+    then shown and named, never averaged)."""
+    problems = []
+    try:
+        config = read_config(path)
+        if not isinstance(config, dict):
+            raise ValueError("not a mapping")
+        config = flatten(config)
+    except Exception as e:
+        config = {}
+        problems.append(f"{CONFIG_FILE} unreadable ({type(e).__name__})")
+    summary = read_summary(path)
+    if summary is None and (path / SUMMARY_FILE).exists():
+        problems.append(f"{SUMMARY_FILE} unreadable")
+    summary = summary if isinstance(summary, dict) else {}
+    run = Run(path, config, status_of(path, summary) if summary else "external", summary=summary)
     try:
         run.curves = events.read_scalars(path)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
-        run.problem = f"event file unreadable: {e}"
+        problems.append(f"event file unreadable: {e}")
+    if not problems:
+        problems += disagreements(run)
+    run.problem = "; ".join(problems)
     return run
+
+
+def disagreements(run: Run) -> list[str]:
+    """Where a finished run's curves and its summary.json disagree (an event file damaged in a way its
+    checksums cannot show, or curves from another run): the last step and the final errors must match."""
+    s = run.summary
+    if s.get("status") not in ("finished", "diverged"):
+        return []
+    out = []
+    steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
+    if steps and s.get("iterations") is not None and steps[-1] != s["iterations"]:
+        out.append(f"event files end at iteration {steps[-1]}, summary.json says {s['iterations']}")
+    for split in ("train", "val", "test") if s.get("status") == "finished" else ():
+        logged, recorded = run.final(split), s.get(f"{split}_error")
+        if logged is not None and recorded is not None and not math.isclose(logged, recorded, rel_tol=1e-5, abs_tol=1e-4):
+            out.append(f"final {split} error {logged:.4g} in the event files, {recorded:.4g} in summary.json")
+    return out
 
 
 def load_runs(root: Path) -> list[Run]:

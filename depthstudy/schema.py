@@ -21,6 +21,9 @@ COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
 BRANCH_INITS = ("default", "zero_gamma", "skipinit")
 NORMS = ("bn", "none")
 DATASETS = ("digits", "cifar10", "cifar100")
+# Images a data set's training pool holds (what data.val_size and data.test_size are cut from): checked
+# before a sweep starts, without loading anything. data.py's loaders produce exactly these.
+DATASET_TRAIN_IMAGES = {"digits": 1797, "cifar10": 50000, "cifar100": 50000}
 PRECISIONS = ("fp32", "tf32", "bf16")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 

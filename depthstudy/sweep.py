@@ -12,14 +12,15 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from depthstudy import config
-from depthstudy.errors import UsageError
+from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.interrupt import StopWorkersOnCtrlC
 from depthstudy.launch import run_hydra
-from depthstudy.rundir import FINAL_STATUSES, read_summary
+from depthstudy.rundir import FINAL_STATUSES, check_same_experiment, read_summary, status_of
 
 
 @dataclass
@@ -35,7 +36,7 @@ class PlannedRun:
 
     @property
     def status(self) -> str:
-        return (self.summary or {}).get("status", "new")
+        return status_of(self.run_dir, self.summary)
 
 
 def plan(overrides: list[str] | None) -> list[PlannedRun]:
@@ -45,6 +46,9 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     for job, cfg in zip(jobs, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+        # A directory that holds another experiment is refused now, not halfway through the sweep.
+        check_same_experiment(run_dir, OmegaConf.to_container(config.without_hydra(cfg), resolve=True),
+                              bool(cfg.trainer.force_resume))
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1)))
     dirs = [r.run_dir for r in runs]
@@ -84,6 +88,13 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
             raise KeyboardInterrupt
     finally:
         console.print(runs_table(runs, "sweep results"))
+    unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
+    if unfinished:  # a diverged run is a result; a run that did not end is not
+        raise DepthstudyError(f"{len(unfinished)} of {len(runs)} runs did not finish: " + "; ".join(
+            f"{r.run_dir.name}: {r.status if r.status != 'new' else 'did not start'}"
+            + (f" ({r.summary['error']})" if (r.summary or {}).get("error") else "")
+            for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
+            + ". Fix the cause and run the same command again: finished runs are skipped")
     return runs
 
 
@@ -117,14 +128,15 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Tab
     if not dry_run:
         for col in ("train err %", "val err %", "test err %", "time s"):
             table.add_column(col, justify="right")
-    colours = {"finished": "green", "diverged": "red", "failed": "red", "interrupted": "yellow", "running": "yellow"}
+    colours = {"finished": "green", "diverged": "red", "failed": "red", "crashed": "red", "interrupted": "yellow",
+               "running": "yellow"}
     for r in runs:
         s = r.summary or {}
-        status = s.get("status", "new")
+        status = r.status
         if status == "diverged":
             status = f"diverged @{s.get('diverged_at')}"
         row = [r.run_dir.name] + [dict(o.partition("=")[::2] for o in r.overrides).get(k, "") for k in keys]
-        row.append(f"[{colours.get(s.get('status'), 'white')}]{status}[/]")
+        row.append(f"[{colours.get(r.status, 'white')}]{status}[/]")
         if not dry_run:
             row += [_fmt(s.get("train_error")), _fmt(s.get("val_error")), _fmt(s.get("test_error")),
                     _fmt(s.get("wall_time_s"))]

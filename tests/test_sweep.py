@@ -84,3 +84,46 @@ def test_planned_configs_equal_hydras_own_composition(grid):
         full = config.compose(job, with_hydra=True)
         assert OmegaConf.to_container(fast) == OmegaConf.to_container(full), job
         assert fast.hydra.sweep.subdir == full.hydra.sweep.subdir
+
+
+def test_a_failed_run_makes_the_sweep_exit_1_naming_it_after_the_others_finish(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHSTUDY_DATA", str(tmp_path / "no-data"))  # CIFAR-10 is missing: that run fails
+    result = cli("sweep", "model.depth=8", "data=cifar10,digits", *TINY_SWEEP)
+    assert result.exit_code == 1, result.output
+    runs = {p.name: summary(p) for p in sweep_dir(tmp_path).iterdir() if (p / "summary.json").exists()}
+    assert sorted(s["status"] for s in runs.values()) == ["failed", "finished"]  # the other run still trained
+    assert "1 of 2 runs did not finish" in result.output and "failed (DataError: cifar10 not found" in result.output
+
+
+@pytest.mark.parametrize("grid", [["seed=0,abc"], ["data.val_size=100,1797"], ["trainer.device=cpu,cuda"],
+                                  ["optim.lr=0.1,inf"], ["data.split_seed=0,true"]])
+def test_a_bad_grid_point_stops_the_sweep_before_any_training_with_one_line(cli, tmp_path, grid):
+    import torch
+
+    if "trainer.device=cpu,cuda" in grid and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = cli("sweep", "model.depth=8", *grid, *TINY_SWEEP)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_over_a_directory_of_another_experiment_is_refused_before_training(cli, tmp_path):
+    assert cli("sweep", "model.depth=8", "seed=0", *TINY_SWEEP, "hydra.sweep.subdir=fixed").exit_code == 0
+    result = cli("sweep", "model.depth=8", "seed=0", *TINY_SWEEP, "hydra.sweep.subdir=fixed", "optim.lr=0.05")
+    assert result.exit_code == 2 and "holds a run with a different config (optim.lr: 0.1 -> 0.05)" in result.output
+
+
+def test_a_running_run_whose_process_died_shows_as_crashed(cli, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    assert cli("sweep", "model.depth=8", "seed=0", *TINY_SWEEP).exit_code == 0
+    (run,) = [p for p in sweep_dir(tmp_path).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer exists
+    (run / ".lock").write_text(f"{dead.pid}@{__import__('socket').gethostname()}")
+    (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3}))
+    result = cli("sweep", "model.depth=8", "seed=0", *TINY_SWEEP, "--dry-run")
+    assert "crashed" in result.output

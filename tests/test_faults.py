@@ -1,0 +1,86 @@
+"""Fault injection: damaged files are named and kept out of the numbers, never read as data."""
+
+import json
+import shutil
+
+import pytest
+
+from helpers import TINY, only_run, summary
+from depthstudy import events
+
+
+@pytest.fixture
+def trained(cli, tmp_path):
+    """A finished tiny run (log every iteration) and a second one, beside it, to keep the report going."""
+    for seed in (0, 1):
+        assert cli("train", *TINY, "model.depth=8", "trainer.log_every=1", f"seed={seed}").exit_code == 0
+    runs = sorted(p for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir())
+    return runs
+
+
+def report_md(cli, root):
+    result = cli("report", str(root))
+    return result, (root / "report" / "report.md").read_text()
+
+
+def test_one_flipped_byte_in_an_event_file_is_reported_not_read(cli, tmp_path, trained):
+    run = trained[0]
+    (path,) = run.glob("events.out.tfevents.*")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, in the middle of the file
+    path.write_bytes(bytes(data))
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{run.name}: event file unreadable: {path.name} is corrupted record at byte" in md
+    assert "| 1/2 unreadable 1 |" in md  # the other seed is still reported
+
+
+def test_curves_that_disagree_with_summary_json_are_flagged(cli, tmp_path, trained):
+    run = trained[0]
+    s = summary(run)
+    s["test_error"] += 5.0  # as if the event file held another run's (or a damaged) final point
+    (run / "summary.json").write_text(json.dumps(s))
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0
+    assert f"{run.name}: final test error" in md and "in summary.json (skipped)" in md
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\x13binary", b"[1, 2]", b"", b"{\"status\": "])
+def test_an_unreadable_summary_names_the_file_and_the_rest_goes_on(cli, tmp_path, trained, content):
+    run = trained[0]
+    (run / "summary.json").write_bytes(content)
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{run.name}: summary.json unreadable" in md
+    dry = cli("sweep", *TINY, "model.depth=8", "seed=0,1", "--dry-run")  # planning reads it too
+    assert dry.exit_code == 0, dry.output
+
+
+def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path, trained):
+    (trained[0] / "config.yaml").write_bytes(b"\x00\xff: [unclosed")
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{trained[0].name}: config.yaml unreadable" in md and "| 1/1 |" in md
+
+
+def test_a_torn_tail_in_a_superseded_event_file_stays_in_the_report(cli, tmp_path, trained):
+    """A resumed run: the first process died while writing its last record; the resumed process wrote a newer file."""
+    run = trained[0]
+    (first,) = run.glob("events.out.tfevents.*")
+    newer = run / (first.name.replace("events.out.tfevents.", "events.out.tfevents.9") )
+    shutil.copy(first, newer)  # sorts after: the resumed process's file
+    first.write_bytes(first.read_bytes()[:-5])  # torn last record
+    assert events.read_scalars(run)[events.TRAIN_ERROR]
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0 and "unreadable" not in md
+    newer.write_bytes(newer.read_bytes()[:-5])  # the newest file torn: the run's own final data is damaged
+    result, md = report_md(cli, tmp_path / "runs")
+    assert f"{newer.name} is truncated at byte" in md
+
+
+def test_a_diverged_run_writes_strict_json(cli, tmp_path):
+    assert cli("train", *TINY, "model.depth=8", "optim.lr=1e12").exit_code == 0
+    text = (only_run(tmp_path) / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    s = json.loads(text)
+    assert s["status"] == "diverged" and s["train_loss"] is None
