@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from depthstudy import rundir
 from depthstudy.config import CONFIG_DIR
 from depthstudy.data import Data, TrainStream, cache_root, default_root, normalization, split_of
 from depthstudy.errors import UsageError
@@ -334,6 +335,11 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
         raise UsageError(f"--precision {precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise UsageError(f"--device {device!r} is unknown; choose auto, cpu, cuda or cuda:N")
+    if json_path is not None:  # before minutes of measuring, not after
+        json_path = Path(json_path)
+        if json_path.is_dir():
+            raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
+        rundir.check_writable(json_path.parent)
     specs = parse_models(models)
     dev = pick_device(device, None)
     mode = compile_mode(compile_model, cuda_graphs)

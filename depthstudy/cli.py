@@ -43,9 +43,11 @@ def _console():
 
 
 def _fail(error: BaseException, debug: bool) -> None:
-    """One line on stderr and the error's exit code (2: bad input, 1: runtime failure)."""
+    """One line on stderr and the error's exit code (2: bad input, 1: runtime failure); --debug adds the traceback."""
     if debug:
-        raise error
+        import traceback
+
+        traceback.print_exception(error)
     if isinstance(error, DepthstudyError):
         message, code = str(error), error.exit_code
     else:
@@ -77,7 +79,8 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     from depthstudy import config, launch
 
     def go():
-        args, _ = config.load_checked(overrides)
+        args, cfg = config.load_checked(overrides)
+        config.check_run_dir(cfg)  # before Hydra writes anything into it
         launch.run_hydra(args, multirun=False)
 
     _guard(go, debug)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from depthstudy import schema
+from depthstudy import rundir, schema
 from depthstudy.errors import UsageError
 from depthstudy.rundir import RUNTIME_KEYS
 
@@ -268,6 +268,17 @@ def _number(x) -> bool:
 
 def _int(x, minimum: int) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and x >= minimum
+
+
+def check_run_dir(cfg: DictConfig) -> None:
+    """Refuse, before Hydra creates or rewrites anything, a run directory that cannot be written, that
+    another process is training, or that holds another experiment (unless trainer.force_resume)."""
+    run_dir = Path(str(cfg.hydra.run.dir))
+    rundir.check_writable(run_dir)
+    if run_dir.is_dir():
+        rundir.check_not_busy(run_dir)
+        rundir.check_same_experiment(run_dir, OmegaConf.to_container(without_hydra(cfg), resolve=True),
+                                     bool(cfg.trainer.force_resume))
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

@@ -16,11 +16,19 @@ import threading
 from pathlib import Path
 
 STOP_FILE_ENV = "DEPTHSTUDY_STOP_FILE"
+SWEEP_PID_ENV = "DEPTHSTUDY_SWEEP_PID"  # the sweep process that started this worker
 
 
 def sweep_asked_to_stop() -> bool:
+    """The sweep wrote its stop file, or the sweep process is gone (killed: its workers must not train on)."""
     path = os.environ.get(STOP_FILE_ENV)
-    return bool(path) and os.path.exists(path)
+    return (bool(path) and os.path.exists(path)) or sweep_is_gone()
+
+
+def sweep_is_gone() -> bool:
+    """In a worker process of a sweep: its parent, the sweep, has died (the worker was re-parented)."""
+    pid = os.environ.get(SWEEP_PID_ENV, "")
+    return pid.isdigit() and int(pid) != os.getpid() and os.getppid() != int(pid)
 
 
 def in_sweep_worker() -> bool:
@@ -33,14 +41,28 @@ def ignore_ctrl_c() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+# The signal that stopped the last run, with the handler it displaced (e.g. submitit's), so that whoever
+# launched the run can pass it on once the checkpoint is saved (see take_deferred_signal).
+_deferred: dict = {}
+# SIGUSR2: what SLURM (through submitit) sends before a time limit or a preemption.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+def take_deferred_signal():
+    """(signum, the handler our stop displaced) of the signal that stopped the last run, once; or None."""
+    item = _deferred.pop("signal", None)
+    return item
+
+
 class stop_on_interrupt:
-    """Ctrl-C (SIGINT), SIGTERM or the sweep's stop file asks the loop to stop at the end of the current
-    iteration (`requested`). A second Ctrl-C interrupts at once."""
+    """Ctrl-C (SIGINT), SIGTERM, SLURM's pre-timeout/preemption signal (SIGUSR2) or the sweep's stop file
+    asks the loop to stop at the end of the current iteration (`requested`). A second Ctrl-C interrupts
+    at once."""
 
     def __enter__(self):
         self._signalled, self._old = False, {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored (a sweep's workers)
                     self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -53,6 +75,7 @@ class stop_on_interrupt:
         if self._signalled:
             raise KeyboardInterrupt
         self._signalled = True
+        _deferred["signal"] = (signum, self._old.get(signum))
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
@@ -66,7 +89,8 @@ class StopWorkersOnCtrlC:
     The terminal sends Ctrl-C to the workers too; every job leaves its worker ignoring SIGINT
     (ignore_ctrl_c) and the sweep starts no more workers than it has jobs. This process catches the
     Ctrl-C, writes the stop file and waits: each running job stops at the end of its iteration and
-    saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once.
+    saves a checkpoint, queued jobs start nothing. A second Ctrl-C aborts at once. If this process is
+    killed outright (kill -9), each worker sees its parent gone and stops the same way.
     """
 
     def __init__(self, sweep_dir: Path):
@@ -75,6 +99,7 @@ class StopWorkersOnCtrlC:
     def __enter__(self):
         self.stop_file.unlink(missing_ok=True)
         os.environ[STOP_FILE_ENV] = str(self.stop_file.resolve())
+        os.environ[SWEEP_PID_ENV] = str(os.getpid())
         self._old_handler = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -90,5 +115,6 @@ class StopWorkersOnCtrlC:
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._old_handler)
         os.environ.pop(STOP_FILE_ENV, None)
+        os.environ.pop(SWEEP_PID_ENV, None)
         self.stop_file.unlink(missing_ok=True)
         return False

@@ -4,6 +4,8 @@ stop file, and records how a failed job ended in its run directory."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -33,12 +35,18 @@ def run_job(cfg: DictConfig) -> dict:
     in_sweep = hc.mode == RunMode.MULTIRUN
     if interrupt.in_sweep_worker():  # Ctrl-C is the sweep's to handle (interrupt.StopWorkersOnCtrlC)
         interrupt.ignore_ctrl_c()
+    if interrupt.sweep_is_gone():  # the sweep was killed: this worker must not outlive it
+        os._exit(1)
     if interrupt.sweep_asked_to_stop():  # the sweep was interrupted: queued jobs start nothing
         return {"status": "skipped"}
     try:
         validate(cfg)
         return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
     except KeyboardInterrupt:
+        if interrupt.sweep_is_gone():  # checkpoint and summary saved; nobody is left to report to
+            os._exit(1)
+        if _pass_on_cluster_signal():  # a time limit or preemption: the run is interrupted, not failed
+            return {"status": "interrupted"}
         if interrupt.sweep_asked_to_stop():  # checkpoint saved; the sweep reports the interruption once every job returned
             return {"status": "interrupted"}
         raise
@@ -51,6 +59,23 @@ def run_job(cfg: DictConfig) -> dict:
             raise AbortRun(e) from e
         print(f"error: {run_dir.name}: {e}", file=sys.stderr)
         return {"status": "failed", "error": str(e)}
+
+
+def _pass_on_cluster_signal() -> bool:
+    """After SLURM's pre-timeout or preemption signal stopped the run (checkpoint saved, status interrupted),
+    hand the signal to the launcher's own handler (submitit's): it requeues the job, which then resumes from
+    the checkpoint, or says it cannot (no requeues left), which leaves the run interrupted, not failed."""
+    taken = interrupt.take_deferred_signal()
+    if not taken or taken[0] != signal.SIGUSR2:
+        return False
+    signum, previous = taken
+    if callable(previous):
+        try:
+            previous(signum, None)  # submitit: requeue and exit, or raise when it will not requeue
+        except Exception as e:
+            print(f"{type(e).__name__}: {e}; the run was interrupted with a checkpoint: run the sweep again "
+                  "to resume it", file=sys.stderr)
+    return True
 
 
 class AbortRun(SystemExit):

@@ -85,8 +85,9 @@ def _finite(obj):
 # --- the lock ---
 
 @contextmanager
-def run_lock(run_dir: Path):
-    """One process per run directory. flock is released by the kernel even after kill -9."""
+def run_lock(run_dir: Path, probe: bool = False):
+    """One process per run directory. flock is released by the kernel even after kill -9.
+    probe: only check that nobody holds it (the lock file's content is left as it is)."""
     with open(run_dir / LOCK_FILE, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -94,11 +95,44 @@ def run_lock(run_dir: Path):
             f.seek(0)
             raise RunBusyError(f"run directory {run_dir} is in use by another depthstudy process "
                                f"(pid {f.read().strip() or '?'}); wait for it to finish or stop it") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}@{socket.gethostname()}")
-        f.flush()
+        if not probe:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}@{socket.gethostname()}")
+            f.flush()
         yield
+
+
+def check_not_busy(run_dir: Path) -> None:
+    """RunBusyError if a process holds the run's lock now (a momentary probe, released at once)."""
+    if (run_dir / LOCK_FILE).exists():
+        with run_lock(run_dir, probe=True):
+            pass
+
+
+def check_writable(path: Path) -> None:
+    """Make the directory `path` (as its run will) and write a file in it, or a UsageError that names the path
+    and the reason. Checked before anything trains, so an impossible location fails in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise UsageError(f"cannot write under {path}: a file is in the way, not a directory; "
+                         "choose another out_dir= or name=") from None
+    except NotADirectoryError:
+        raise UsageError(f"cannot write under {path}: part of it is a file, not a directory; "
+                         "choose another out_dir= or name=") from None
+    except OSError as e:
+        raise UsageError(f"cannot write under {path}: {e.strerror or e}; choose another out_dir=") from None
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Temp files of an atomic write interrupted by a kill (.checkpoint.pt.*.tmp and the like)."""
+    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def holder_is_gone(run_dir: Path) -> bool:
@@ -188,6 +222,10 @@ def check_same_experiment(run_dir: Path, config: dict, force: bool) -> None:
     if not (run_dir / CONFIG_FILE).exists():
         return
     changes = config_changes(read_config(run_dir), config)
+    model = [ch for ch in changes if ch.startswith("model.")]
+    if model and force and (run_dir / CHECKPOINT_FILE).exists():  # the weights cannot be loaded into another net
+        raise UsageError(f"{run_dir} holds a run of another model ({'; '.join(model[:4])}): its checkpoint cannot "
+                         "continue this one, even with trainer.force_resume=true; choose another name= or out_dir=")
     if changes and not force:
         raise UsageError(f"{run_dir} holds a run with a different config ({'; '.join(changes[:4])}); "
                          "choose another name= or out_dir=, or pass trainer.force_resume=true to continue it anyway")

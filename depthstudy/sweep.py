@@ -67,6 +67,9 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
                   f"under {runs[0].run_dir.parent}")
+    if not todo:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
+        console.print(runs_table(runs, "sweep results (nothing to train)"))
+        return runs
     # joblib runs the jobs in worker processes of this machine (the basic launcher runs them in this one).
     in_workers = runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher.")
     args = config.normalize_overrides(overrides)

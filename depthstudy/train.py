@@ -21,6 +21,7 @@ from depthstudy import checkpoint, events, rundir
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
 from depthstudy.device import autocast_for, compile_mode, compiled, configure_device, memory_format, pick_device
 from depthstudy.diagnostics import diagnostic_scalars
+from depthstudy.errors import UsageError
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
 from depthstudy.optim import Schedule, make_optimizer, set_lr
@@ -188,12 +189,22 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     if previous and previous.get("status") in rundir.FINAL_STATUSES:
         print(f"{run_dir.name}: already {previous['status']} ({previous.get('iterations')} iterations); nothing to do")
         return previous
-    rundir.write_config(run_dir, config)
+    rundir.remove_stale_temp_files(run_dir)
+    resuming = (run_dir / checkpoint.CHECKPOINT).exists()
+    if not resuming:  # a new run: its config first, so that any failure is recorded beside it
+        rundir.write_config(run_dir, config)
 
     said = []
     run = build(cfg, run_dir, job_num, said.append)
     saved = checkpoint.load(run_dir)
-    state = RunState.restore(saved, run)
+    try:
+        state = RunState.restore(saved, run)
+    except (RuntimeError, KeyError, ValueError) as e:  # e.g. trainer.force_resume onto another net's checkpoint
+        raise UsageError(
+            f"checkpoint {run_dir / checkpoint.CHECKPOINT} does not fit this run ({str(e).splitlines()[0][:200]}); "
+            "nothing was changed: use another name= or out_dir=, or move the checkpoint away") from None
+    if resuming:  # only now: a resume refused for a checkpoint that does not fit leaves the directory as it was
+        rundir.write_config(run_dir, config)
     # purge_step: whatever an earlier process logged after this run's checkpoint (or at all, if it never
     # saved one) is dropped by TensorBoard's reader, so curves never show duplicated or backwards steps.
     writer = events.EventWriter(run_dir, resume_step=state.step + 1)

@@ -108,3 +108,12 @@ def test_bench_on_cuda_with_cuda_graphs(cli, no_cifar):
     assert result.exit_code == 0, result.output
     out = json.loads((no_cifar / "graphs.json").read_text())
     assert out["settings"]["compile"] == "cuda_graphs" and out["models"][0]["ours"]["images_per_s"] > 0
+
+
+def test_a_json_path_that_cannot_be_written_is_refused_before_measuring(cli, no_cifar):
+    (no_cifar / "a-dir").mkdir()
+    result = cli(*QUICK, "--json", str(no_cifar / "a-dir"))
+    assert result.exit_code == 2 and "is a directory" in result.output
+    result = cli(*QUICK, "--json", "/proc/depthstudy/bench.json")
+    assert result.exit_code == 2 and "cannot write under /proc/depthstudy" in result.output
+    assert "img/s" not in result.output  # nothing was measured

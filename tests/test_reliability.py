@@ -173,9 +173,9 @@ def test_corrupted_cifar_names_the_file(cli, tmp_path):
     assert result.exit_code == 1 and "data_batch_1 is corrupted (md5 mismatch)" in result.output
 
 
-def test_debug_shows_the_traceback(cli, tmp_path):
-    with pytest.raises(Exception):
-        cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none", "--debug")
+def test_debug_shows_the_traceback_and_keeps_the_exit_code(cli, tmp_path):
+    result = cli("train", "data=cifar10", f"data.root={tmp_path / 'data'}", "trainer.progress=none", "--debug")
+    assert result.exit_code == 1 and "Traceback" in result.output and "cifar10 not found" in result.output
 
 
 def ctrl_c_a_joblib_sweep(tmp_path, grid, n_jobs, started):
@@ -219,3 +219,80 @@ def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones
 def test_ctrl_c_with_more_joblib_workers_than_jobs_still_checkpoints_the_running_jobs(tmp_path):
     """An idle worker would die of the Ctrl-C, and joblib would then kill the busy ones."""
     ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A"], 3, "*-s0,*")
+
+
+def test_kill_9_of_a_joblib_sweep_stops_its_workers_at_a_checkpoint(tmp_path):
+    """Workers must not outlive the sweep: each sees its parent gone, saves a checkpoint and exits;
+    the rerun resumes them."""
+    import socket
+
+    args = ["sweep", "model.depth=8", "model.shortcut=none,A", "schedule.iterations=3000", "schedule.milestones=[2000]",
+            "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=100000", "trainer.threads=1",
+            "trainer.progress=none", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "name=g"]
+    proc = subprocess.Popen([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    sweep_dir = tmp_path / "runs" / "g"
+    deadline = time.time() + 120
+    while sum((p / "summary.json").exists() for p in sweep_dir.glob("*-d8-*")) < 2:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    runs = sorted(p for p in sweep_dir.glob("*-d8-*"))
+    workers = [int((r / ".lock").read_text().partition("@")[0]) for r in runs]
+    assert all((r / ".lock").read_text().endswith("@" + socket.gethostname()) for r in runs)
+    proc.kill()  # SIGKILL to the sweep only: its workers are not told
+    proc.wait()
+    deadline = time.time() + 60
+    while any(_alive(pid) for pid in workers):
+        assert time.time() < deadline, "a worker outlived its sweep"
+        time.sleep(0.1)
+    for run in runs:
+        s = summary(run)
+        assert s["status"] == "interrupted" and 0 < s["iterations"] < 3000
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its new parent) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_refused_rerun_changes_nothing_in_the_run_directory(cli, tmp_path):
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert cli("train", *args).exit_code == 0
+    s = summary(tmp_path / "run")
+    (tmp_path / "run" / "summary.json").write_text(json.dumps({**s, "status": "interrupted"}))  # resumable
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert cli("train", *args, "optim.lr=0.05").exit_code == 2  # another experiment
+    forced = cli("train", *args, "model.depth=14", "trainer.force_resume=true")  # another net's checkpoint
+    assert forced.exit_code == 2 and "holds a run of another model (model.depth: 8 -> 14)" in forced.output
+    assert len(forced.output.strip().splitlines()) == 1
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    changed = [str(p) for p in before if before[p] != after.get(p) and p.name != ".lock"]
+    assert not changed, changed  # .hydra/config.yaml, overrides.yaml and config.yaml describe the run as it was
+
+
+def test_temp_files_of_a_killed_save_are_removed_on_the_next_start(cli, tmp_path):
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    (tmp_path / "run").mkdir()
+    stale = tmp_path / "run" / ".checkpoint.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert cli("train", *args).exit_code == 0
+    assert not stale.exists()
+
+
+@pytest.mark.parametrize("where,message", [("/proc/depthstudy-x", "cannot write under /proc/depthstudy-x"),
+                                           ("FILE/sub", "is a file, not a directory")])
+def test_an_unwritable_output_location_is_one_line(cli, tmp_path, where, message):
+    (tmp_path / "FILE").write_text("not a directory")
+    out = where.replace("FILE", str(tmp_path / "FILE"))
+    result = cli("train", *LONG, "trainer.progress=none", f"out_dir={out}")
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
