@@ -1,4 +1,4 @@
-"""The depthstudy command line: train | sweep | report | bench. Each command parses, then calls one function."""
+"""The depthstudy command line: train | sweep | config | report | bench. Each command parses, then calls one function."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from depthstudy.errors import DepthstudyError
 app = typer.Typer(
     help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -24,8 +24,17 @@ Overrides = Annotated[
 Debug = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks instead of one-line errors.")]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from depthstudy import __version__
+
+        typer.echo(f"depthstudy {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _app() -> None:
+def _app(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False) -> None:
     """Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.
 
     Start with `depthstudy sweep experiment=quick` then `depthstudy report`.
@@ -102,6 +111,31 @@ def sweep(
     from depthstudy.sweep import run_sweep
 
     _guard(lambda: run_sweep(overrides, dry_run, _console()), debug)
+
+
+@app.command(context_settings=OVERRIDES, epilog=(
+    "Examples:\n\n"
+    "  depthstudy config experiment=he2015 model.depth=110   # the config that command would train\n\n"
+    "  depthstudy config --groups                           # every config group and its options"))
+def config(
+    overrides: Overrides = None,
+    groups: Annotated[bool, typer.Option("--groups", help="List the config groups and their options.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Print the composed, checked config that `depthstudy train OVERRIDES` would run, without training."""
+    from depthstudy import config as configs
+
+    def go():
+        if groups:
+            for group, options in configs.config_groups().items():
+                typer.echo(f"{group}: {', '.join(options)}")
+            return
+        from omegaconf import OmegaConf
+
+        _, cfg = configs.load_checked(overrides)
+        typer.echo(OmegaConf.to_yaml(configs.without_hydra(cfg), resolve=True), nl=False)
+
+    _guard(go, debug)
 
 
 @app.command()

@@ -66,7 +66,20 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise UsageError(one_line(e)) from None
+        message = one_line(e)
+        if message.startswith("Ambiguous value for argument"):  # a comma list given to a single run
+            arg = message.split("'")[1]
+            message = (f"{arg} lists several values: to train each, use `depthstudy sweep {arg}`; "
+                       f"for one list value write {arg.split('=')[0]}=[{arg.split('=', 1)[1]}]")
+        raise UsageError(message) from None
+
+
+def config_groups() -> dict[str, list[str]]:
+    """Every config group and its options, as `depthstudy config --groups` lists them."""
+    groups = {}
+    for folder in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("__")):
+        groups[folder.name] = sorted(f.stem for f in folder.glob("*.yaml"))
+    return groups
 
 
 def expand_grid(overrides: list[str]) -> list[list[str]]:
@@ -213,8 +226,13 @@ def _validate_optim_and_schedule(o: DictConfig, s: DictConfig) -> None:
     _check(o.momentum_form in ("pytorch", "caffe"), f"optim.momentum_form={o.momentum_form!r}: choose pytorch or caffe")
     _check(_int(o.batch_size, 1), f"optim.batch_size={o.batch_size} must be an integer > 0")
     _check(_int(s.iterations, 1), f"schedule.iterations={s.iterations} must be an integer > 0")
-    _check(OmegaConf.is_list(s.milestones) and all(_int(x, 1) for x in s.milestones),
-           f"schedule.milestones={s.milestones} must be a list of iterations > 0, e.g. [32000,48000]")
+    _check(OmegaConf.is_list(s.milestones) and all(_int(x, 1) or (_number(x) and 0 < x < 1) for x in s.milestones),
+           f"schedule.milestones={s.milestones} must be a list of iterations > 0, e.g. [32000,48000], or of "
+           "fractions of the run, e.g. [0.5,0.75]")
+    late = [m for m in s.milestones if isinstance(m, int) and m >= s.iterations]
+    _check(not late, f"schedule.milestones {late} lie at or beyond schedule.iterations={s.iterations}, so the "
+                     "learning rate would never drop there; lower them, or give fractions of the run, e.g. "
+                     "schedule.milestones=[0.5,0.75]")
     _check(_number(s.gamma) and s.gamma > 0, f"schedule.gamma={s.gamma} must be > 0")
     w = s.warmup
     _check(w.min_depth is None or _int(w.min_depth, 0),

@@ -60,7 +60,9 @@ class Schedule:
     WINDOW = 10  # mini-batches the warm-up rule averages over
 
     def __init__(self, s: DictConfig, lr: float, depth: int):
-        self.lr, self.milestones, self.gamma = lr, sorted(s.milestones), s.gamma
+        # A milestone is an iteration, or a fraction of the run (0.5: half way), so a shortened run keeps its shape.
+        self.milestones = sorted(round(m * s.iterations) if isinstance(m, float) else int(m) for m in s.milestones)
+        self.lr, self.gamma = lr, s.gamma
         w = s.warmup
         self.warmup = w.min_depth is not None and depth >= w.min_depth  # does the rule apply to this net
         self.warmup_lr, self.warmup_until = w.lr, w.until_train_error

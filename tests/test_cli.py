@@ -83,3 +83,38 @@ def test_every_config_group_is_packaged():
     packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     groups = {p.name for p in (root / "configs").iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert {f"depthstudy.configs.{g}" for g in groups} <= set(packages)
+
+
+def test_config_prints_the_composed_config_without_training(cli, tmp_path):
+    result = cli("config", "experiment=he2015", "model.depth=110")
+    assert result.exit_code == 0, result.output
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(result.output)
+    assert cfg.model.depth == 110 and cfg.data.val_size == 0 and cfg.schedule.warmup.max_iterations == 400
+    assert not (tmp_path / "runs").exists()
+    groups = cli("config", "--groups").output
+    assert "experiment: he2015, he2015_fig6, he2015_table6, he2015_val," in groups and "model: mlp, resnet" in groups
+
+
+def test_version_and_unknown_options_list_every_choice(cli):
+    from depthstudy import __version__
+
+    assert cli("--version").output.strip() == f"depthstudy {__version__}"
+    result = cli("train", "data=imagenet")
+    assert result.exit_code == 2 and "Available options in 'data': cifar10 cifar100 digits" in result.output
+
+
+def test_a_shortened_run_keeps_its_lr_drops_or_is_refused(cli):
+    result = cli("train", "schedule.iterations=200")
+    assert result.exit_code == 2 and "lie at or beyond schedule.iterations=200" in result.output
+    from depthstudy.config import compose
+    from depthstudy.optim import Schedule
+
+    s = compose(["schedule.iterations=200", "schedule.milestones=[0.5,0.75]"]).schedule
+    assert Schedule(s, 0.1, 20).milestones == [100, 150]
+
+
+def test_a_comma_list_given_to_train_points_to_sweep(cli):
+    result = cli("train", "model.depth=20,32")
+    assert result.exit_code == 2 and "use `depthstudy sweep model.depth=20,32`" in result.output

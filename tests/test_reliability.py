@@ -105,7 +105,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
 def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
     from depthstudy.rundir import run_lock
 
-    args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", "schedule.milestones=[2]"]
     assert cli("train", *args).exit_code == 0
     run = only_run(tmp_path)
     before = (run / "summary.json").read_text()
@@ -117,7 +117,7 @@ def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
 
 
 def test_a_corrupted_checkpoint_is_refused_and_left_in_place(cli, tmp_path):
-    args = [*LONG, "trainer.progress=none", "schedule.iterations=4"]
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", "schedule.milestones=[2]"]
     cli("train", *args)
     run = only_run(tmp_path)
     (run / "summary.json").write_text(json.dumps({"status": "interrupted"}))
@@ -147,7 +147,7 @@ def test_a_crash_during_a_save_keeps_the_previous_checkpoint(tmp_path):
 
 
 def test_resuming_with_a_different_config_is_refused_unless_forced(cli, tmp_path):
-    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", "schedule.milestones=[2]", f"hydra.run.dir={tmp_path / 'run'}"]
     assert cli("train", *args).exit_code == 0
     before = (tmp_path / "run" / "config.yaml").read_text()
     result = cli("train", *args, "optim.lr=0.05")
@@ -265,7 +265,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_refused_rerun_changes_nothing_in_the_run_directory(cli, tmp_path):
-    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", "schedule.milestones=[2]", f"hydra.run.dir={tmp_path / 'run'}"]
     assert cli("train", *args).exit_code == 0
     s = summary(tmp_path / "run")
     (tmp_path / "run" / "summary.json").write_text(json.dumps({**s, "status": "interrupted"}))  # resumable
@@ -280,7 +280,7 @@ def test_a_refused_rerun_changes_nothing_in_the_run_directory(cli, tmp_path):
 
 
 def test_temp_files_of_a_killed_save_are_removed_on_the_next_start(cli, tmp_path):
-    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*LONG, "trainer.progress=none", "schedule.iterations=4", "schedule.milestones=[2]", f"hydra.run.dir={tmp_path / 'run'}"]
     (tmp_path / "run").mkdir()
     stale = tmp_path / "run" / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"half a checkpoint")

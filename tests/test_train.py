@@ -192,7 +192,8 @@ def test_cuda_graphs_on_cpu_are_refused_in_one_line(cli):
 
 @pytest.mark.cuda
 def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
-    args = ["model.depth=8", "schedule.iterations=12", "trainer.device=cuda", "trainer.log_every=1", "trainer.progress=none"]
+    args = ["model.depth=8", "schedule.iterations=12", "schedule.milestones=[8]", "trainer.device=cuda", "trainer.log_every=1",
+            "trainer.progress=none"]
     assert cli("train", *args, "name=eager").exit_code == 0
     result = cli("train", *args, "name=graphs", "trainer.cuda_graphs=true")
     assert result.exit_code == 0, result.output
@@ -205,7 +206,8 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
 
 @pytest.mark.cuda
 def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
-    result = cli("train", "model.depth=8", "schedule.iterations=20", "trainer.device=cuda", "trainer.progress=none",
+    result = cli("train", "model.depth=8", "schedule.iterations=20", "schedule.milestones=[0.5]", "trainer.device=cuda",
+                 "trainer.progress=none",
                  "trainer.precision=bf16")
     assert result.exit_code == 0, result.output
     s = summary(only_run(tmp_path))
