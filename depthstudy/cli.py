@@ -139,6 +139,37 @@ def config(
 
 
 @app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
+    debug: Debug = False,
+) -> None:
+    """List the runs below a directory: status (crashed: its process died), iterations, final errors, time."""
+    from depthstudy.runs import list_runs
+
+    def go():
+        rows = list_runs(runs_dir)
+        if json_out:
+            import json
+
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        from rich.table import Table
+
+        table = Table(title=f"{len(rows)} runs under {runs_dir}")
+        for col in ("run", "status", "iterations", "train err %", "val err %", "test err %", "time s"):
+            table.add_column(col, justify="left" if col in ("run", "status") else "right")
+        fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
+        for r in rows:
+            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "")
+            table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
+                          fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
+        _console().print(table)
+
+    _guard(go, debug)
+
+
+@app.command()
 def report(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs/quick"),
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md (default: RUNS_DIR/report).")] = None,

@@ -18,12 +18,18 @@ class RunProgress:
         self._bar = None
         if mode == "bar":
             self._bar = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                # The name gives way first on a narrow terminal: the numbers always fit.
+                TextColumn("[bold]{task.description}", overflow="ellipsis"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                 console=self.console,
             )
             self._task = self._bar.add_task(name, total=total, completed=start, metrics="")
             self._bar.start()
+
+    def advance(self, done: int) -> None:
+        """Every iteration: move the bar (a host-side counter: no device sync), so its ETA is live."""
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
 
     def update(self, done: int, loss: float, error: float, images_per_s: float, lr: float) -> None:
         metrics = f"loss {loss:.3f}  err {error:5.1f}%  lr {lr:g}  {images_per_s:,.0f} img/s"

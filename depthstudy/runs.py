@@ -197,3 +197,21 @@ def study_context(runs: list[Run]) -> str:
     seeds = len({r.config.get("seed") for r in runs})
     return (f"{values('data.name')}, {values('schedule.iterations')} iterations, batch {values('optim.batch_size')}, "
             f"{seeds} seed{'s' if seeds != 1 else ''}; depthstudy {__version__}")
+
+
+def list_runs(root: Path) -> list[dict]:
+    """One row per run below root, from config.yaml and summary.json only (fast: no event files, no torch):
+    name, path, status (a run whose process died is "crashed"), pid, iterations, total, final errors, time."""
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a directory of runs; e.g. depthstudy runs runs/quick")
+    rows = []
+    for path in find_run_dirs(root):
+        summary = read_summary(path) or {}
+        lock = path / ".lock"
+        pid = lock.read_text().strip() if lock.exists() else ""
+        rows.append({"run": path.name, "path": str(path), "status": status_of(path, summary) if summary else "new",
+                     "pid": pid.partition("@")[0] if summary.get("status") == "running" else None,
+                     "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
+                     **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
+                     "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error")})
+    return rows

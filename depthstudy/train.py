@@ -241,6 +241,7 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
             x, y = run.stream.batch(step)
             wrong = train_step(run.forward, run.optimizer, x, y, run.autocast, meter.sums, meter.one)
             state.step = done = step + 1
+            progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).
             if schedule.warming and schedule.end_warmup_if_due(done, 100.0 * wrong.item() / run.batch_size):
                 progress.print(f"{run.name}: warm-up ended at iteration {done}")
@@ -315,6 +316,8 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     rundir.write_summary(run.run_dir, summary)
     progress.print(f"{run.name}: {status}: " + "  ".join(
         f"{k} {summary[k]:.2f}" for k in ("train_error", "val_error", "test_error") if summary.get(k) is not None))
+    progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
+                   f"   |   depthstudy report {run.run_dir.parent}   |   depthstudy runs {run.run_dir.parent}")
     return summary
 
 

@@ -118,3 +118,24 @@ def test_a_shortened_run_keeps_its_lr_drops_or_is_refused(cli):
 def test_a_comma_list_given_to_train_points_to_sweep(cli):
     result = cli("train", "model.depth=20,32")
     assert result.exit_code == 2 and "use `depthstudy sweep model.depth=20,32`" in result.output
+
+
+def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from helpers import only_run
+
+    assert cli("train", *TINY).exit_code == 0
+    run = only_run(tmp_path)
+    rows = json.loads(cli("runs", "runs", "--json").output)
+    assert [(r["run"], r["status"], r["iterations"], r["total_iterations"]) for r in rows] == [(run.name, "finished", 6, 6)]
+    assert rows[0]["test_error"] == json.loads((run / "summary.json").read_text())["test_error"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / ".lock").write_text(f"{dead.pid}@{socket.gethostname()}")
+    (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3, "total_iterations": 6}))
+    table = cli("runs", "runs")
+    assert table.exit_code == 0 and "crashed" in table.output and "3/6" in table.output
