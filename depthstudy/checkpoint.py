@@ -3,6 +3,8 @@ What it holds is train.RunState's to say; where it lives is depthstudy.rundir's.
 
 from __future__ import annotations
 
+import errno
+import shutil
 from pathlib import Path
 
 import torch
@@ -18,7 +20,17 @@ class CheckpointError(DepthstudyError):
 
 
 def save(run_dir: Path, state: dict) -> None:
-    atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
+    """Atomically; a failed write (a full disk shows as torch's "enforce fail" RuntimeError) keeps the previous
+    checkpoint and ends in a CheckpointError that says what to do."""
+    path = run_dir / CHECKPOINT
+    try:
+        atomic_write_bytes(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:
+        free = shutil.disk_usage(run_dir).free
+        reason = ("no space left on the device" if getattr(e, "errno", None) == errno.ENOSPC or free < 16 * 2**20
+                  else str(e).splitlines()[0])
+        raise CheckpointError(f"could not save the checkpoint {path}: {reason} ({free / 2**20:.1f} MiB free); the "
+                              "previous checkpoint is kept: free some space and run the same command to resume") from None
 
 
 def load(run_dir: Path) -> dict | None:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import socket
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,10 +178,15 @@ def record_failure(run_dir: Path, error: Exception, traceback_text: str | None =
     """Mark a run failed (a sweep goes on); keeps what the run had already measured."""
     summary = read_summary(run_dir) or {}
     summary.update(status="failed", error=f"{type(error).__name__}: {error}", run_name=run_dir.name)
-    if (run_dir / CONFIG_FILE).exists():
-        write_summary(run_dir, summary)
-    if traceback_text is not None:
-        (run_dir / ERROR_FILE).write_text(traceback_text)
+    if getattr(error, "iterations", None) is not None:
+        summary["iterations"] = error.iterations
+    try:
+        if (run_dir / CONFIG_FILE).exists():
+            write_summary(run_dir, summary)
+        if traceback_text is not None:
+            (run_dir / ERROR_FILE).write_text(traceback_text)
+    except OSError as e:  # e.g. the disk that made the run fail is still full: say so, keep the first error
+        print(f"warning: could not record the failure in {run_dir}: {e.strerror or e}", file=sys.stderr)
     return summary
 
 

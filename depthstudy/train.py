@@ -220,8 +220,13 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     for line in said:
         progress.print(f"{run.name}: {line}")
 
-    status, last, meter = loop(run, state, writer, progress)
-    return finish(run, state, status, last, meter, writer, progress, summary)
+    try:
+        status, last, meter = loop(run, state, writer, progress)
+        return finish(run, state, status, last, meter, writer, progress, summary)
+    except Exception as e:
+        e.iterations = state.step  # the failure record says how far the run got
+        progress.close()
+        raise
 
 
 def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWindow]:

@@ -84,3 +84,27 @@ def test_a_diverged_run_writes_strict_json(cli, tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     s = json.loads(text)
     assert s["status"] == "diverged" and s["train_loss"] is None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 600 KiB tmpfs (root only): a checkpoint of ResNet-20 (about 1 MB) cannot fit."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_the_summary_keeps_the_true_iteration_count(cli, small_disk):
+    result = cli("train", "model.depth=20", "schedule.iterations=30", "schedule.milestones=[20]",
+                 "trainer.ckpt_every=10", "trainer.progress=none", "trainer.threads=1", f"out_dir={small_disk}")
+    assert result.exit_code == 1 and "no space left on the device" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "enforce fail" not in result.output
+    (run,) = (small_disk / "default").iterdir()
+    s = summary(run)
+    assert s["status"] == "failed" and s["iterations"] == 10
+    assert not list(run.glob(".*.tmp"))  # the torn temp file is gone
