@@ -175,13 +175,15 @@ def report(
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md (default: RUNS_DIR/report).")] = None,
     by: Annotated[Optional[list[str]], typer.Option("--by", help="Also facet the depth plot by this config key (repeatable), e.g. optim.weight_decay.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",
+    yscale: Annotated[str, typer.Option("--yscale", help="Depth plot's y axis: auto (symlog when errors span orders "
+                                        "of magnitude), linear or symlog (linear below 1%, log above).")] = "auto",
     debug: Debug = False,
 ) -> None:
     """Figures and tables from the runs' TensorBoard logs: error vs iterations, error vs depth, report.md."""
     from depthstudy.report import make_report
 
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    _guard(lambda: make_report(runs_dir, out, by or [], formats, _console()), debug)
+    _guard(lambda: make_report(runs_dir, out, by or [], formats, _console(), yscale), debug)
 
 
 @app.command(epilog=(

@@ -14,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.ticker  # noqa: E402
 
 from depthstudy import events  # noqa: E402
 from depthstudy.runs import Group, Run, study_context  # noqa: E402
@@ -124,14 +125,34 @@ def _from_zero(axes) -> None:
         ax.set_ylim(bottom=0)
 
 
-def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
-    """The headline: final training (and held-out) error vs depth, plain vs residual, mean +- std over seeds."""
+YSCALES = ("auto", "linear", "symlog")
+
+
+def depth_yscale(groups: list[Group], split: str, asked: str) -> str:
+    """linear, or symlog (linear below 1%, logarithmic above) when the medians span orders of magnitude, so
+    that residual nets at 0.5% are not flattened against plain nets at 90% ("auto")."""
+    if asked != "auto":
+        return asked
+    medians = [m for g in groups if (m := g.median(split)) is not None]
+    positive = [m for m in medians if m > 0]
+    return "symlog" if positive and max(medians) / max(min(positive), 0.1) > 30 else "linear"
+
+
+def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
+               yscale: str = "auto") -> list[Path]:
+    """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median."""
     split = _eval_split([r for g in groups for r in g.runs])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False, layout="constrained")
     for ax, which in zip(axes, ("train", split)):
         _depth_axes(ax, groups, which, extra_keys)
         ax.set_title(f"final {'training' if which == 'train' else which} error")
-        ax.set_ylabel("error (%)")
+        scale = depth_yscale(groups, which, yscale)
+        ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
+        if scale == "symlog":
+            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+            ax.set_ylim(0, 100)  # errors are percentages: the whole range, so no point sits on the frame
+            ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     _from_zero(axes)
     axes[0].legend(fontsize=8)
     fig.suptitle("Error vs depth (line: median over seeds; dots: each seed)")

@@ -114,13 +114,15 @@ def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
 
 # --- the command ---
 
-def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console) -> dict:
+def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto") -> dict:
     """Read every run below root and write figures, report.md, runs.csv and curves.csv to out."""
     from depthstudy import figures  # loads matplotlib (Agg backend)
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise UsageError(f"--format {','.join(bad)} is not supported; choose from png, svg, pdf")
+    if yscale not in figures.YSCALES:
+        raise UsageError(f"--yscale {yscale} is unknown; choose auto, linear or symlog")
     runs = load_runs(root)
     readable = [r for r in runs if not r.problem]
     extra_keys = varying_keys(runs)
@@ -137,7 +139,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     files = []
     if readable:
         files += figures.plot_curves(groups, out, formats)
-        files += figures.plot_depth(groups, out, formats, extra_keys)
+        files += figures.plot_depth(groups, out, formats, extra_keys, yscale)
         for key in by:
             if key in extra_keys:
                 files += figures.plot_depth_by(groups, key, out, formats, extra_keys)

@@ -234,3 +234,22 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     assert cli("report", str(root)).exit_code == 0
     md = (root / "report" / "report.md").read_text()
     assert "| 7.51 |" not in md and md.count("| 8.75 |") == 1
+
+
+def test_depth_plot_goes_symlog_only_when_errors_span_orders_of_magnitude(sweep, tmp_path, cli, monkeypatch):
+    from depthstudy import figures
+    from depthstudy.runs import group_runs, load_runs, varying_keys
+
+    groups = group_runs(load_runs(sweep), varying_keys(load_runs(sweep)))
+    assert figures.depth_yscale(groups, "train", "auto") == "symlog"  # 0.5% residual beside 35% plain
+    close = [g for g in groups if g.family == "plain"]  # 3% and 35%: one order of magnitude
+    assert figures.depth_yscale(close, "train", "auto") == "linear"
+    assert figures.depth_yscale(groups, "train", "linear") == "linear"
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    figures.plot_depth(groups, tmp_path, ["png"], [], "auto")
+    # training errors 0.5-45% span orders of magnitude; the written test errors (3-45%) do not
+    assert [ax.get_yscale() for ax in drawn[0].axes] == ["symlog", "linear"]
+    assert drawn[0].axes[0].get_ylim() == (0, 100)
+    result = cli("report", str(sweep), "--yscale", "log10")
+    assert result.exit_code == 2 and "choose auto, linear or symlog" in result.output
