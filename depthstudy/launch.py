@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -88,11 +89,23 @@ class AbortRun(SystemExit):
 
 def run_hydra(overrides: list[str], multirun: bool) -> None:
     """Call the Hydra app as if from its own command line (keeps multirun and the launchers)."""
-    argv = sys.argv
+    argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["depthstudy"] + (["--multirun"] if multirun else []) + overrides
+    # Hydra would print a launcher's error as a long traceback and exit: let it reach the CLI's one line instead.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_entry()
     except AbortRun as abort:
         raise abort.error from None
+    except Exception as e:
+        # A cluster launcher's submission (submitit's FailedJobError around sbatch's message) is the user's to fix.
+        if not (isinstance(e, subprocess.CalledProcessError) or type(e).__module__.startswith("submitit")):
+            raise
+        reason = " ".join(str(e).split())[:300]
+        raise DepthstudyError(f"job submission failed ({reason}); no job of this sweep was submitted") from None
     finally:
         sys.argv = argv
+        if full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = full_error

@@ -29,6 +29,7 @@ class PlannedRun:
     run_dir: Path
     launcher: str  # the Hydra launcher's _target_
     launcher_jobs: int  # its n_jobs, where it has one
+    job_name: str = ""  # hydra.job.name: what a cluster's queue shows
 
     @property
     def summary(self) -> dict | None:
@@ -50,7 +51,8 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         check_same_experiment(run_dir, OmegaConf.to_container(config.without_hydra(cfg), resolve=True),
                               bool(cfg.trainer.force_resume))
         launcher = cfg.hydra.launcher
-        runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1)))
+        runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
+                               str(cfg.hydra.job.name)))
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
@@ -89,6 +91,11 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
                     raise
         if stopper and stopper.interrupted:
             raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if "submitit" in runs[0].launcher and "Local" not in runs[0].launcher:  # the cluster's jobs go on
+            console.print(f"[yellow]the sweep's cluster jobs keep running; `scancel --name {runs[0].job_name}` stops "
+                          "them, each at the end of an iteration with a checkpoint; rerun the sweep to resume[/]")
+        raise
     finally:
         console.print(runs_table(runs, "sweep results"))
     unfinished = [r for r in runs if r.status not in FINAL_STATUSES]

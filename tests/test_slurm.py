@@ -91,3 +91,39 @@ def test_a_time_limit_signal_ends_interrupted_with_a_checkpoint_and_resumes_to_t
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     result = summary(runs[0])
     assert {k: result[k] for k in COMPARED} == {k: reference[k] for k in COMPARED}
+
+
+def test_a_submission_error_is_one_line_and_nothing_is_submitted(tmp_path):
+    result = depthstudy("sweep", *SMALL, "schedule.iterations=6", "schedule.milestones=[4]", *SLURM,
+                        "hydra.launcher.partition=no-such-partition", "name=bad", cwd=tmp_path)
+    assert result.returncode == 1
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [errors[0]] and "job submission failed" in errors[0] and "no-such-partition" in errors[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_ctrl_c_says_the_jobs_go_on_and_scancel_stops_them_at_a_checkpoint(tmp_path):
+    args = ["sweep", *SMALL, "schedule.iterations=100000", "schedule.milestones=[0.5]", "trainer.ckpt_every=100000",
+            *SLURM, "name=longrun"]
+    proc = depthstudy(*args, cwd=tmp_path, wait=False)
+    deadline = time.time() + 180
+    while True:
+        runs = run_dirs(tmp_path, "longrun") if (tmp_path / "runs" / "longrun").exists() else []
+        if runs and (runs[0] / "summary.json").exists() and summary(runs[0]).get("status") == "running":
+            break
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "scancel --name depthstudy-longrun" in out, out
+    assert subprocess.run(["squeue", "-h", "-n", "depthstudy-longrun"], capture_output=True, text=True).stdout.strip()
+    subprocess.run(["scancel", "--name", "depthstudy-longrun"], check=True)
+    deadline = time.time() + 120
+    while summary(runs[0]).get("status") == "running":
+        assert time.time() < deadline, "scancel did not stop the run"
+        time.sleep(0.5)
+    s = summary(runs[0])
+    assert s["status"] == "interrupted" and s["iterations"] > 0
+    import torch
+
+    assert torch.load(runs[0] / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
