@@ -8,6 +8,8 @@ validated: a bad value anywhere in the grid stops the sweep before its first run
 from __future__ import annotations
 
 import os
+import threading
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +83,11 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
     args.append(f"hydra.sweep.dir='{sweep_dir}'")
     if in_workers:  # an idle worker would die of a Ctrl-C: start no more workers than jobs
         args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
+        if not any(a.startswith("trainer.progress=") for a in args):  # bars of parallel runs would overwrite each other
+            args.append("trainer.progress=lines")
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     try:
-        with stopper or nullcontext():
+        with stopper or nullcontext(), SweepProgress(runs, console):
             try:
                 run_hydra(args, multirun=True)
             except Exception:
@@ -106,6 +110,46 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> l
             for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
             + ". Fix the cause and run the same command again: finished runs are skipped")
     return runs
+
+
+class SweepProgress:
+    """One line whenever the sweep's state changes: runs finished / total, running, failed, and an ETA from the
+    pace so far. Read from the runs' summary.json files (any launcher), every few seconds, in a thread."""
+
+    def __init__(self, runs: list[PlannedRun], console: Console, every_s: float = 3.0):
+        self.runs, self.console, self.every_s = runs, console, every_s
+        self._stop, self._last = threading.Event(), None
+
+    def __enter__(self):
+        self._started, self._done_before = time.monotonic(), self._counts()["done"]
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _counts(self) -> dict:
+        statuses = [r.status for r in self.runs]
+        return {"done": sum(s in FINAL_STATUSES for s in statuses), "running": statuses.count("running"),
+                "failed": sum(s in ("failed", "crashed") for s in statuses)}
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._report()
+
+    def _report(self) -> None:
+        counts = self._counts()
+        if counts != self._last:
+            self._last = counts
+            fresh, left = counts["done"] - self._done_before, len(self.runs) - counts["done"]
+            pace = (time.monotonic() - self._started) / fresh if fresh else None
+            eta = f", about {pace * left / 60:.1f} min left" if pace and left else ""
+            self.console.print(f"[bold]sweep: {counts['done']}/{len(self.runs)} done, {counts['running']} running"
+                               + (f", {counts['failed']} failed" if counts["failed"] else "") + f"{eta}[/]")
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._report()  # the final state, however quickly it came
+        return False
 
 
 def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:

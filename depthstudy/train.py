@@ -222,7 +222,11 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 
     try:
         status, last, meter = loop(run, state, writer, progress)
-        return finish(run, state, status, last, meter, writer, progress, summary)
+        summary = finish(run, state, status, last, meter, writer, progress, summary)
+        if job_num is None:  # a single run: where it is and what to do next (a sweep prints its own table)
+            progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
+                           f"   |   depthstudy report {run.run_dir.parent}   |   depthstudy runs {run.run_dir.parent}")
+        return summary
     except Exception as e:
         e.iterations = state.step  # the failure record says how far the run got
         progress.close()
@@ -321,8 +325,6 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     rundir.write_summary(run.run_dir, summary)
     progress.print(f"{run.name}: {status}: " + "  ".join(
         f"{k} {summary[k]:.2f}" for k in ("train_error", "val_error", "test_error") if summary.get(k) is not None))
-    progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
-                   f"   |   depthstudy report {run.run_dir.parent}   |   depthstudy runs {run.run_dir.parent}")
     return summary
 
 

@@ -41,7 +41,7 @@ def test_sweep_trains_every_point_then_skips_them(cli, tmp_path, launcher):
     for run in sweep_dir(tmp_path).iterdir():
         if (run / "config.yaml").exists():
             assert summary(run)["status"] == "finished"
-    assert "sweep results" in result.output
+    assert "sweep results" in result.output and "sweep: 4/4 done, 0 running" in result.output
     again = cli("sweep", *GRID, *TINY_SWEEP, *launcher)
     assert again.exit_code == 0 and "4 already done, 0 to train" in again.output
 
