@@ -5,12 +5,13 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
 class RunProgress:
-    def __init__(self, mode: str, name: str, total: int, start: int):
-        self.console = Console(stderr=False)
+    def __init__(self, mode: str, name: str, total: int, start: int, console: Console | None = None):
+        self.console = console or Console(stderr=False)
         if mode == "auto":
             mode = "bar" if self.console.is_terminal else "lines"
         self.mode, self.name, self.total = mode, name, total
@@ -18,9 +19,13 @@ class RunProgress:
         self._bar = None
         if mode == "bar":
             self._bar = Progress(
-                # The name gives way first on a narrow terminal: the numbers always fit.
-                TextColumn("[bold]{task.description}", overflow="ellipsis"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                # Progress first (bar, M/N, time left), then the metrics; on a narrow terminal the run name and
+                # then the metrics give way, never the counts.
+                TextColumn("[bold]{task.description}", table_column=Column(max_width=24, overflow="ellipsis", no_wrap=True)),
+                BarColumn(bar_width=16),
+                MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=2 * len(str(total)) + 1)),
+                TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+                TextColumn("{task.fields[metrics]}", table_column=Column(overflow="ellipsis", no_wrap=True)),
                 console=self.console,
             )
             self._task = self._bar.add_task(name, total=total, completed=start, metrics="")

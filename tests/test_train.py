@@ -389,3 +389,22 @@ def test_resume_drops_events_the_crashed_process_wrote_after_its_checkpoint(cli,
     steps_values = events.read_scalars(run)[events.TRAIN_LOSS]
     assert [s for s, _ in steps_values] == [1, 2, 3, 4, 5, 6]
     assert 999.0 not in [v for _, v in steps_values]
+
+
+def test_the_progress_bar_draws_at_80_columns_with_the_numbers_whole(capsys):
+    """The bar (a terminal's default) keeps M/N and the metrics; a long run name gives way."""
+    import io
+
+    from rich.console import Console
+
+    from depthstudy.progress import RunProgress
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True)
+    p = RunProgress("bar", "resA-d110-wd0.0001-s0,optim.batch_size=32,schedule.iterations=6400", 6400, 0, console)
+    for done in (1, 2, 3):
+        p.advance(done)
+    p.update(3200, 0.512, 12.5, 1234.0, 0.1)
+    p._bar.refresh()
+    p.close()
+    last = console.file.getvalue().replace("\r", "\n").splitlines()[-2:]
+    assert any("3200/6400" in line and "err  12.5%" in line for line in last), last
