@@ -78,7 +78,7 @@ MUTATIONS = [
              '{"params": no_decay, "weight_decay": 0.0}', '{"params": no_decay, "weight_decay": o.weight_decay}'),
     Mutation("wd_scope_weights_decays_1d", "depthstudy/optim.py", "p.ndim > 1", "p.ndim >= 1"),
     Mutation("milestone_off_by_one", "depthstudy/optim.py", "step >= m for m", "step > m for m"),
-    Mutation("caffe_momentum_never_used", "depthstudy/train.py", 'cfg.optim.momentum_form == "caffe"', "False"),
+    Mutation("caffe_momentum_never_used", "depthstudy/train.py", 'run.cfg.optim.momentum_form == "caffe"', "False"),
     Mutation("warmup_ends_above_threshold", "depthstudy/optim.py",
              "< self.warmup_until", "> self.warmup_until"),
     Mutation("warmup_ends_at_threshold", "depthstudy/optim.py",
@@ -130,9 +130,14 @@ def run_one(m: Mutation, tests: list[str] | None = None) -> dict:
     count = original.count(m.old)
     if count != 1:
         return {"name": m.name, "result": "stale", "detail": f"{m.path}: pattern found {count} times, not once"}
+    mutated = original.replace(m.old, m.new)
+    try:
+        compile(mutated, str(path), "exec")
+    except SyntaxError as e:  # a mutation that no longer fits the code it was written for
+        return {"name": m.name, "result": "invalid", "detail": f"{m.path}: the edit does not compile ({e.msg})"}
     t0 = time.perf_counter()
     try:
-        path.write_text(original.replace(m.old, m.new))
+        path.write_text(mutated)
         proc = run_suite(tests)
     finally:
         path.write_text(original)
