@@ -88,7 +88,8 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         ax.set_title(family)
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a family whose runs are all left out has no curve to name
+            ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
     fig.suptitle("Error during training (mean over seeds; diverged, failed and damaged runs left out)")
