@@ -235,27 +235,32 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
 
 def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWindow]:
     """Train from state.step to the last iteration: (finished | diverged | interrupted, last log window, meter)."""
-    t, schedule = run.cfg.trainer, run.schedule
-    meter = LogWindow(state.window, run.batch_size)
+    schedule, total, batch_size = run.schedule, run.total, run.batch_size
+    # The cadences as plain ints: a config lookup per iteration would cost more than the bookkeeping itself.
+    t = run.cfg.trainer
+    log_every, eval_every, diagnostics_every, ckpt_every = (int(t.log_every), int(t.eval_every),
+                                                            int(t.diagnostics_every), int(t.ckpt_every))
+    caffe = run.cfg.optim.momentum_form == "caffe"
+    meter = LogWindow(state.window, batch_size)
     state.started = meter.started = time.perf_counter()
     state.eval_s_at_start = state.eval_s
     last, lr = {}, None
     run.model.train()
     with stop_on_interrupt() as stop:
-        for step in range(state.step, run.total):
+        for step in range(state.step, total):
             new_lr = schedule.lr_at(step, schedule.warming)
             if new_lr != lr:
-                set_lr(run.optimizer, new_lr, run.cfg.optim.momentum_form == "caffe")
+                set_lr(run.optimizer, new_lr, caffe)
                 lr = new_lr
             x, y = run.stream.batch(step)
             wrong = train_step(run.forward, run.optimizer, x, y, run.autocast, meter.sums, meter.one)
             state.step = done = step + 1
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).
-            if schedule.warming and schedule.end_warmup_if_due(done, 100.0 * wrong.item() / run.batch_size):
+            if schedule.warming and schedule.end_warmup_if_due(done, 100.0 * wrong.item() / batch_size):
                 progress.print(f"{run.name}: warm-up ended at iteration {done}")
 
-            if done % t.log_every == 0 or done == run.total:
+            if done % log_every == 0 or done == total:
                 last, ips = meter.read()
                 if not math.isfinite(last["train_loss"]):
                     progress.print(f"{run.name}: loss is {last['train_loss']} at iteration {done}: diverged, stopping")
@@ -263,15 +268,15 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 writer.scalars(done, {events.TRAIN_LOSS: last["train_loss"], events.TRAIN_ERROR: last["train_error"],
                                       events.LR: lr, events.THROUGHPUT: ips})
                 progress.update(done, last["train_loss"], last["train_error"], ips, lr)
-            if done == run.total:
+            if done == total:
                 break
             paused = time.perf_counter()
-            if t.eval_every and done % t.eval_every == 0:
+            if eval_every and done % eval_every == 0:
                 evaluate_and_log(run, state, writer, progress)
-            if t.diagnostics_every and done % t.diagnostics_every == 0:
+            if diagnostics_every and done % diagnostics_every == 0:
                 writer.scalars(done, diagnostic_scalars(run.model, run.probe))
             stopping = stop.requested  # read once: a stop that arrives after this waits for the next iteration
-            if done % t.ckpt_every == 0 or stopping:
+            if done % ckpt_every == 0 or stopping:
                 checkpoint.save(run.run_dir, state.to_checkpoint(run))
             meter.exclude(time.perf_counter() - paused)
             if stopping:

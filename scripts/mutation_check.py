@@ -78,7 +78,7 @@ MUTATIONS = [
              '{"params": no_decay, "weight_decay": 0.0}', '{"params": no_decay, "weight_decay": o.weight_decay}'),
     Mutation("wd_scope_weights_decays_1d", "depthstudy/optim.py", "p.ndim > 1", "p.ndim >= 1"),
     Mutation("milestone_off_by_one", "depthstudy/optim.py", "step >= m for m", "step > m for m"),
-    Mutation("caffe_momentum_never_used", "depthstudy/train.py", 'run.cfg.optim.momentum_form == "caffe"', "False"),
+    Mutation("caffe_momentum_never_used", "depthstudy/train.py", 'caffe = run.cfg.optim.momentum_form == "caffe"', "caffe = False"),
     Mutation("warmup_ends_above_threshold", "depthstudy/optim.py",
              "< self.warmup_until", "> self.warmup_until"),
     Mutation("warmup_ends_at_threshold", "depthstudy/optim.py",
