@@ -104,9 +104,11 @@ class ResidualBlock(nn.Module):
         f = self.branch(x)
         return f if self.alpha is None else self.alpha * f
 
+    preact = "branch"  # where a pre-activation block's first BN-ReLU sits (see BasicBlock)
+
     def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        """What both paths receive: x itself, or (pre-activation blocks that change size) BN-ReLU(x)."""
-        return x
+        """What both paths receive: x itself, or, where the first BN-ReLU sits before the split, BN-ReLU(x)."""
+        return F.relu(self.bn1(x)) if self.preact == "both" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preactivate(x)
@@ -129,6 +131,13 @@ class ResidualBlock(nn.Module):
         return F.relu(out) if self.spec.block == "post" else out
 
 
+def _conv_gate(spec: BlockSpec, cin: int, cout: int, stride: int) -> nn.Module | None:
+    """The 1x1-conv gate of the gated combines (He 2016), None otherwise."""
+    if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
+        return nn.Conv2d(cin, cout, 1, stride=stride)
+    return None
+
+
 def _norm2d(spec: BlockSpec, c: int) -> nn.Module:
     return nn.BatchNorm2d(c) if spec.norm == "bn" else nn.Identity()
 
@@ -149,10 +158,7 @@ class BasicBlock(ResidualBlock):
 
     def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str, preact: str = "branch"):
         spec = BlockSpec(shortcut=spec) if isinstance(spec, str) else spec
-        gate = None
-        if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
-            gate = nn.Conv2d(cin, cout, 1, stride=stride)
-        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), gate)
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), _conv_gate(spec, cin, cout, stride))
         assert preact in self.PREACTS, preact
         self.preact = preact if spec.block == "pre" else "branch"
         bias = spec.norm == "none"
@@ -163,9 +169,6 @@ class BasicBlock(ResidualBlock):
             self.bn1 = _norm2d(spec, cin) if self.preact != "none" else None
         self.bn2 = _norm2d(spec, cout)
         self.responses = [self.bn1, self.bn2] if spec.block == "post" else [self.conv1, self.conv2]
-
-    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn1(x)) if self.preact == "both" else x
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """F(x): the residual branch, before it meets the shortcut (x already preactivated)."""
@@ -190,19 +193,13 @@ class BottleneckBlock(ResidualBlock):
 
     def __init__(self, cin: int, width: int, stride: int, spec: BlockSpec, preact: str = "branch"):
         cout = self.EXPANSION * width
-        gate = None
-        if spec.combine in ("exclusive_gate", "shortcut_gate") and spec.shortcut != "none":
-            gate = nn.Conv2d(cin, cout, 1, stride=stride)
-        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), gate)
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), _conv_gate(spec, cin, cout, stride))
         self.preact, bias = preact, spec.norm == "none"
         self.bn1 = _norm2d(spec, cin) if preact != "none" else None
         self.conv1 = nn.Conv2d(cin, width, 1, bias=bias)
         self.bn2, self.conv2 = _norm2d(spec, width), conv3x3(width, width, stride, bias)
         self.bn3, self.conv3 = _norm2d(spec, width), nn.Conv2d(width, cout, 1, bias=bias)
         self.responses = [self.conv1, self.conv2, self.conv3]
-
-    def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn1(x)) if self.preact == "both" else x
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.bn1(x)) if self.preact == "branch" else x
