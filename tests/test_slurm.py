@@ -42,6 +42,17 @@ def run_dirs(root, name):
     return sorted(p for p in (root / "runs" / name).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def wait_until_running(proc, root, name, timeout=180):
+    """The sweep's run directories, once its (first) run's job has started training on the cluster."""
+    deadline = time.time() + timeout
+    while True:
+        runs = run_dirs(root, name) if (root / "runs" / name).exists() else []
+        if runs and (runs[0] / "summary.json").exists() and summary(runs[0]).get("status") == "running":
+            return runs
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+
+
 def test_a_two_run_sweep_finishes_reports_and_a_rerun_submits_nothing(tmp_path):
     args = ["sweep", *SMALL, "model.shortcut=none,A", "schedule.iterations=6", "schedule.milestones=[4]", *SLURM,
             "name=pair"]
@@ -67,13 +78,7 @@ def test_a_time_limit_signal_ends_interrupted_with_a_checkpoint_and_resumes_to_t
 
     args = ["sweep", *SMALL, *budget, "seed=0", *SLURM, "name=limit"]
     proc = depthstudy(*args, cwd=tmp_path, wait=False)
-    deadline = time.time() + 180
-    while True:
-        runs = run_dirs(tmp_path, "limit") if (tmp_path / "runs" / "limit").exists() else []
-        if runs and (runs[0] / "summary.json").exists() and summary(runs[0]).get("status") == "running":
-            break
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-        time.sleep(0.2)
+    runs = wait_until_running(proc, tmp_path, "limit")
     time.sleep(2)
     jobs = subprocess.run(["squeue", "-h", "-o", "%i", "-n", "depthstudy-limit"], capture_output=True, text=True)
     assert jobs.stdout.split(), "the job is named after the sweep"
@@ -106,13 +111,7 @@ def test_ctrl_c_says_the_jobs_go_on_and_scancel_stops_them_at_a_checkpoint(tmp_p
     args = ["sweep", *SMALL, "schedule.iterations=100000", "schedule.milestones=[0.5]", "trainer.ckpt_every=100000",
             *SLURM, "name=longrun"]
     proc = depthstudy(*args, cwd=tmp_path, wait=False)
-    deadline = time.time() + 180
-    while True:
-        runs = run_dirs(tmp_path, "longrun") if (tmp_path / "runs" / "longrun").exists() else []
-        if runs and (runs[0] / "summary.json").exists() and summary(runs[0]).get("status") == "running":
-            break
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.2)
+    runs = wait_until_running(proc, tmp_path, "longrun")
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "scancel --name depthstudy-longrun" in out, out
