@@ -10,7 +10,8 @@ import typer
 from depthstudy.errors import DepthstudyError
 
 app = typer.Typer(
-    help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.",
+    help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.\n\n"
+         "Start with `depthstudy sweep experiment=quick`, then `depthstudy report runs/quick`.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

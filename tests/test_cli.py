@@ -35,8 +35,9 @@ def test_plus_experiment_is_accepted(cli, tmp_path):
 
 def test_help_lists_the_commands(cli):
     result = cli("--help")
-    for command in ("train", "sweep", "report", "bench"):
+    for command in ("train", "sweep", "config", "runs", "report", "bench"):
         assert command in result.output
+    assert "depthstudy sweep experiment=quick" in result.output  # where a newcomer starts
     assert "model.depth=56" in cli("train", "--help").output
 
 
