@@ -80,7 +80,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         for g in (g for g in groups if g.family == family):
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
             label = _label(f"{g.depth} layers", g.extra)
-            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.2))):
+            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.2, marker="o", ms=3.5))):
                 steps, values = _mean_curve(runs, tag)
                 if steps:
                     ax.plot(steps, values, color=colours[g.depth], label=label if tag != events.TRAIN_ERROR else None, **style)
@@ -92,7 +92,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
             ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    fig.suptitle("Error during training (mean over seeds; diverged, failed and damaged runs left out)")
+    fig.suptitle("Error during training (mean over seeds; dots: evaluations; diverged, failed and damaged runs left out)")
     _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "curves", formats)
 
