@@ -1,4 +1,4 @@
-"""The depthstudy command line: train | sweep | config | report | bench. Each command parses, then calls one function."""
+"""The depthstudy command line: train | sweep | config | runs | eval | report | bench. Each command parses, then calls one function."""
 
 from __future__ import annotations
 
@@ -166,6 +166,37 @@ def runs(
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
         _console().print(table)
+
+    _guard(go, debug)
+
+
+@app.command("eval", epilog=(
+    "Examples:\n\n"
+    "  depthstudy eval runs/quick/resA-d56-wd0.0001-s0\n\n"
+    "  depthstudy eval runs/he2015/resA-d110-wd0.0001-s0 --splits train,test --device cuda --json"))
+def eval_command(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each holds config.yaml and checkpoint.pt).")],
+    splits: Annotated[str, typer.Option("--splits", help="Comma-separated: train, val, test (train: all training images, eval mode, no augmentation).")] = "val,test",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where the data set lives now, if not where the run read it.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Evaluate runs' checkpoints (error % and loss per split), without touching their logs or summaries."""
+    from depthstudy.trained import evaluate_run
+
+    def go():
+        names = [s.strip() for s in splits.split(",") if s.strip()]
+        results = [evaluate_run(d, names, device, data_root) for d in run_dirs]
+        if json_out:
+            import json
+
+            typer.echo(json.dumps(results, indent=2))
+            return
+        for r in results:
+            errors = "  ".join(f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None
+                               else f"{n} -" for n in names)
+            typer.echo(f"{r['run']}  [{r['iterations']}/{r['total_iterations']} it]  {errors}")
 
     _guard(go, debug)
 

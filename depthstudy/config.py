@@ -7,7 +7,9 @@ multirun and every launcher plugin (basic, joblib, submitit) work unchanged. No 
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -34,8 +36,37 @@ def _run_name(arch: str, shortcut: str, depth, weight_decay, seed) -> str:
     return f"{prefix}{family}-d{depth}-wd{wd}-s{seed}"
 
 
-def _join(*parts) -> str:
-    return ",".join(str(p) for p in parts if str(p))
+def _dir_name(run_name: str, other_overrides: str) -> str:
+    """The run's directory: its readable name, then, when other keys were overridden, a short slug of them
+    and a stable hash of the exact overrides (so two different runs never share a directory). Only
+    [A-Za-z0-9._-]: no quoting in a shell, and glob patterns such as runs/quick/resA-d56-* work. The
+    exact overrides are in the run's .hydra/overrides.yaml and its config.yaml."""
+    if not other_overrides:
+        return run_name
+    # each item as key's last part + value (lr0.05; a group choice by its value: data=cifar10 -> cifar10),
+    # whole items only, up to about 40 characters
+    slug = ""
+    for key, _, value in (item.partition("=") for item in _split_items(other_overrides)):
+        item = (re.sub(r"[^A-Za-z0-9]+", "", key.rsplit(".", 1)[-1]) if "." in key else "") + value
+        item = re.sub(r"[^A-Za-z0-9._]+", "_", item).strip("_.")
+        if len(slug) + len(item) > 40:
+            break
+        slug += f"-{item}"
+    digest = hashlib.sha1(other_overrides.encode()).hexdigest()[:6]
+    return f"{run_name}{slug}-{digest}"
+
+
+def _split_items(override_dirname: str) -> list[str]:
+    """Hydra's override_dirname split at the commas between items (not those inside [..] lists)."""
+    items, depth, current = [], 0, ""
+    for char in override_dirname:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [*items, current]
 
 
 # Keys the run name already shows (RUNTIME_KEYS, from rundir, do not change the experiment).
@@ -46,7 +77,7 @@ def _dirname_exclude_keys() -> list[str]:
     return list(NAME_KEYS + RUNTIME_KEYS)
 
 
-for _name, _fn in {"ds.run_name": _run_name, "ds.join": _join, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
+for _name, _fn in {"ds.run_name": _run_name, "ds.dir_name": _dir_name, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
     OmegaConf.register_new_resolver(_name, _fn, replace=True)
 schema.register()  # configs/model/*.yaml extend the typed schema of depthstudy.schema
 

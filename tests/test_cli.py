@@ -140,3 +140,26 @@ def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
     (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3, "total_iterations": 6}))
     table = cli("runs", "runs")
     assert table.exit_code == 0 and "crashed" in table.output and "3/6" in table.output
+
+
+def test_eval_reproduces_the_runs_final_errors_and_leaves_the_run_untouched(cli, tmp_path):
+    import json
+
+    from helpers import only_run, summary
+
+    assert cli("train", *TINY, "data.test_size=200").exit_code == 0
+    run = only_run(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = cli("eval", str(run), "--splits", "train,val,test", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)
+    final = summary(run)
+    assert (row["iterations"], row["total_iterations"]) == (6, 6)
+    assert row["val_error"] == final["val_error"] and row["test_error"] == final["test_error"]
+    assert 0 <= row["train_error"] <= 100  # all training images in eval mode: not the summary's running window
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    text = cli("eval", str(run))
+    assert text.exit_code == 0 and f"test {final['test_error']:.2f}%" in text.output and "[6/6 it]" in text.output
+    for args, message in ((["runs"], "is not a run directory"), ([str(run), "--splits", "tset"], "unknown split 'tset'")):
+        bad = cli("eval", *args)
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -1,5 +1,7 @@
 """Sweeps through the real CLI and Hydra's real launchers, on digits at smoke size."""
 
+import re
+
 import pytest
 
 from helpers import TINY, summary
@@ -14,7 +16,7 @@ def sweep_dir(tmp_path):
 
 
 def run_names(tmp_path):
-    return {p.name.split(",")[0] for p in sweep_dir(tmp_path).iterdir() if p.is_dir() and not p.name.startswith(".")}
+    return {re.match(r".*?-s\d+", p.name)[0] for p in sweep_dir(tmp_path).iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
 def test_dry_run_lists_exactly_the_grid(cli, tmp_path):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -47,9 +48,16 @@ def test_a_finished_run_is_not_trained_again(cli, tmp_path):
     assert (only_run(tmp_path) / "summary.json").read_text() == before
 
 
-def test_run_names_are_readable_and_distinct(cli, tmp_path):
-    cli("train", *TINY, "model.depth=8", "model.shortcut=none", "optim.weight_decay=5e-4", "seed=2", "optim.lr=0.05")
-    assert only_run(tmp_path).name.startswith("plain-d8-wd0.0005-s2,optim.batch_size=32,optim.lr=0.05,")
+def test_run_names_are_readable_glob_safe_and_distinct(cli, tmp_path):
+    args = [*TINY, "model.depth=8", "model.shortcut=none", "optim.weight_decay=5e-4", "seed=2", "optim.lr=0.05"]
+    cli("train", *args)
+    run = only_run(tmp_path)
+    assert re.fullmatch(r"plain-d8-wd0\.0005-s2-batchsize32-lr0\.05-iterations6-[0-9a-f]{6}", run.name)
+    assert list((tmp_path / "runs" / "default").glob("plain-d8-*")) == [run]  # no quoting, glob works
+    overrides = (run / ".hydra" / "overrides.yaml").read_text()  # the exact overrides stay inside the run
+    assert "schedule.milestones=[4]" in overrides and "optim.lr=0.05" in overrides
+    cli("train", *args[:-1], "optim.lr=0.051")  # another value, another directory
+    assert len([p for p in (tmp_path / "runs" / "default").iterdir()]) == 2
 
 
 def test_weight_decay_scope_is_reported_and_applied(cli, tmp_path):
