@@ -86,14 +86,9 @@ def _guard(fn, debug: bool):
     "Running the same command again resumes an interrupted run and skips a finished one."))
 def train(overrides: Overrides = None, debug: Debug = False) -> None:
     """Train one plain or residual net; logs, config, checkpoint and summary go to its run directory."""
-    from depthstudy import config, launch
+    from depthstudy.launch import train_one
 
-    def go():
-        args, cfg = config.load_checked(overrides)
-        config.check_run_dir(cfg)  # before Hydra writes anything into it
-        launch.run_hydra(args, multirun=False)
-
-    _guard(go, debug)
+    _guard(lambda: train_one(overrides), debug)
 
 
 @app.command(context_settings=OVERRIDES, epilog=(

@@ -101,8 +101,9 @@ def event_file_problem(path: Path, torn_tail_ok: bool = False) -> str | None:
     return None
 
 
-def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar point of a run, by tag, with TensorBoard's own reader (nothing down-sampled).
+def read_scalars(run_dir: Path, with_wall_times: bool = False):
+    """Every scalar point of a run, by tag, with TensorBoard's own reader (nothing down-sampled):
+    {tag: [(step, value), ...]}, and with_wall_times: also {tag: [unix time of each point, ...]}.
 
     Raises ValueError naming every damaged event file. Files are read in TensorBoard's order; every file
     but the newest may end in a torn record (a process that died mid-write before the run was resumed).
@@ -118,7 +119,9 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
-    out = {}
+    out, walls = {}, {}
     for tag in acc.Tags()["scalars"]:
-        out[tag] = [(e.step, float(e.value)) for e in acc.Scalars(tag)]
-    return out
+        points = acc.Scalars(tag)
+        out[tag] = [(e.step, float(e.value)) for e in points]
+        walls[tag] = [e.wall_time for e in points]
+    return (out, walls) if with_wall_times else out

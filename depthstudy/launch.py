@@ -87,6 +87,17 @@ class AbortRun(SystemExit):
         self.error = error
 
 
+def train_one(overrides: list[str]) -> Path:
+    """`depthstudy train OVERRIDES`: check the config and the run directory before Hydra writes anything, train
+    (or skip a finished run, or resume), and return the run directory."""
+    from depthstudy.config import check_run_dir, load_checked
+
+    args, cfg = load_checked(overrides)
+    check_run_dir(cfg)
+    run_hydra(args, multirun=False)
+    return Path(str(cfg.hydra.run.dir))
+
+
 def run_hydra(overrides: list[str], multirun: bool) -> None:
     """Call the Hydra app as if from its own command line (keeps multirun and the launchers)."""
     argv, full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")

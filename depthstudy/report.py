@@ -12,8 +12,8 @@ from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.rundir import flatten
-from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, Group, Run, all_keys, group_runs, load_runs, tidy_rows,
-                             varying_keys)
+from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TIDY_COLUMNS, Group, Run, all_keys, group_runs, load_runs,
+                             run_record, tidy, tidy_rows, varying_keys)
 
 # He 2015 Table 6: CIFAR-10 test error (%) of option-A ResNets trained with the paper's recipe.
 # ResNet-110: the mean of 5 runs (6.61 +- 0.16; the best run was 6.43), since we compare seed means.
@@ -22,8 +22,9 @@ PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 
 # --- tables ---
 
-def _pm(mean, std) -> str:
-    return "" if mean is None else f"{mean:.2f} \u00b1 {std:.2f}"
+def _pm(mean, std, n) -> str:
+    """mean ± std over seeds; one seed: its value alone (no "± 0.00")."""
+    return "" if mean is None else f"{mean:.2f}" if n == 1 else f"{mean:.2f} \u00b1 {std:.2f}"
 
 
 def _paper_recipe() -> dict:
@@ -57,7 +58,7 @@ def summary_rows(groups: list[Group], extra_keys: list[str]) -> tuple[list[str],
         n_ok = len(g.ok_runs())
         runs = f"{n_ok}/{len(g.runs)}" + "".join(f" {k} {v}" for k, v in counts.items() if k not in STATUS_IN_MEANS)
         row = [g.family, str(g.depth), *[str(v) for v in g.extra], runs,
-               *[_pm(*g.stat(s)[:2]) for s in ("train", "val", "test")]]
+               *[_pm(*g.stat(s)) for s in ("train", "val", "test")]]
         if with_paper:
             number, (test, _, _) = paper[id(g)], g.stat("test")
             row += ["" if number is None else f"{number:.2f}",
@@ -97,19 +98,52 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
 
 
 def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
-    """runs.csv: one row per run, every config key; curves.csv: the tidy table, one row per logged point,
-    with the sweep's axes (join on `run` with runs.csv for the rest)."""
-    keys = sorted(all_keys(runs))
+    """runs.csv: one row per run (runs.run_record: every config key, finals, params, time, speed, status);
+    curves.csv: the tidy table, one row per logged point, with the sweep's axes (join on `run` for the rest)."""
+    records = [run_record(r) for r in runs]
+    columns = list(dict.fromkeys(k for rec in records for k in rec))
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", "status", *keys, "train_error", "val_error", "test_error"])
-        for r in runs:
-            w.writerow([r.name, r.status, *[r.config.get(k) for k in keys], r.final("train"), r.final("val"),
-                        r.final("test")])
+        w.writerow(columns)
+        w.writerows([_cell(rec.get(k)) for k in columns] for rec in records)
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", *axes, "tag", "step", "value"])
+        w.writerow(["run", *axes, *TIDY_COLUMNS])
         w.writerows(tidy_rows(runs, axes))
+
+
+def _cell(value):
+    """A CSV cell: lists as JSON lists ([0.5, 0.75]), None as empty."""
+    import json
+
+    return json.dumps(value) if isinstance(value, (list, tuple)) else value
+
+
+def table_records(groups: list[Group], extra_keys: list[str]) -> list[dict]:
+    """The per-configuration table as data (table.csv, table.json): per split, the seeds' mean, std, median, n."""
+    recipe = _paper_recipe()
+    records = []
+    for g in groups:
+        rec = {"family": g.family, "depth": g.depth, **dict(zip(extra_keys, g.extra)), "runs": len(g.runs),
+               "averaged": len(g.ok_runs())}
+        for split in ("train", "val", "test"):
+            mean, std, n = g.stat(split)
+            rec.update({f"{split}_error_mean": tidy(mean), f"{split}_error_std": tidy(std) if n > 1 else None,
+                        f"{split}_error_median": tidy(g.median(split)), f"{split}_n": n})
+        rec["paper_test_error"] = _paper_number(g, recipe)
+        records.append(rec)
+    return records
+
+
+def write_table(out: Path, records: list[dict]) -> None:
+    import json
+
+    columns = list(dict.fromkeys(k for rec in records for k in rec))
+    with open(out / "table.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows([rec.get(k) for k in columns] for rec in records)
+    (out / "table.json").write_text(json.dumps(records, indent=1) + "\n")
 
 
 # --- the command ---
@@ -149,6 +183,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems)
     write_csvs(out, runs, ["model.arch", "model.depth", "model.shortcut", "seed", *extra_keys])
+    write_table(out, table_records(groups, extra_keys))
 
     from rich.table import Table
 

@@ -192,14 +192,15 @@ def record_failure(run_dir: Path, error: Exception, traceback_text: str | None =
 
 # --- config.yaml: what the run is ---
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{"model": {"depth": 20}} -> {"model.depth": 20}; lists become strings (hashable, comparable)."""
+def flatten(d: dict, prefix: str = "", lists_as_str: bool = True) -> dict:
+    """{"model": {"depth": 20}} -> {"model.depth": 20}; lists become strings (hashable, comparable) unless
+    lists_as_str=False."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}.", lists_as_str))
         else:
-            out[f"{prefix}{k}"] = str(v) if isinstance(v, (list, tuple)) else v
+            out[f"{prefix}{k}"] = str(v) if lists_as_str and isinstance(v, (list, tuple)) else v
     return out
 
 

@@ -30,6 +30,8 @@ class Run:
     config: dict  # flattened: {"model.depth": 20, ...}
     status: str
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    wall_times: dict[str, list[float]] = field(default_factory=dict)  # per tag, the unix time of each point
+    lists: dict[str, list] = field(default_factory=dict)  # the list-valued config keys as lists (config has strings)
     summary: dict = field(default_factory=dict)
     problem: str = ""  # why its curves could not be read
 
@@ -68,17 +70,18 @@ def read_run(path: Path) -> Run:
         config = read_config(path)
         if not isinstance(config, dict):
             raise ValueError("not a mapping")
+        lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
         config = flatten(config)
     except Exception as e:
-        config = {}
+        config, lists = {}, {}
         problems.append(f"{CONFIG_FILE} unreadable ({type(e).__name__})")
     summary = read_summary(path)
     if summary is None and (path / SUMMARY_FILE).exists():
         problems.append(f"{SUMMARY_FILE} unreadable")
     summary = summary if isinstance(summary, dict) else {}
-    run = Run(path, config, status_of(path, summary) if summary else "external", summary=summary)
+    run = Run(path, config, status_of(path, summary) if summary else "external", summary=summary, lists=lists)
     try:
-        run.curves = events.read_scalars(path)
+        run.curves, run.wall_times = events.read_scalars(path, with_wall_times=True)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
         problems.append(f"event file unreadable: {e}")
     if not problems:
@@ -122,12 +125,42 @@ def load_runs(root: Path) -> list[Run]:
 
 # --- the tidy table and the per-configuration statistics ---
 
+def tidy(value):
+    """A number as a table shows it: float32 noise rounded away (91.33333587646484 -> 91.333336)."""
+    return float(f"{value:.8g}") if isinstance(value, float) and math.isfinite(value) else value
+
+
+def run_record(run: Run) -> dict:
+    """One run as one flat row: name, family, status, every config key (lists stay lists), the final
+    errors and losses (last logged point), and what the summary measured (parameters, time, speed)."""
+    s = run.summary
+    finals = {f"{split}_{what}": tidy(run.curves[tags[split]][-1][1]) if run.curves.get(tags[split]) else None
+              for what, tags in (("error", events.ERROR_TAGS), ("loss", events.LOSS_TAGS)) for split in tags}
+    return {"run": run.name, "path": str(run.path), "family": run.family, "status": run.status,
+            **{k: tidy(v) for k, v in sorted({**run.config, **run.lists}.items())}, **finals,
+            "params": s.get("params"), "wall_time_s": s.get("wall_time_s"), "images_per_s": s.get("train_images_per_s"),
+            "diverged_at": s.get("diverged_at"), "problem": run.problem or None}
+
+
+def split_tag(tag: str) -> tuple[str, int | None]:
+    """(quantity, index): responses/std/0007 -> (responses/std, 7); blocks/gamma_norm/0002 -> (blocks/gamma_norm, 2);
+    train/error -> (train/error, None)."""
+    head, _, last = tag.rpartition("/")
+    return (head, int(last)) if head and last.isdigit() else (tag, None)
+
+
 def tidy_rows(runs: list[Run], keys: list[str]):
-    """(run, *config values, tag, step, value): one row per logged point."""
+    """(run, *config values, tag, quantity, index, step, value, wall_time): one row per logged point."""
     for r in runs:
         for tag, points in r.curves.items():
-            for step, value in points:
-                yield (r.name, *[r.config.get(k) for k in keys], tag, step, value)
+            quantity, index = split_tag(tag)
+            walls = r.wall_times.get(tag) or [None] * len(points)
+            for (step, value), wall in zip(points, walls):
+                yield (r.name, *[r.config.get(k) for k in keys], tag, quantity, index, step, tidy(value),
+                       None if wall is None else round(wall, 3))
+
+
+TIDY_COLUMNS = ("tag", "quantity", "index", "step", "value", "wall_time")
 
 
 def varying_keys(runs: list[Run]) -> list[str]:

@@ -253,3 +253,39 @@ def test_depth_plot_goes_symlog_only_when_errors_span_orders_of_magnitude(sweep,
     assert drawn[0].axes[0].get_ylim() == (0, 100)
     result = cli("report", str(sweep), "--yscale", "log10")
     assert result.exit_code == 2 and "choose auto, linear or symlog" in result.output
+
+
+def test_runs_csv_has_one_tidy_row_per_run_and_curves_csv_the_layer_index(sweep, cli):
+    import csv
+
+    run = write_run(sweep, "A", 110, 0, 91.33333587646484, 2.0, status="diverged")
+    with SummaryWriter(str(run)) as w:
+        w.add_scalar(events.response_tag(3), 0.25, 30)
+    summary = json.loads((run / "summary.json").read_text())
+    summary.update(params=1_730_714, wall_time_s=12.5, train_images_per_s=2048.0)
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert cli("report", str(sweep)).exit_code == 0
+    rows = {r["run"]: r for r in csv.DictReader(open(sweep / "report" / "runs.csv"))}
+    row = rows[run.name]
+    assert (row["family"], row["status"], row["model.depth"], row["diverged_at"]) == ("residual (A)", "diverged", "110", "30")
+    assert (row["params"], row["wall_time_s"], row["images_per_s"]) == ("1730714", "12.5", "2048.0")
+    assert row["train_error"] == "91.333336"  # float32 noise rounded away
+    assert row["schedule.milestones"] == "[300, 450]"  # a list, as a JSON list
+    assert {"train_loss", "val_loss", "test_loss", "test_error"} <= set(row)
+    curves = list(csv.DictReader(open(sweep / "report" / "curves.csv")))
+    (response,) = [c for c in curves if c["run"] == run.name and c["quantity"] == "responses/std"]
+    assert (response["index"], response["step"], response["value"]) == ("3", "30", "0.25")
+    assert all(float(c["wall_time"]) > 1.7e9 for c in curves)
+    table = {(r["family"], r["depth"]): r for r in json.loads((sweep / "report" / "table.json").read_text())}
+    plain56 = table[("plain", 56)]
+    assert (plain56["train_error_mean"], plain56["train_error_median"], plain56["train_n"]) == (35.0, 35.0, 2)
+    assert plain56["train_error_std"] == pytest.approx(7.0710678)
+    assert table[("residual (A)", 110)]["averaged"] == 0  # diverged: shown, not averaged
+    assert "plain,56,2,2,35.0," in (sweep / "report" / "table.csv").read_text()
+
+
+def test_one_seed_shows_its_value_without_a_zero_std(tmp_path, cli):
+    write_run(tmp_path / "one", "A", 20, 0, 1.25, 4.5)
+    assert cli("report", str(tmp_path / "one")).exit_code == 0
+    md = (tmp_path / "one" / "report" / "report.md").read_text()
+    assert "| residual (A) | 20 | 1/1 | 1.25 | 5.50 | 4.50 |" in md and "\u00b1" not in md.split("\n\n")[1]
