@@ -100,13 +100,14 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     "Re-running a sweep skips finished runs and resumes interrupted ones."))
 def sweep(
     overrides: Overrides = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (and which are done) without training.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (and which are done) and estimate their time on this machine, without training.")] = False,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="With --dry-run: time a few training steps of each net to estimate the sweep (cached per machine).")] = True,
     debug: Debug = False,
 ) -> None:
     """Train a grid of runs (Hydra multirun: comma lists sweep, any Hydra launcher runs them)."""
     from depthstudy.sweep import run_sweep
 
-    _guard(lambda: run_sweep(overrides, dry_run, _console()), debug)
+    _guard(lambda: run_sweep(overrides, dry_run, _console(), estimate), debug)
 
 
 @app.command(context_settings=OVERRIDES, epilog=(

@@ -282,7 +282,8 @@ def _validate_trainer(t: DictConfig) -> None:
     _check(str(t.device) in ("auto", "cpu") or str(t.device).startswith("cuda"), f"trainer.device={t.device!r}: choose auto, cpu, cuda or cuda:N")
     _check(t.threads == "auto" or _int(t.threads, 1), f"trainer.threads={t.threads!r}: auto or an integer > 0")
     _check(_int(t.diagnostics_every, 0), f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
-    for key in ("channels_last", "compile", "cuda_graphs", "fused_optimizer", "force_resume"):
+    _check(isinstance(t.cuda_graphs, bool) or t.cuda_graphs == "auto", f"trainer.cuda_graphs={t.cuda_graphs!r}: choose auto, true or false")
+    for key in ("channels_last", "compile", "fused_optimizer", "force_resume"):
         _check(isinstance(t[key], bool), f"trainer.{key}={t[key]!r} must be true or false")
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         _check(_int(t[key], 1), f"trainer.{key}={t[key]} must be an integer > 0")
@@ -300,13 +301,13 @@ def _validate_fit(cfg: DictConfig) -> None:
     _check(cfg.optim.batch_size <= n - held_out,
            f"optim.batch_size={cfg.optim.batch_size} is larger than the training split ({n - held_out} images)")
     device = str(cfg.trainer.device)
-    if device.startswith("cuda") or (cfg.trainer.cuda_graphs and device == "auto"):
+    if device.startswith("cuda") or (cfg.trainer.cuda_graphs is True and device == "auto"):
         import torch  # only when CUDA is asked for
 
         _check(torch.cuda.is_available() or not device.startswith("cuda"),
                f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
         device = device if torch.cuda.is_available() else "cpu"
-    _check(not cfg.trainer.cuda_graphs or device != "cpu", f"CUDA graphs need a CUDA device, and this run is on "
+    _check(cfg.trainer.cuda_graphs is not True or device != "cpu", f"CUDA graphs need a CUDA device, and this run is on "
            "cpu; use trainer.device=cuda, or leave CUDA graphs off")
 
 

@@ -51,8 +51,32 @@ def autocast_for(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def compile_mode(compile: bool, cuda_graphs: bool) -> str:
+def compile_mode(compile: bool, cuda_graphs, device: torch.device | None = None) -> str:
+    """off | default (torch.compile) | cuda_graphs. cuda_graphs="auto": on for CUDA, off elsewhere (measured on an
+    H200, ../shared/GPU-MEASURED.md: CUDA graphs 1.7-1.8x eager for ResNet-20/56 at batch 128, launch-bound nets)."""
+    if cuda_graphs == "auto":
+        cuda_graphs = device is not None and device.type == "cuda"
     return "cuda_graphs" if cuda_graphs else "default" if compile else "off"
+
+
+class WithFallback:
+    """Call `fast` (a compiled forward); if it fails in its first `tries` calls (compilation, graph capture), say
+    why in one line and use `eager` from then on. Later failures are real errors and propagate."""
+
+    def __init__(self, fast, eager, say, what: str, tries: int = 3):
+        self.fast, self.eager, self.say, self.what, self.tries = fast, eager, say, what, tries
+
+    def __call__(self, x):
+        if self.tries <= 0:
+            return self.fast(x)
+        self.tries -= 1
+        try:
+            return self.fast(x)
+        except Exception as e:  # noqa: BLE001 -- any compiler or capture failure: eager is always correct
+            reason = " ".join(str(e).split())[:160] or type(e).__name__
+            self.say(f"{self.what} failed ({type(e).__name__}: {reason}); training eagerly instead")
+            self.fast, self.tries = self.eager, 0
+            return self.eager(x)
 
 
 def compiled(model: torch.nn.Module, mode: str, device: torch.device):

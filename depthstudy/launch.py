@@ -29,11 +29,13 @@ def run_job(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from depthstudy.train import train  # torch: only once a job really runs
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN
+    if not in_sweep and cfg.trainer.progress != "none":  # the next seconds go to importing torch and loading data
+        print(f"{run_dir.name}: starting (importing torch, loading {cfg.data.name}, building the net)", flush=True)
+    from depthstudy.train import train  # torch: only once a job really runs
+
     if interrupt.in_sweep_worker():  # Ctrl-C is the sweep's to handle (interrupt.StopWorkersOnCtrlC)
         interrupt.ignore_ctrl_c()
     if interrupt.sweep_is_gone():  # the sweep was killed: this worker must not outlive it

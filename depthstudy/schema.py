@@ -24,6 +24,9 @@ DATASETS = ("digits", "cifar10", "cifar100")
 # Images a data set's training pool holds (what data.val_size and data.test_size are cut from): checked
 # before a sweep starts, without loading anything. data.py's loaders produce exactly these.
 DATASET_TRAIN_IMAGES = {"digits": 1797, "cifar10": 50000, "cifar100": 50000}
+DATASET_TEST_IMAGES = {"digits": 0, "cifar10": 10000, "cifar100": 10000}  # a separate test file (digits: test_size)
+DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+DATASET_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
 PRECISIONS = ("fp32", "tf32", "bf16")
 PROGRESS_MODES = ("auto", "bar", "lines", "none")
 

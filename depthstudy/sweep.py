@@ -32,6 +32,8 @@ class PlannedRun:
     launcher: str  # the Hydra launcher's _target_
     launcher_jobs: int  # its n_jobs, where it has one
     job_name: str = ""  # hydra.job.name: what a cluster's queue shows
+    cfg: object = None  # the composed config (with its hydra node)
+    estimate: object = None  # depthstudy.estimate.Estimate, in a dry run
 
     @property
     def summary(self) -> dict | None:
@@ -54,7 +56,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
                               bool(cfg.trainer.force_resume))
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
-                               str(cfg.hydra.job.name)))
+                               str(cfg.hydra.job.name), cfg))
     dirs = [r.run_dir for r in runs]
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
@@ -63,10 +65,53 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     return runs
 
 
-def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console) -> list[PlannedRun]:
+def _estimate(runs: list[PlannedRun], console: Console) -> None:
+    from depthstudy.estimate import estimate_runs  # torch: only for an estimate
+
+    todo = [r for r in runs if r.status not in FINAL_STATUSES]
+    threads = _threads_per_worker(runs)
+    for r, e in zip(todo, estimate_runs([config.without_hydra(r.cfg) for r in todo], console.print, threads)):
+        r.estimate = e
+
+
+def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
+    """A joblib sweep's CPU jobs each get their share of the cores (loky sets it in the workers); None otherwise."""
+    if not runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher."):
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
+
+
+def _say_total(runs: list[PlannedRun], console: Console) -> None:
+    from depthstudy.estimate import duration
+
+    todo = [r for r in runs if r.estimate is not None]
+    if not todo:
+        console.print("nothing to train: every run is done")
+        return
+    total = sum(r.estimate.seconds for r in todo)
+    source = "cached calibration" if all(r.estimate.cached for r in todo) else "calibration just now"
+    how = (f"{source}: a few eager training steps of each net on trainer.device={todo[0].cfg.trainer.device}, plus "
+           "evaluation; each run's start-up adds a few seconds")
+    threads = _threads_per_worker(runs)
+    if threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
+        workers = _workers(runs, runs[0].launcher_jobs)
+        line = (f"estimated: {duration(total / workers)} for {len(todo)} runs, {workers} at a time with {threads} "
+                f"CPU thread{'s' if threads > 1 else ''} each ({duration(total)} of run time; {how})")
+    else:
+        line = f"estimated: {duration(total)} for {len(todo)} runs one after another ({how})"
+        if runs[0].launcher_jobs != 1 or "submitit" in runs[0].launcher:
+            line += "; parallel jobs shorten it where they do not share the same cores or GPU"
+    console.print(line)
+
+
+def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, estimate: bool = True) -> list[PlannedRun]:
     runs = plan(overrides)
     if dry_run:
+        if estimate:
+            _estimate(runs, console)
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
+        if estimate:
+            _say_total(runs, console)
         return runs
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
@@ -179,6 +224,8 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Tab
     for k in keys:
         table.add_column(k.split(".")[-1])
     table.add_column("status")
+    if dry_run and any(r.estimate for r in runs):
+        table.add_column("est. time", justify="right")
     if not dry_run:
         for col in ("train err %", "val err %", "test err %", "time s"):
             table.add_column(col, justify="right")
@@ -191,6 +238,10 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Tab
             status = f"diverged @{s.get('diverged_at')}"
         row = [r.run_dir.name] + [dict(o.partition("=")[::2] for o in r.overrides).get(k, "") for k in keys]
         row.append(f"[{colours.get(r.status, 'white')}]{status}[/]")
+        if dry_run and any(r.estimate for r in runs):
+            from depthstudy.estimate import duration
+
+            row.append(duration(r.estimate.seconds) if r.estimate else "")
         if not dry_run:
             row += [_fmt(s.get("train_error")), _fmt(s.get("val_error")), _fmt(s.get("test_error")),
                     _fmt(s.get("wall_time_s"))]

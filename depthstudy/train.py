@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, events, rundir
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
-from depthstudy.device import autocast_for, compile_mode, compiled, configure_device, memory_format, pick_device
+from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device, memory_format,
+                               pick_device)
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.errors import UsageError
 from depthstudy.interrupt import stop_on_interrupt
@@ -100,7 +101,10 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say) -> Run:
     data = load_data(cfg.data).to(device)
     model = build_model(cfg.model, data.shape, data.num_classes)
     model = model.to(device, memory_format=memory_format(bool(t.channels_last)))
-    forward = compiled(model, compile_mode(bool(t.compile), bool(t.cuda_graphs)), device)
+    mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
+    forward = compiled(model, mode, device)
+    if mode != "off":  # a compiler or capture failure falls back to the eager model, said in one line
+        forward = WithFallback(forward, model, say, "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
     optimizer = make_optimizer(model, cfg.optim, say, fused=bool(t.fused_optimizer))
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
@@ -219,6 +223,10 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
                    + (f", resuming at iteration {state.step}" if state.step else ""))
     for line in said:
         progress.print(f"{run.name}: {line}")
+    if isinstance(run.forward, WithFallback):
+        run.forward.say = lambda line: progress.print(f"{run.name}: {line}")  # from now on, through the progress
+        if state.step < run.total:
+            progress.print(f"{run.name}: compiling ({run.forward.what}): the first iterations take a while")
 
     try:
         status, last, meter = loop(run, state, writer, progress)

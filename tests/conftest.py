@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from depthstudy.cli import app
+
+# The tests' own user cache (calibrations, synthetic CIFAR): never the user's, shared by one test session.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="depthstudy-test-cache-")
 
 
 def pytest_collection_modifyitems(config, items):

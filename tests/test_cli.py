@@ -163,3 +163,15 @@ def test_eval_reproduces_the_runs_final_errors_and_leaves_the_run_untouched(cli,
     for args, message in ((["runs"], "is not a run directory"), ([str(run), "--splits", "tset"], "unknown split 'tset'")):
         bad = cli("eval", *args)
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_train_says_what_it_does_first_and_where_the_run_is_last(cli, tmp_path):
+    from helpers import only_run
+
+    args = [a for a in TINY if not a.startswith("trainer.progress")] + ["trainer.progress=lines"]
+    lines = cli("train", *args).output.strip().splitlines()
+    run = only_run(tmp_path)
+    assert lines[0] == f"{run.name}: starting (importing torch, loading digits, building the net)"
+    assert lines[-2] == f"run directory: {run}"
+    assert lines[-1].split() == ["next:", "tensorboard", "--logdir", str(run.parent), "|", "depthstudy", "report",
+                                 str(run.parent), "|", "depthstudy", "runs", str(run.parent)]

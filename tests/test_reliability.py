@@ -218,7 +218,7 @@ def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones
 
 def test_ctrl_c_with_more_joblib_workers_than_jobs_still_checkpoints_the_running_jobs(tmp_path):
     """An idle worker would die of the Ctrl-C, and joblib would then kill the busy ones."""
-    ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A"], 3, "*-s0,*")
+    ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A"], 3, "*-s0-*")
 
 
 def test_kill_9_of_a_joblib_sweep_stops_its_workers_at_a_checkpoint(tmp_path):

@@ -129,3 +129,27 @@ def test_a_running_run_whose_process_died_shows_as_crashed(cli, tmp_path):
     (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3}))
     result = cli("sweep", "model.depth=8", "seed=0", *TINY_SWEEP, "--dry-run")
     assert "crashed" in result.output
+
+
+def test_dry_run_estimates_each_run_from_a_calibration_and_caches_it(cli, tmp_path, monkeypatch):
+    import json
+
+    from depthstudy.estimate import duration, estimate_runs
+    from depthstudy.config import compose, without_hydra
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    result = cli("sweep", *GRID, *TINY_SWEEP, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "est. time" in result.output and "estimated:" in result.output and "calibration just now" in result.output
+    assert result.output.count("calibrating") == 4  # one per distinct net
+    cache = json.loads((tmp_path / "cache" / "depthstudy" / "step_times.json").read_text())
+    assert len(cache) == 4 and all(v > 0 for v in cache.values())
+    again = cli("sweep", *GRID, *TINY_SWEEP, "--dry-run")
+    assert "calibrating" not in again.output and "cached calibration" in again.output
+    # the arithmetic: iterations x step time + evaluations x held-out images at a third of a trained image's cost
+    cfg = without_hydra(compose([*TINY, "model.depth=8", "trainer.eval_every=2"]))
+    (estimate,) = estimate_runs([cfg])
+    held_out = cfg.data.val_size + cfg.data.test_size
+    expected = 6 * estimate.step_s + (6 // 2 + 1) * held_out * estimate.step_s / 32 / 3
+    assert estimate.cached and estimate.seconds == pytest.approx(expected)
+    assert [duration(s) for s in (12, 200, 7200, 200000)] == ["12 s", "3.3 min", "2.0 h", "2.3 days"]

@@ -198,12 +198,46 @@ def test_cuda_graphs_on_cpu_are_refused_in_one_line(cli):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_cuda_graphs_auto_means_on_for_cuda_only_and_bad_values_are_refused(cli):
+    import torch
+
+    from depthstudy.device import compile_mode
+
+    assert compose([]).trainer.cuda_graphs == "auto"
+    assert compile_mode(False, "auto", torch.device("cuda", 0)) == "cuda_graphs"
+    assert compile_mode(False, "auto", torch.device("cpu")) == "off"
+    assert compile_mode(True, "auto", torch.device("cpu")) == "default"
+    assert compile_mode(False, False, torch.device("cuda", 0)) == "off"
+    result = cli("train", "trainer.cuda_graphs=sometimes")
+    assert result.exit_code == 2 and "trainer.cuda_graphs='sometimes': choose auto, true or false" in result.output
+
+
+def test_a_compiler_failure_falls_back_to_eager_in_one_line():
+    import torch
+
+    from depthstudy.device import WithFallback
+
+    said, model = [], torch.nn.Linear(3, 2)
+
+    def broken(x):
+        raise RuntimeError("capture failed:\n  cudaErrorStreamCaptureUnsupported")
+
+    forward = WithFallback(broken, model, said.append, "CUDA graphs")
+    x = torch.ones(4, 3)
+    assert torch.equal(forward(x), model(x)) and torch.equal(forward(x), model(x))
+    assert said == ["CUDA graphs failed (RuntimeError: capture failed: cudaErrorStreamCaptureUnsupported); "
+                    "training eagerly instead"]
+    late = WithFallback(model, model, said.append, "torch.compile", tries=0)  # past its first calls: errors are real
+    with pytest.raises(RuntimeError):
+        late(torch.ones(4, 5))
+
+
 @pytest.mark.cuda
 def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     args = ["model.depth=8", "schedule.iterations=12", "schedule.milestones=[8]", "trainer.device=cuda", "trainer.log_every=1",
             "trainer.progress=none"]
-    assert cli("train", *args, "name=eager").exit_code == 0
-    result = cli("train", *args, "name=graphs", "trainer.cuda_graphs=true")
+    assert cli("train", *args, "name=eager", "trainer.cuda_graphs=false").exit_code == 0
+    result = cli("train", *args, "name=graphs")  # trainer.cuda_graphs=auto: on for CUDA
     assert result.exit_code == 0, result.output
     from torch._dynamo.utils import counters
 

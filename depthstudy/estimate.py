@@ -1,0 +1,112 @@
+"""What a sweep will cost before it runs: time a few training steps of each distinct net on this machine.
+
+`depthstudy sweep ... --dry-run` prints each run's estimate and the total. A calibration trains the run's
+own net, batch size, device and precision for a few steps of train.py's train_step on random images of
+the data set's shape (eager: compiled paths are faster once compiled, and compiling takes longer than
+the calibration). Results are cached per machine, torch version and setting in the user cache.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from depthstudy import schema
+from depthstudy.data import Data, Split, TrainStream, cache_root, normalization
+from depthstudy.device import configure_device, memory_format, pick_device
+from depthstudy.models import build_model
+from depthstudy.optim import make_optimizer
+from depthstudy.train import train_step
+
+EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only, no backward)
+
+
+@dataclass
+class Estimate:
+    seconds: float  # the run's whole budget, training and evaluation
+    step_s: float  # one training iteration
+    cached: bool  # the step time came from an earlier calibration
+
+
+def _key(cfg: DictConfig, device: torch.device) -> str:
+    t = cfg.trainer
+    setting = {"model": OmegaConf.to_container(cfg.model, resolve=True), "data": str(cfg.data.name),
+               "batch": int(cfg.optim.batch_size), "device": str(device), "precision": str(t.precision),
+               "channels_last": bool(t.channels_last), "fused": bool(t.fused_optimizer), "threads": str(t.threads),
+               "torch": torch.__version__, "machine": platform.node(), "cpu": platform.processor()}
+    return json.dumps(setting, sort_keys=True)
+
+
+def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 4, warmup: int = 2) -> float:
+    """Seconds per training iteration of this run's net and batch on this device (eager)."""
+    t = cfg.trainer
+    configure_device(device, str(t.precision), t.threads)
+    name, batch = str(cfg.data.name), int(cfg.optim.batch_size)
+    shape, classes = schema.DATASET_SHAPES[name], schema.DATASET_CLASSES[name]
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2 * batch, *shape), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, classes, (2 * batch,), generator=gen)
+    data = Data(name, Split(images, labels), None, None, classes, *normalization(images, str(cfg.data.normalize)))
+    data = data.to(device)
+    model = build_model(cfg.model, shape, classes).to(device, memory_format=memory_format(bool(t.channels_last)))
+    optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=bool(t.fused_optimizer))
+    stream = TrainStream(data, batch, 0, bool(cfg.data.augment), int(cfg.data.pad), channels_last=bool(t.channels_last))
+    window, one = torch.zeros(3, device=device), torch.ones((), device=device)
+    model.train()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    from contextlib import nullcontext
+
+    for i in range(warmup + steps):
+        if i == warmup:
+            sync()
+            started = time.perf_counter()
+        train_step(model, optimizer, *stream.batch(i), nullcontext, window, one)
+    sync()
+    return (time.perf_counter() - started) / steps
+
+
+def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
+    """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache).
+    threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads."""
+    path = cache_root() / "step_times.json"
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    out, fresh = [], False
+    for cfg in cfgs:
+        if threads is not None and cfg.trainer.threads == "auto":
+            cfg = cfg.copy()
+            cfg.trainer.threads = threads
+        device = pick_device(str(cfg.trainer.device), None)
+        key = _key(cfg, device)
+        cached = key in cache
+        if not cached:
+            say(f"calibrating {cfg.run_name} on {device} (a few training steps)")
+            cache[key], fresh = step_seconds(cfg, device), True
+        step_s = cache[key]
+        iterations = int(cfg.schedule.iterations)
+        held_out = int(cfg.data.val_size) + (int(cfg.data.get("test_size") or 0) or schema.DATASET_TEST_IMAGES[str(cfg.data.name)])
+        evaluations = (iterations // int(cfg.trainer.eval_every) if int(cfg.trainer.eval_every) else 0) + 1
+        eval_s = evaluations * held_out * step_s / int(cfg.optim.batch_size) * EVAL_COST
+        out.append(Estimate(iterations * step_s + eval_s, step_s, cached))
+    if fresh:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cache, indent=1))
+        except OSError:
+            pass  # a read-only cache only costs a calibration next time
+    return out
+
+
+def duration(seconds: float) -> str:
+    """12 s, 3.4 min, 2.1 h, 1.5 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 1.5 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"

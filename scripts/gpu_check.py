@@ -1,0 +1,134 @@
+"""The prepared GPU check (issue 14): every number a GPU session should bring back, in one JSON file.
+
+    python scripts/gpu_check.py --out gpu_check.json            # on the GPU machine: about 6-8 minutes
+    python scripts/gpu_check.py --smoke --out /tmp/smoke.json   # here, on a CPU: the same plumbing in ~2 minutes
+
+Steps, each with its own time limit, each recorded even when it fails:
+ 1. pytest -m cuda
+ 2. depthstudy bench: eager fp32, CUDA graphs fp32, CUDA graphs bf16 (ResNet-20/56/110 vs the reference loop)
+ 3. depthstudy train experiment=he2015 (3,000 iterations of ResNet-20, 1,000 of ResNet-110) on synthetic
+    CIFAR-10-format data (50k + 10k random images; only torchvision's md5 check is bypassed, in this script)
+ 4. k = 1, 2, 4 concurrent ResNet-20 runs on the one GPU: aggregate images/s (what jobs-per-GPU should be)
+No network is needed. Run it from the repository root with depthstudy importable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# A train run in a child process, with torchvision's md5 check bypassed (random images cannot match it).
+TRAIN = ("import sys; from pathlib import Path; from torchvision.datasets import cifar; "
+         "cifar.check_integrity = lambda path, md5=None: Path(path).is_file(); "
+         "from depthstudy.cli import app; app(['train', *sys.argv[1:]])")
+
+
+def sh(args: list[str], timeout: float, env: dict | None = None) -> dict:
+    started = time.perf_counter()
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
+        rc, out = p.returncode, p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = "timeout", (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+    return {"cmd": " ".join(args), "rc": rc, "seconds": round(time.perf_counter() - started, 1), "tail": out[-1500:]}
+
+
+def summary_of(run_root: Path) -> dict:
+    found = list(run_root.rglob("summary.json"))
+    return json.loads(found[0].read_text()) if found else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny budgets: check the script itself")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/depthstudy-gpu-check"))
+    args = ap.parse_args()
+    smoke = args.smoke
+    device = "cpu" if smoke else "cuda"
+    py = sys.executable
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    env = {"XDG_CACHE_HOME": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": smoke, "python": platform.python_version()}
+
+    import torch
+
+    report["torch"] = torch.__version__
+    report["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+    def save() -> None:
+        args.out.write_text(json.dumps(report, indent=1))
+
+    # 1. the CUDA tests
+    report["pytest_cuda"] = sh([py, "-m", "pytest", "-q", "-m", "cuda", "-x"], 60 if smoke else 240, env)
+    save()
+
+    # 2. bench: eager, graphs, graphs + bf16
+    models = "resnet20" if smoke else "resnet20,resnet56,resnet110"
+    steps = ["--steps", "2", "--warmup", "1"] if smoke else ["--steps", "30", "--warmup", "10", "--rounds", "2"]
+    variants = {"eager_fp32": []} if smoke else {"eager_fp32": [], "graphs_fp32": ["--cuda-graphs"],
+                                                  "graphs_bf16": ["--cuda-graphs", "--precision", "bf16"]}
+    report["bench"] = {}
+    for name, extra in variants.items():
+        path = work / f"bench_{name}.json"
+        result = sh([py, "-m", "depthstudy", "bench", "--device", device, "--models", models, *steps, *extra,
+                     "--json", str(path)], 60 if smoke else 150, env)
+        if path.exists():
+            data = json.loads(path.read_text())
+            result["models"] = {m["model"]: {"ours_images_per_s": round(m["ours"]["images_per_s"]),
+                                             "reference_images_per_s": round(m["reference"]["images_per_s"]),
+                                             "ratio": round(m["ratio"], 3)} for m in data.get("models", [])}
+        report["bench"][name] = result
+        save()
+
+    # 3. the paper's recipe on synthetic CIFAR-10-format data
+    data_root = work / "cifar"
+    sys.path.insert(0, str(ROOT))
+    from depthstudy.bench import write_synthetic_cifar
+
+    write_synthetic_cifar(data_root, per_file=200 if smoke else 10000)
+    budgets = {"resnet20": (20, 20 if smoke else 3000), "resnet110": (110, 4 if smoke else 1000)}
+    report["train"] = {}
+    for name, (depth, iterations) in budgets.items():
+        out_dir = work / f"train_{name}"
+        result = sh([py, "-c", TRAIN, "experiment=he2015", f"model.depth={depth}", f"schedule.iterations={iterations}",
+                     "schedule.milestones=[0.5,0.75]", f"data.root={data_root}",
+                     f"trainer.device={device}", "trainer.eval_every=0", f"trainer.log_every={10 if smoke else 100}",
+                     "trainer.progress=lines", f"out_dir={out_dir}", *(["data.val_size=0"] if smoke else [])],
+                    120 if smoke else 240, env)
+        s = summary_of(out_dir)
+        result.update({k: s.get(k) for k in ("status", "train_images_per_s", "wall_time_s", "eval_time_s", "params")})
+        report["train"][name] = result
+        save()
+
+    # 4. k concurrent ResNet-20 runs on one device
+    report["concurrent"] = {}
+    for k in ((1, 2) if smoke else (1, 2, 4)):
+        out_dir = work / f"concurrent_{k}"
+        cmd = [py, "-c", TRAIN, "experiment=he2015", "model.depth=20", f"schedule.iterations={10 if smoke else 1500}",
+               "schedule.milestones=[0.5,0.75]", f"data.root={data_root}",
+               f"trainer.device={device}", "trainer.eval_every=0", "trainer.progress=none", f"out_dir={out_dir}"]
+        started = time.perf_counter()
+        procs = [subprocess.Popen([*cmd, f"seed={i}"], cwd=ROOT, env={**os.environ, **env},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(k)]
+        rcs = [p.wait(timeout=120 if smoke else 300) for p in procs]
+        rates = [s.get("train_images_per_s") for s in (json.loads(p.read_text()) for p in out_dir.rglob("summary.json"))]
+        report["concurrent"][str(k)] = {"rc": rcs, "seconds": round(time.perf_counter() - started, 1),
+                                        "images_per_s_each": rates,
+                                        "aggregate_images_per_s": round(sum(r for r in rates if r), 1)}
+        save()
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    save()
+    print(json.dumps(report, indent=1)[-3000:])
+
+
+if __name__ == "__main__":
+    main()
