@@ -50,11 +50,11 @@ def load_curves(runs_dir: str | Path, keys: list[str] | None = None):
 
 
 def write_report(runs_dir: str | Path, out: str | Path | None = None, by: list[str] | None = None,
-           formats: tuple[str, ...] = ("png", "svg"), yscale: str = "auto") -> dict:
+           formats: tuple[str, ...] = ("png", "svg"), yscale: str = "auto", style: str = "default") -> dict:
     """Write the report as `depthstudy report` does; returns {"out": folder, "figures": [paths], "runs": [...]}."""
     from rich.console import Console
 
     from depthstudy.report import make_report
 
     return make_report(Path(runs_dir), Path(out) if out else None, list(by or []), list(formats), Console(quiet=True),
-                       yscale)
+                       yscale, style, f"depthstudy.write_report({str(runs_dir)!r})")

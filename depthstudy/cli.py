@@ -205,13 +205,21 @@ def report(
     fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",
     yscale: Annotated[str, typer.Option("--yscale", help="Depth plot's y axis: auto (symlog when errors span orders "
                                         "of magnitude), linear or symlog (linear below 1%, log above).")] = "auto",
+    style: Annotated[str, typer.Option("--style", help="default, paper (one 3.5-inch column per panel, small "
+                                       "fonts; use --format pdf) or slide (large fonts, thick lines).")] = "default",
     debug: Debug = False,
 ) -> None:
     """Figures and tables from the runs' TensorBoard logs: error vs iterations, error vs depth, report.md."""
+    import shlex
+
     from depthstudy.report import make_report
 
     formats = [f.strip() for f in fmt.split(",") if f.strip()]
-    _guard(lambda: make_report(runs_dir, out, by or [], formats, _console(), yscale), debug)
+    given = [("--out", out), *[("--by", k) for k in by or []], ("--format", fmt if fmt != "png,svg" else None),
+             ("--yscale", yscale if yscale != "auto" else None), ("--style", style if style != "default" else None)]
+    command = " ".join(["depthstudy report", shlex.quote(str(runs_dir)),
+                        *[f"{flag} {shlex.quote(str(value))}" for flag, value in given if value is not None]])
+    _guard(lambda: make_report(runs_dir, out, by or [], formats, _console(), yscale, style, command), debug)
 
 
 @app.command(epilog=(

@@ -3,8 +3,8 @@
 - layer_responses: He 2015 Figure 7, the standard deviation of each 3x3 layer's response
   (after BN, before the ReLU or the addition) on a fixed held-out batch.
 - block_diagnostics: per block, ||F(x)|| / ||x|| (how far the block is from the identity), the
-  norm of its branch's last BN gamma (what weight decay shrinks towards an identity block),
-  and the norm of its weights.
+  norm of its branch's last BN gamma (what weight decay shrinks towards an identity block) and its RMS
+  (||gamma|| / sqrt(C): about 1 for an untouched BN, whatever the width), and the norm of its weights.
 Both run in eval mode without gradients; the model is left as it was found.
 """
 
@@ -35,7 +35,7 @@ def layer_responses(model: nn.Module, x: torch.Tensor) -> list[float]:
 
 
 def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
-    """Per block, in order: branch_ratio ||F(x)||/||x||, gamma_norm (nan without BN), weight_norm."""
+    """Per block, in order: branch_ratio ||F(x)||/||x||, gamma_norm and gamma_rms (nan without BN), weight_norm."""
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
     inputs: dict[int, torch.Tensor] = {}
     hooks = [b.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0]))
@@ -47,11 +47,13 @@ def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float
             for i, b in enumerate(blocks):
                 xin = inputs[i].float()
                 last = b.last_layer()
-                gamma = last.weight.norm().item() if isinstance(last, nn.modules.batchnorm._BatchNorm) else math.nan
+                has_bn = isinstance(last, nn.modules.batchnorm._BatchNorm)
+                gamma = last.weight.norm().item() if has_bn else math.nan
                 weights = [m.weight for m in b.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not b.gate]
                 out.append({
                     "branch_ratio": (b.residual(b.preactivate(inputs[i])).float().norm() / xin.norm().clamp_min(1e-12)).item(),
                     "gamma_norm": gamma,
+                    "gamma_rms": gamma / math.sqrt(last.weight.numel()) if has_bn else math.nan,
                     "weight_norm": math.sqrt(sum(w.float().pow(2).sum().item() for w in weights)),
                 })
     finally:

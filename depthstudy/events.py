@@ -19,7 +19,7 @@ ERROR_TAGS = {"train": TRAIN_ERROR, "val": VAL_ERROR, "test": TEST_ERROR}
 LOSS_TAGS = {"train": TRAIN_LOSS, "val": VAL_LOSS, "test": TEST_LOSS}
 # Instruments (depthstudy.diagnostics): one scalar per layer or block, layers/blocks numbered from 0.
 RESPONSE_PREFIX = "responses/std/"  # std of each 3x3 layer's response (He 2015 Figure 7)
-BLOCK_PREFIX = "blocks/"  # blocks/<branch_ratio|gamma_norm|weight_norm>/<block>
+BLOCK_PREFIX = "blocks/"  # blocks/<branch_ratio|gamma_norm|gamma_rms|weight_norm>/<block>
 
 
 def response_tag(layer: int) -> str:

@@ -14,20 +14,63 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from depthstudy import events  # noqa: E402
 from depthstudy.runs import Group, Run, study_context  # noqa: E402
+from depthstudy.schema import milestone_iterations  # noqa: E402
 
 FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
                 "residual (B)": dict(color="#2471a3", marker="^"), "residual (C)": dict(color="#1e8449", marker="D")}
 
 
-def _depth_colours(depths: list[int]) -> dict[int, tuple]:
-    """One colour per depth, the same in every figure: deeper is darker."""
-    cmap = matplotlib.colormaps["viridis"]
+# Okabe & Ito's colour-blind-safe palette (its yellow left out: too light on white), in depth order: neighbouring
+# depths get clearly different hues (viridis' dark end made 44/56/110 hard to tell apart).
+DEPTH_PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+
+
+def _depth_colours(depths: list[int]) -> dict[int, str]:
+    """One colour per depth, the same in every figure of a report."""
     ds = sorted(set(depths))
-    return {d: cmap(0.85 - 0.75 * i / max(len(ds) - 1, 1)) for i, d in enumerate(ds)}
+    return {d: DEPTH_PALETTE[i % len(DEPTH_PALETTE)] if len(ds) <= len(DEPTH_PALETTE)
+            else matplotlib.colors.to_hex(matplotlib.colormaps["turbo"](0.05 + 0.9 * i / (len(ds) - 1)))
+            for i, d in enumerate(ds)}
+
+
+# --style: sizes and fonts. paper: one 3.5-inch column per panel, small fonts; slide: large fonts, thick lines.
+STYLES = {
+    "default": (1.0, {}),
+    "paper": (0.64, {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6,
+                     "xtick.labelsize": 6.5, "ytick.labelsize": 6.5, "lines.linewidth": 1.0, "lines.markersize": 4,
+                     "figure.titlesize": 8, "pdf.fonttype": 42}),
+    "slide": (1.15, {"font.size": 14, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11,
+                     "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.5, "lines.markersize": 8,
+                     "figure.titlesize": 16}),
+}
+_WIDTH = [1.0]  # the current style's size factor (set by styled())
+
+
+def styled(name: str):
+    """A context in which every figure is drawn in a style (rcParams, and a size factor for figsize)."""
+    import contextlib
+
+    scale, rc = STYLES[name]
+
+    @contextlib.contextmanager
+    def ctx():
+        _WIDTH[0] = scale
+        try:
+            with matplotlib.rc_context(rc):
+                yield
+        finally:
+            _WIDTH[0] = 1.0
+
+    return ctx()
+
+
+def _size(width: float, height: float) -> tuple[float, float]:
+    return width * _WIDTH[0], height * _WIDTH[0]
 
 
 def _family_style(family: str, i: int) -> dict:
@@ -47,14 +90,23 @@ def _eval_split(runs: list[Run]) -> str:
     return "test" if any(r.curves.get(events.TEST_ERROR) for r in runs) else "val"
 
 
-def _mean_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float]]:
+def _seed_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float], list[float], list[float]]:
+    """(steps, median, min, max) over the runs at each logged step: the line and the seeds' spread."""
     by_step = defaultdict(list)
     for r in runs:
         for step, value in r.curves.get(tag, []):
             if math.isfinite(value):
                 by_step[step].append(value)
     steps = sorted(by_step)
-    return steps, [statistics.fmean(by_step[s]) for s in steps]
+    return (steps, [statistics.median(by_step[s]) for s in steps], [min(by_step[s]) for s in steps],
+            [max(by_step[s]) for s in steps])
+
+
+def _lr_drops(runs: list[Run]) -> list[int]:
+    """The iterations where the learning rate drops, from the runs' configs (when they all agree)."""
+    drops = {tuple(milestone_iterations(r.lists.get("schedule.milestones", []), int(r.config["schedule.iterations"])))
+             for r in runs if "schedule.iterations" in r.config}
+    return list(drops.pop()) if len(drops) == 1 else []
 
 
 def _save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
@@ -70,30 +122,50 @@ def _save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
 
 
 def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path]:
-    """Figure-6 style: error vs iterations, one panel per family; training dashed, held-out bold."""
+    """Figure-6 style: error vs iterations, one panel per family; training dashed, held-out bold; the line is
+    the median over seeds, the band their range; dotted verticals: learning-rate drops."""
+    from matplotlib.lines import Line2D
+
     families = list(dict.fromkeys(g.family for g in groups))
     colours = _depth_colours([g.depth for g in groups])
-    split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 4.2), sharey=True, squeeze=False, layout="constrained")
-    top = 0.0
+    all_runs = [r for g in groups for r in g.runs]
+    split = _eval_split(all_runs)
+    drops = _lr_drops([r for g in groups for r in g.ok_runs()])
+    fig, axes = plt.subplots(1, len(families), figsize=_size(4.6 * len(families) + 1.6, 4.2), sharey=True,
+                             squeeze=False, layout="constrained")
+    top, labels, last = 0.0, {}, 0
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
-            label = _label(f"{g.depth} layers", g.extra)
-            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.2, marker="o", ms=3.5))):
-                steps, values = _mean_curve(runs, tag)
-                if steps:
-                    ax.plot(steps, values, color=colours[g.depth], label=label if tag != events.TRAIN_ERROR else None, **style)
-                    top = max(top, max(values))
+            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.0))):
+                steps, median, low, high = _seed_curve(runs, tag)
+                if not steps:
+                    continue
+                held_out = tag != events.TRAIN_ERROR
+                few = held_out and len(steps) <= 30  # a handful of evaluations: show each as a dot
+                ax.plot(steps, median, color=colours[g.depth], marker="o" if few else None, ms=3.5, **style)
+                if len(runs) > 1:
+                    ax.fill_between(steps, low, high, color=colours[g.depth], alpha=0.15 if held_out else 0.08, lw=0)
+                top, last = max(top, max(high)), max(last, steps[-1])
+                labels.setdefault(_label(f"{g.depth} layers", g.extra), colours[g.depth])
+        for x in (x for x in drops if x <= last):  # drops the logged steps reach (not a stretched axis)
+            ax.axvline(x, color="#888888", ls=":", lw=0.9, zorder=0)
+            ax.annotate("lr \u00f710", (x, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize="x-small", color="#666666")
         ax.set_title(family)
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # a family whose runs are all left out has no curve to name
-            ax.legend(fontsize=8, title=f"dashed: training, bold: {split}", title_fontsize=8)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    fig.suptitle("Error during training (mean over seeds; dots: evaluations; diverged, failed and damaged runs left out)")
-    _caption(fig, [r for g in groups for r in g.runs])
+    # One legend beside the panels, never over the data: colour = depth, line style = which error.
+    handles = [Line2D([], [], color=c, lw=2, label=label) for label, c in labels.items()]
+    handles += [Line2D([], [], color="#333333", ls="--", lw=1, label="training"),
+                Line2D([], [], color="#333333", lw=2, label=split)]
+    if len(all_runs) > len(groups):
+        handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    fig.suptitle("Error during training (median over seeds)")
+    _caption(fig, all_runs, "diverged, failed and damaged runs left out")
     return _save(fig, out, "curves", formats)
 
 
@@ -140,12 +212,16 @@ def depth_yscale(groups: list[Group], split: str, asked: str) -> str:
 
 
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
-               yscale: str = "auto") -> list[Path]:
-    """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median."""
+               yscale: str = "auto", paper: list[tuple[int, float]] | None = None) -> list[Path]:
+    """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
+    paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), sharey=False, layout="constrained")
     for ax, which in zip(axes, ("train", split)):
         _depth_axes(ax, groups, which, extra_keys)
+        if paper and which == "test":
+            ax.scatter(*zip(*sorted(paper)), marker="*", s=90, facecolor="white", edgecolor="black", lw=1.0, zorder=4,
+                       label="He 2015 Table 6 (ResNet, A)")
         ax.set_title(f"final {'training' if which == 'train' else which} error")
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
@@ -155,15 +231,17 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
             ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
             ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
     _from_zero(axes)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize="small")
+    if paper:
+        axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
     fig.suptitle("Error vs depth (line: median over seeds; dots: each seed)")
     _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "depth", formats)
 
 
-def _caption(fig, runs: list[Run]) -> None:
+def _caption(fig, runs: list[Run], note: str = "") -> None:
     """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version."""
-    fig.supxlabel(study_context(runs), fontsize=7.5, color="#555555")
+    fig.supxlabel(study_context(runs) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
 
 
 def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
@@ -172,7 +250,8 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     values = list(dict.fromkeys(g.extra[idx] for g in groups))
     rest = [k for k in extra_keys if k != key]
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(2, len(values), figsize=(4.2 * len(values), 7), sharey="row", squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2, len(values), figsize=_size(4.2 * len(values), 7), sharey="row", squeeze=False,
+                             layout="constrained")
     for col, value in enumerate(values):
         sub = [Group(g.family, g.depth, g.extra[:idx] + g.extra[idx + 1:], g.runs) for g in groups if g.extra[idx] == value]
         for row, which in enumerate(("train", split)):
@@ -196,60 +275,90 @@ def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
 
 
 def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
-    """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude."""
+    """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude. A net whose
+    responses run orders of magnitude above the others (a plain net that diverged) is clipped at the top and
+    named, so the trained nets' curves stay readable."""
     colours = _depth_colours([g.depth for g in groups])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, layout="constrained")
-    drawn = False
+    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), sharey=True, layout="constrained")
+    series = []
     for i, g in enumerate(groups):
         stds = _final_indexed(g.ok_runs(), events.RESPONSE_PREFIX)
-        if not stds:
-            continue
-        # One colour per depth; where another key varies too, one colour per group.
-        colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
-        style = dict(color=colour, ls="--" if g.family == "plain" else "-", lw=1.4,
-                     label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys))
-        axes[0].plot(range(1, len(stds) + 1), stds, **style)
-        axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
-        drawn = True
-    if not drawn:
+        if stds:
+            # One colour per depth; where another key varies too, one colour per group.
+            colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
+            series.append((g, stds, dict(color=colour, ls="--" if g.family == "plain" else "-", lw=1.4,
+                                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys))))
+    if not series:
         plt.close(fig)
         return []
+    for _, stds, style in series:
+        axes[0].plot(range(1, len(stds) + 1), stds, **style)
+        axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+    peaks = sorted(max(stds) for _, stds, _ in series)
+    typical = peaks[len(peaks) // 2]
+    clipped = [style["label"] for _, stds, style in series if max(stds) > 100 * typical]
+    if clipped:
+        lowest = min(min(v for v in stds if v > 0) for _, stds, _ in series if any(v > 0 for v in stds))
+        for ax in axes:
+            ax.set_ylim(lowest / 1.5, 100 * typical)
+        axes[0].annotate(f"clipped at {100 * typical:.3g}: {', '.join(clipped)} (up to {peaks[-1]:.2g})",
+                         (0.01, 0.98), xycoords="axes fraction", va="top", fontsize="x-small", color="#a00000")
     axes[0].set_xlabel("layer index (original order)")
     axes[1].set_xlabel("layer index (sorted by magnitude)")
     axes[0].set_ylabel("std of layer response (log scale)")
     for ax in axes:
         ax.set_yscale("log")  # a net that failed to train can respond 1000x more than one that did
         ax.grid(alpha=0.3, which="both")
-    axes[1].legend(fontsize=7, ncol=2)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
     _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "responses", formats)
 
 
+def _stage_starts(run: Run) -> list[int]:
+    """Block numbers (from 1) where a new stage (a change of width) begins, for the CIFAR nets; [] otherwise."""
+    if run.config.get("model.arch", "cifar_resnet") != "cifar_resnet":
+        return []
+    per_stage = (run.depth - 2) // (9 if run.config.get("model.block") == "bottleneck" else 6)
+    return [per_stage + 1, 2 * per_stage + 1] if per_stage else []
+
+
 def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
-    """How close each block is to the identity at the end: ||F(x)||/||x|| and the last BN's gamma norm."""
-    quantities = [("branch_ratio", "||F(x)|| / ||x||  (0 = identity block)"), ("gamma_norm", "||gamma|| of the branch's last BN")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    """How close each block is to the identity at the end: ||F(x)||/||x||, and the RMS of the branch's last BN
+    gamma (||gamma|| / sqrt(C): about 1 for an untouched BN whatever the width, towards 0 for an identity block)."""
+    residual = [g for g in groups if g.family != "plain"]
+    old_runs = any(f"{events.BLOCK_PREFIX}gamma_norm/0000" in r.curves and f"{events.BLOCK_PREFIX}gamma_rms/0000"
+                   not in r.curves for g in residual for r in g.ok_runs())
+    gamma = ("gamma_norm", "||gamma||  (runs from before gamma_rms was logged)") if old_runs else (
+        "gamma_rms", "RMS gamma = ||gamma|| / sqrt(C)")
+    quantities = [("branch_ratio", "||F(x)|| / ||x||", "branch vs input (0 = identity block)"),
+                  (gamma[0], gamma[1], "last BN of each branch")]
+    fig, axes = plt.subplots(1, 2, figsize=_size(12, 4.2), layout="constrained")
     colours = _depth_colours([g.depth for g in groups])
-    drawn = False
-    for i, g in enumerate(g for g in groups if g.family != "plain"):
+    drawn, stages = False, set()
+    for i, g in enumerate(residual):
         # One colour per depth, as in every figure; where another key varies too, one colour per group.
         colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
-        for ax, (q, _) in zip(axes, quantities):
+        for ax, (q, _, _) in zip(axes, quantities):
             values = _final_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/")
             if values:
                 ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)
                 drawn = True
+                if g.ok_runs():
+                    stages.update((colour, b) for b in _stage_starts(g.ok_runs()[0]))
     if not drawn:
         plt.close(fig)
         return []
-    for ax, (_, title) in zip(axes, quantities):
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("block")
+    for ax, (_, ylabel, title) in zip(axes, quantities):
+        for colour, block in stages:  # where the width doubles (16 -> 32 -> 64 channels)
+            ax.axvline(block - 0.5, color=colour, ls=":", lw=0.9, zorder=0)
+        ax.set_title(title)
+        ax.set_xlabel("block (dotted: a new stage, twice the channels)")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.set_ylim(bottom=0)
-    axes[0].legend(fontsize=7)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
     _caption(fig, [r for g in groups for r in g.runs])
     return _save(fig, out, "blocks", formats)

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from depthstudy.errors import UsageError
+from depthstudy.schema import milestone_iterations
 
 
 def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = False) -> torch.optim.SGD:
@@ -61,7 +62,7 @@ class Schedule:
 
     def __init__(self, s: DictConfig, lr: float, depth: int):
         # A milestone is an iteration, or a fraction of the run (0.5: half way), so a shortened run keeps its shape.
-        self.milestones = sorted(round(m * s.iterations) if isinstance(m, float) else int(m) for m in s.milestones)
+        self.milestones = milestone_iterations(s.milestones, int(s.iterations))
         self.lr, self.gamma = lr, s.gamma
         w = s.warmup
         self.warmup = w.min_depth is not None and depth >= w.min_depth  # does the rule apply to this net

@@ -80,8 +80,31 @@ def _problem_lines(runs: list[Run]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str]) -> None:
-    lines = [f"# Depth study report: `{root}`", ""]
+def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
+    """report.md's opening: the command, the version, what the figures' numbers come from, and every setting in
+    which these runs depart from the paper's CIFAR-10 recipe (experiment=he2015)."""
+    from depthstudy.runs import study_context
+
+    departures = []
+    free = NOT_CONFIG | {"model.depth", "model.shortcut", "run_name"}
+    for key, paper_value in sorted(recipe.items()):
+        if key in free or key.startswith("trainer."):
+            continue
+        ours = sorted({str(r.config[key]) for r in runs if key in r.config})
+        if ours and ours != [str(paper_value)]:
+            departures.append(f"`{key}`: {' / '.join(ours)} (paper: {paper_value})")
+    lines = [f"Made by `{command}`. Runs: {study_context(runs)}.", ""]
+    if departures:
+        lines += ["Settings that differ from the paper's CIFAR-10 recipe (`experiment=he2015`): " + "; ".join(departures)
+                  + ".", ""]
+    else:
+        lines += ["Every setting follows the paper's CIFAR-10 recipe (`experiment=he2015`).", ""]
+    return lines
+
+
+def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str],
+                   provenance: list[str] = ()) -> None:
+    lines = [f"# Depth study report: `{root}`", "", *provenance]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Errors are the last logged point of each curve, in %, mean \u00b1 std over seeds. "
@@ -148,8 +171,9 @@ def write_table(out: Path, records: list[dict]) -> None:
 
 # --- the command ---
 
-def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto") -> dict:
-    """Read every run below root and write figures, report.md, runs.csv and curves.csv to out."""
+def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto",
+                style: str = "default", command: str | None = None) -> dict:
+    """Read every run below root and write figures, report.md, runs.csv, curves.csv and table.csv/json to out."""
     from depthstudy import figures  # loads matplotlib (Agg backend)
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
@@ -157,6 +181,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
         raise UsageError(f"--format {','.join(bad)} is not supported; choose from png, svg, pdf")
     if yscale not in figures.YSCALES:
         raise UsageError(f"--yscale {yscale} is unknown; choose auto, linear or symlog")
+    if style not in figures.STYLES:
+        raise UsageError(f"--style {style} is unknown; choose {', '.join(figures.STYLES)}")
     runs = load_runs(root)
     readable = [r for r in runs if not r.problem]
     extra_keys = varying_keys(runs)
@@ -171,17 +197,21 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     out.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs, extra_keys)
     files = []
+    recipe = _paper_recipe()
+    paper = sorted({(g.depth, n) for g in groups if (n := _paper_number(g, recipe)) is not None})
     if readable:
-        files += figures.plot_curves(groups, out, formats)
-        files += figures.plot_depth(groups, out, formats, extra_keys, yscale)
-        for key in by:
-            if key in extra_keys:
-                files += figures.plot_depth_by(groups, key, out, formats, extra_keys)
-        files += figures.plot_responses(groups, out, formats, extra_keys)
-        files += figures.plot_blocks(groups, out, formats, extra_keys)
+        with figures.styled(style):
+            files += figures.plot_curves(groups, out, formats)
+            files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper)
+            for key in by:
+                if key in extra_keys:
+                    files += figures.plot_depth_by(groups, key, out, formats, extra_keys)
+            files += figures.plot_responses(groups, out, formats, extra_keys)
+            files += figures.plot_blocks(groups, out, formats, extra_keys)
     header, rows = summary_rows(groups, extra_keys)
     problems = _problem_lines(runs)
-    write_markdown(out / "report.md", root, header, rows, files, problems)
+    write_markdown(out / "report.md", root, header, rows, files, problems,
+                   _provenance(runs, recipe, command or f"depthstudy report {root}"))
     write_csvs(out, runs, ["model.arch", "model.depth", "model.shortcut", "seed", *extra_keys])
     write_table(out, table_records(groups, extra_keys))
 

@@ -112,3 +112,8 @@ def register() -> None:
 
     ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
     ConfigStore.instance().store(group="model", name="mlp_base", node=MLPConfig)
+
+
+def milestone_iterations(milestones, iterations: int) -> list[int]:
+    """lr milestones as iterations: an int is an iteration, a float a fraction of the run (0.5: half way)."""
+    return sorted(round(m * iterations) if isinstance(m, float) else int(m) for m in milestones)

@@ -213,6 +213,8 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     assert result.exit_code == 0, result.output
     md = (root / "report" / "report.md").read_text()
     assert "paper test %" in md and "| 9.00 \u00b1 0.71 | 8.75 | +0.25 |" in md  # He 2015 Table 6: ResNet-20 8.75
+    assert "Every setting follows the paper's CIFAR-10 recipe" in md
+    assert "He 2015 Table 6 (ResNet, A)" in (root / "report" / "depth.svg").read_text()  # the reference marker
     # Not the paper's recipe (another weight decay): no Table 6 number beside it.
     cfg = compose(["experiment=he2015", "model.depth=20", "optim.weight_decay=0.001"])
     run = root / cfg.run_name
@@ -289,3 +291,113 @@ def test_one_seed_shows_its_value_without_a_zero_std(tmp_path, cli):
     assert cli("report", str(tmp_path / "one")).exit_code == 0
     md = (tmp_path / "one" / "report" / "report.md").read_text()
     assert "| residual (A) | 20 | 1/1 | 1.25 | 5.50 | 4.50 |" in md and "\u00b1" not in md.split("\n\n")[1]
+
+
+def test_report_md_says_how_it_was_made_and_where_the_runs_depart_from_the_paper(sweep, cli):
+    from depthstudy import __version__
+
+    assert cli("report", str(sweep)).exit_code == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert f"Made by `depthstudy report {sweep}`" in md and f"depthstudy {__version__}" in md
+    assert "`data.name`: digits (paper: cifar10)" in md and "`schedule.iterations`: 600 (paper: 64000)" in md
+    assert "Table 6 (ResNet, A)" not in (sweep / "report" / "depth.svg").read_text()  # not the paper's recipe
+
+
+def test_curves_show_the_seed_range_the_lr_drops_and_a_legend_beside_the_panels(tmp_path, monkeypatch):
+    from depthstudy import figures
+    from depthstudy.runs import group_runs, load_runs
+
+    root = tmp_path / "lr"
+    for shortcut in ("none", "A"):
+        for seed in (0, 1):  # short schedule: 600 iterations, lr drops at 300 and 450
+            write_run(root, shortcut, 20, seed, 5.0 + seed, 8.0, steps=(150, 300, 450, 600))
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    figures.plot_curves(group_runs(load_runs(root), []), tmp_path, ["png"])
+    (fig,) = drawn
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    for ax in panels:
+        drops = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+        assert drops == [300, 450] and ax.get_xlim()[1] < 700  # marked, and the axis is not stretched by them
+        assert len(ax.collections) == 2  # the seeds' range as a band: training and test
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert all(not box.overlaps(ax.get_window_extent()) for ax in panels)  # the legend never covers data
+    assert "range over seeds" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_lr_drops_beyond_the_logged_steps_are_not_drawn(sweep, cli):
+    assert cli("report", str(sweep)).exit_code == 0  # steps 10-30 of 600: milestones 300, 450 lie beyond
+    assert "lr \u00f710" not in (sweep / "report" / "curves.svg").read_text()
+
+
+def _instrumented(root, shortcut, depth, responses, blocks=None):
+    run = write_run(root, shortcut, depth, 0, 5.0, 8.0)
+    with SummaryWriter(str(run)) as w:
+        for i, v in enumerate(responses):
+            w.add_scalar(events.response_tag(i), v, 30)
+        for i, v in enumerate(blocks or []):
+            w.add_scalar(events.block_tag("branch_ratio", i), 0.5, 30)
+            w.add_scalar(events.block_tag("gamma_rms", i), v, 30)
+    return run
+
+
+def test_responses_of_a_diverging_net_are_clipped_and_named_not_flattening_the_rest(tmp_path, cli):
+    root = tmp_path / "resp"
+    _instrumented(root, "A", 8, [1.0, 1.2, 0.9, 1.1, 1.0, 0.8, 1.3])
+    _instrumented(root, "A", 14, [1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 1.3, 1.0, 0.9, 1.1, 1.0, 1.2, 0.9])
+    _instrumented(root, "none", 8, [2.0, 30.0, 400.0, 5e3, 6e4, 1e5, 2e5])
+    assert cli("report", str(root)).exit_code == 0
+    svg = (root / "report" / "responses.svg").read_text()
+    assert "clipped at 130: plain-8 (up to 2e+05)" in svg
+
+
+def test_blocks_show_rms_gamma_with_stage_boundaries_and_labelled_axes(tmp_path, monkeypatch):
+    from depthstudy import figures
+    from depthstudy.runs import group_runs, load_runs
+
+    _instrumented(tmp_path / "b", "A", 20, [1.0] * 19, blocks=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    figures.plot_blocks(group_runs(load_runs(tmp_path / "b"), []), tmp_path, ["png"], [])
+    (fig,) = drawn
+    ratio, gamma = [ax for ax in fig.axes if ax.get_title()]
+    assert gamma.get_ylabel() == "RMS gamma = ||gamma|| / sqrt(C)" and ratio.get_ylabel() == "||F(x)|| / ||x||"
+    (curve,) = [line for line in gamma.get_lines() if line.get_linestyle() == "-"]
+    assert list(curve.get_ydata()) == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
+    stages = sorted(line.get_xdata()[0] for line in gamma.get_lines() if line.get_linestyle() == ":")
+    assert stages == [3.5, 6.5]  # ResNet-20: 3 blocks per stage, widths 16 | 32 | 64
+
+
+def test_gamma_rms_is_the_norm_over_the_root_of_the_channels():
+    import math
+
+    import torch
+
+    from depthstudy.config import compose
+    from depthstudy.diagnostics import block_diagnostics
+    from depthstudy.models import ResidualBlock, build_model
+
+    model = build_model(compose(["model.depth=8"]).model, (1, 8, 8), 10)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    for b in blocks:
+        b.last_layer().weight.data.uniform_(0.2, 1.5)
+    d = block_diagnostics(model, torch.randn(16, 1, 8, 8))
+    for b, row in zip(blocks, d):
+        gamma = b.last_layer().weight.detach()
+        assert row["gamma_rms"] == pytest.approx(math.sqrt(float((gamma ** 2).mean())), rel=1e-6)
+        assert row["gamma_norm"] == pytest.approx(float(gamma.norm()), rel=1e-6)
+
+
+def test_style_paper_and_slide_change_the_size_and_an_unknown_style_is_refused(sweep, cli, tmp_path):
+    import matplotlib.image
+
+    widths = {}
+    for style in ("default", "paper", "slide"):
+        assert cli("report", str(sweep), "--style", style, "--out", str(tmp_path / style)).exit_code == 0
+        widths[style] = matplotlib.image.imread(tmp_path / style / "depth.png").shape[1]
+    assert widths["paper"] < 0.75 * widths["default"] < widths["slide"]
+    assert (tmp_path / "paper" / "depth.svg").read_text().lstrip().startswith("<?xml")  # vector stays vector
+    bad = cli("report", str(sweep), "--style", "poster")
+    assert bad.exit_code == 2 and "--style poster is unknown; choose default, paper, slide" in bad.output
