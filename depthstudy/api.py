@@ -38,7 +38,7 @@ def load_runs(runs_dir: str | Path):
 def load_curves(runs_dir: str | Path, keys: list[str] | None = None):
     """A pandas DataFrame in long form, one row per logged point: run, the config keys asked for (default: the
     study's axes: model.arch, model.depth, model.shortcut, seed and every other key that varies), tag, quantity
-    and index (responses/std/0007 -> responses/std, 7), step, value, wall_time (unix seconds)."""
+    and index (z_instruments/responses/std/0007 -> z_instruments/responses/std, 7), step, value, wall_time (unix seconds)."""
     import pandas as pd
 
     from depthstudy.runs import TIDY_COLUMNS, load_runs as read, tidy_rows, varying_keys

@@ -6,6 +6,7 @@ writer that uses these tags produces runs that `depthstudy report` can read.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 TRAIN_LOSS = "train/loss"  # mean cross-entropy over the last log window of mini-batches
@@ -17,9 +18,13 @@ VAL_ERROR, VAL_LOSS = "val/error", "val/loss"
 TEST_ERROR, TEST_LOSS = "test/error", "test/loss"
 ERROR_TAGS = {"train": TRAIN_ERROR, "val": VAL_ERROR, "test": TEST_ERROR}
 LOSS_TAGS = {"train": TRAIN_LOSS, "val": VAL_LOSS, "test": TEST_LOSS}
-# Instruments (depthstudy.diagnostics): one scalar per layer or block, layers/blocks numbered from 0.
-RESPONSE_PREFIX = "responses/std/"  # std of each 3x3 layer's response (He 2015 Figure 7)
-BLOCK_PREFIX = "blocks/"  # blocks/<branch_ratio|gamma_norm|gamma_rms|weight_norm>/<block>
+# Instruments (depthstudy.diagnostics): one scalar per layer or block, layers/blocks numbered from 0. Under one
+# group that sorts after train/ and val/, so TensorBoard's Time Series opens on the error curves, not on a
+# hundred single-point instrument cards.
+INSTRUMENTS = "z_instruments/"
+RESPONSE_PREFIX = INSTRUMENTS + "responses/std/"  # std of each 3x3 layer's response (He 2015 Figure 7)
+BLOCK_PREFIX = INSTRUMENTS + "blocks/"  # .../blocks/<branch_ratio|gamma_norm|gamma_rms|weight_norm>/<block>
+RENAMED = {"responses/std/": RESPONSE_PREFIX, "blocks/": BLOCK_PREFIX}  # runs written before the group existed
 
 
 def response_tag(layer: int) -> str:
@@ -49,20 +54,139 @@ class EventWriter:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
-    def hparams(self, hparams: dict, metric_tags: list[str]) -> None:
-        """The run's hyper-parameters for TensorBoard's HPARAMS tab, in this run's own event file.
+    def session_start(self, hparams: dict) -> None:
+        """The run's hyper-parameters for TensorBoard's HPARAMS tab (booleans as booleans, numbers as numbers),
+        and the custom-scalars layout, in this run's own event file (one run = one directory)."""
+        self._add(_hparams_summary(SESSION_START_TAG, session_start_info=_session_start(hparams)))
+        self._add(_layout_summary())
 
-        (SummaryWriter.add_hparams would start a second run directory; writing the three
-        summaries ourselves keeps one run = one directory.)
-        """
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
+    def session_end(self, ok: bool) -> None:
+        """How the run ended, for the HPARAMS tab (finished: success; diverged: failure)."""
+        from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-        exp, ssi, sei = hparams_summary(hparams, {tag: None for tag in metric_tags})
-        for summary in (exp, ssi, sei):
-            self.writer.file_writer.add_summary(summary)
+        status = api_pb2.Status.Value("STATUS_SUCCESS" if ok else "STATUS_FAILURE")
+        self._add(_hparams_summary(SESSION_END_TAG, session_end_info=plugin_data_pb2.SessionEndInfo(
+            status=status, end_time_secs=time.time())))
+
+    def _add(self, summary) -> None:
+        self.writer.file_writer.add_summary(summary)
 
     def close(self) -> None:
         self.writer.close()
+
+
+# --- TensorBoard's HPARAMS tab and custom-scalars layout (protos written directly: torch's add_hparams logs
+# booleans as numbers and would start a second run directory) ---
+
+SESSION_START_TAG, SESSION_END_TAG, EXPERIMENT_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info", "_hparams_/experiment"
+METRIC_TAGS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR)
+# Always columns of a study's HPARAMS table (with the other keys that vary in the sweep).
+STUDY_KEYS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
+HPARAM_TRAINER_KEYS = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")
+
+
+def hparams_of(config: dict) -> dict:
+    """A run's settings as HParams: every model/data/optim/schedule key and seed, and the trainer's speed
+    switches; lists as strings, unset values left out."""
+    from depthstudy.rundir import RUNTIME_KEYS, flatten
+
+    flat = flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
+    flat.update({f"trainer.{k}": config["trainer"][k] for k in HPARAM_TRAINER_KEYS if k in config.get("trainer", {})})
+    return {k: v for k, v in flat.items() if v is not None and (k not in RUNTIME_KEYS or k.startswith("trainer."))}
+
+
+def _value(v):
+    from google.protobuf import struct_pb2
+
+    if isinstance(v, bool):  # before int: a bool is an int to Python
+        return struct_pb2.Value(bool_value=v)
+    if isinstance(v, (int, float)):
+        return struct_pb2.Value(number_value=v)
+    return struct_pb2.Value(string_value=str(v))
+
+
+def _session_start(hparams: dict):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for k, v in hparams.items():
+        info.hparams[k].CopyFrom(_value(v))
+    return info
+
+
+def _hparams_summary(tag: str, **content):
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **content)
+    plugin = SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME, content=data.SerializeToString())
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin))])
+
+
+def study_experiment(configs: list[dict]):
+    """The HPARAMS tab's definition for a sweep: columns for depth, shortcut, weight decay, seed and every other
+    key that varies, each with its values as a discrete domain (checkboxes to filter and group), and the errors."""
+    from tensorboard.plugins.hparams import api_pb2
+
+    values: dict[str, list] = {}
+    for c in configs:
+        for k, v in hparams_of(c).items():
+            if v not in values.setdefault(k, []):
+                values[k].append(v)
+    keys = [k for k in STUDY_KEYS if k in values] + sorted(k for k, v in values.items() if len(v) > 1 and k not in STUDY_KEYS)
+    infos = []
+    for k in keys:
+        vs = sorted(values[k], key=lambda v: (str(type(v)), v))
+        kind = ("DATA_TYPE_BOOL" if all(isinstance(v, bool) for v in vs) else "DATA_TYPE_FLOAT64"
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vs) else "DATA_TYPE_STRING")
+        domain = [v if kind != "DATA_TYPE_STRING" else str(v) for v in vs]
+        from google.protobuf import struct_pb2
+
+        infos.append(api_pb2.HParamInfo(name=k, type=api_pb2.DataType.Value(kind),
+                                        domain_discrete=struct_pb2.ListValue(values=[_value(v) for v in domain])))
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t), display_name=t.replace("/", " ") + " %")
+               for t in METRIC_TAGS]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
+    return _hparams_summary(EXPERIMENT_TAG, experiment=experiment)
+
+
+def write_study_experiment(sweep_dir: Path, configs: list[dict]) -> Path:
+    """The sweep's HPARAMS definition, as one event file at the top of its directory (replacing an earlier one).
+    TensorBoard's own writer: no torch in a sweep's main process."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    for old in sweep_dir.glob("events.out.tfevents.*.study"):
+        old.unlink()
+    writer = EventFileWriter(str(sweep_dir), filename_suffix=".study")
+    writer.add_event(Event(wall_time=time.time(), summary=study_experiment(configs)))
+    writer.close()
+    return next(sweep_dir.glob("events.out.tfevents.*.study"))
+
+
+def _layout_summary():
+    """TensorBoard's CUSTOM SCALARS tab: He 2015 Figure 6's curves first (every run, one chart per error), the
+    training signals next, the instruments folded away."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata
+
+    def chart(title, *tags):
+        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=list(tags)))
+
+    layout = layout_pb2.Layout(category=[
+        layout_pb2.Category(title="Figure 6: error (%) vs iterations (filter runs by name: plain, res)", chart=[
+            chart("training error %", f"^{TRAIN_ERROR}$"), chart("test error %", f"^{TEST_ERROR}$"),
+            chart("validation error %", f"^{VAL_ERROR}$")]),
+        layout_pb2.Category(title="training", chart=[
+            chart("training loss", f"^{TRAIN_LOSS}$"), chart("learning rate", f"^{LR}$"),
+            chart("images / s", f"^{THROUGHPUT}$")]),
+        layout_pb2.Category(title="instruments (final values: see depthstudy report)", closed=True, chart=[
+            chart("layer response std", f"^{RESPONSE_PREFIX}"), chart("blocks", f"^{BLOCK_PREFIX}")]),
+    ])
+    tensor = TensorProto(dtype="DT_STRING", string_val=[layout.SerializeToString()])
+    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=metadata.PLUGIN_NAME))
+    return Summary(value=[Summary.Value(tag=metadata.CONFIG_SUMMARY_TAG, tensor=tensor, metadata=meta)])
 
 
 def _masked_crc(data: bytes) -> int:
@@ -122,6 +246,7 @@ def read_scalars(run_dir: Path, with_wall_times: bool = False):
     out, walls = {}, {}
     for tag in acc.Tags()["scalars"]:
         points = acc.Scalars(tag)
-        out[tag] = [(e.step, float(e.value)) for e in points]
-        walls[tag] = [e.wall_time for e in points]
+        name = next((new + tag[len(old):] for old, new in RENAMED.items() if tag.startswith(old)), tag)
+        out[name] = [(e.step, float(e.value)) for e in points]
+        walls[name] = [e.wall_time for e in points]
     return (out, walls) if with_wall_times else out

@@ -143,8 +143,8 @@ def run_record(run: Run) -> dict:
 
 
 def split_tag(tag: str) -> tuple[str, int | None]:
-    """(quantity, index): responses/std/0007 -> (responses/std, 7); blocks/gamma_norm/0002 -> (blocks/gamma_norm, 2);
-    train/error -> (train/error, None)."""
+    """(quantity, index): z_instruments/responses/std/0007 -> (z_instruments/responses/std, 7); train/error ->
+    (train/error, None)."""
     head, _, last = tag.rpartition("/")
     return (head, int(last)) if head and last.isdigit() else (tag, None)
 

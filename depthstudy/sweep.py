@@ -130,6 +130,12 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
         if not any(a.startswith("trainer.progress=") for a in args):  # bars of parallel runs would overwrite each other
             args.append("trainer.progress=lines")
+    from depthstudy.events import write_study_experiment
+
+    # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns.
+    runs[0].run_dir.parent.mkdir(parents=True, exist_ok=True)
+    write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
+                                                    for r in runs])
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     try:
         with stopper or nullcontext(), SweepProgress(runs, console):

@@ -213,7 +213,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     # saved one) is dropped by TensorBoard's reader, so curves never show duplicated or backwards steps.
     writer = events.EventWriter(run_dir, resume_step=state.step + 1)
     if saved is None:
-        writer.hparams(_hparams(config), [events.TRAIN_ERROR, events.VAL_ERROR, events.TEST_ERROR])
+        writer.session_start(events.hparams_of(config))
     params = count_params(run.model)
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": params, "device": str(run.device), "precision": cfg.trainer.precision}
@@ -325,6 +325,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
             checkpoint.save(run.run_dir, state.to_checkpoint(run))  # the finished run keeps its final weights
     else:
         summary["diverged_at"] = state.step
+    writer.session_end(ok=status == "finished")
     writer.close()
     progress.close()
     summary.update(last)
@@ -339,11 +340,3 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     progress.print(f"{run.name}: {status}: " + "  ".join(
         f"{k} {summary[k]:.2f}" for k in ("train_error", "val_error", "test_error") if summary.get(k) is not None))
     return summary
-
-
-def _hparams(config: dict) -> dict:
-    """The run's settings as TensorBoard HParams (scalars and strings only)."""
-    flat = rundir.flatten({k: config[k] for k in ("model", "data", "optim", "schedule", "seed") if k in config})
-    flat.update({f"trainer.{k}": config["trainer"][k]
-                 for k in ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")})
-    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}

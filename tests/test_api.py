@@ -3,6 +3,7 @@
 import pytest
 
 import depthstudy
+from depthstudy import events
 from depthstudy.errors import UsageError
 from helpers import TINY
 
@@ -41,7 +42,7 @@ def test_load_curves_is_long_form_with_layer_index(two_runs):
             "wall_time"} <= set(curves.columns)
     errors = curves[curves.tag == "train/error"]
     assert sorted(errors.step.unique()) == [2, 4, 6] and errors["index"].isna().all()
-    responses = curves[curves.quantity == "responses/std"]
+    responses = curves[curves.quantity == events.RESPONSE_PREFIX.rstrip("/")]
     assert sorted(responses["index"].unique()) == list(range(7))  # depth 8: 7 3x3 layers, numbered from 0
     assert (curves.wall_time > 1.7e9).all()
 

@@ -275,7 +275,7 @@ def test_runs_csv_has_one_tidy_row_per_run_and_curves_csv_the_layer_index(sweep,
     assert row["schedule.milestones"] == "[300, 450]"  # a list, as a JSON list
     assert {"train_loss", "val_loss", "test_loss", "test_error"} <= set(row)
     curves = list(csv.DictReader(open(sweep / "report" / "curves.csv")))
-    (response,) = [c for c in curves if c["run"] == run.name and c["quantity"] == "responses/std"]
+    (response,) = [c for c in curves if c["run"] == run.name and c["quantity"] == events.RESPONSE_PREFIX.rstrip("/")]
     assert (response["index"], response["step"], response["value"]) == ("3", "30", "0.25")
     assert all(float(c["wall_time"]) > 1.7e9 for c in curves)
     table = {(r["family"], r["depth"]): r for r in json.loads((sweep / "report" / "table.json").read_text())}
@@ -401,3 +401,15 @@ def test_style_paper_and_slide_change_the_size_and_an_unknown_style_is_refused(s
     assert (tmp_path / "paper" / "depth.svg").read_text().lstrip().startswith("<?xml")  # vector stays vector
     bad = cli("report", str(sweep), "--style", "poster")
     assert bad.exit_code == 2 and "--style poster is unknown; choose default, paper, slide" in bad.output
+
+
+def test_instruments_sort_after_the_curves_and_older_runs_tags_are_still_read(tmp_path):
+    run = write_run(tmp_path / "old", "A", 8, 0, 1.0, 2.0)
+    with SummaryWriter(str(run)) as w:  # the tags runs had before the instruments group
+        w.add_scalar("responses/std/0003", 0.5, 30)
+        w.add_scalar("blocks/branch_ratio/0001", 0.25, 30)
+    scalars = events.read_scalars(run)
+    assert scalars[events.response_tag(3)] == [(30, 0.5)] and scalars[events.block_tag("branch_ratio", 1)] == [(30, 0.25)]
+    groups = sorted({tag.split("/")[0] for tag in [events.TRAIN_ERROR, events.VAL_ERROR, events.THROUGHPUT,
+                                                    events.response_tag(0), events.block_tag("gamma_rms", 0)]})
+    assert groups[-1] == events.INSTRUMENTS.rstrip("/")  # TensorBoard's Time Series lists its groups sorted
