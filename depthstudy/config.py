@@ -114,7 +114,15 @@ def config_groups() -> dict[str, list[str]]:
 
 
 def expand_grid(overrides: list[str]) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper will launch, each as its list of overrides."""
+    """The jobs Hydra's basic sweeper will launch, each as its list of overrides (every grid's, in order)."""
+    return [job for _, jobs in expand_grids(overrides) for job in jobs]
+
+
+def expand_grids(overrides: list[str]) -> list[tuple[list[str], list[list[str]]]]:
+    """(the grid's own overrides, its jobs) for each grid, in order. A sweep is one grid (the preset's hydra.sweeper.params crossed with the
+    command line's lists), or, where a preset lists `grids`, one per entry: each entry's lists are crossed with
+    the preset's params and the command line, and the grids run one after another (a later grid may start
+    from a run an earlier one trained: model.init_from)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -125,10 +133,27 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
         raise UsageError(one_line(e)) from None
     base = compose([o.input_line for o in parsed if not o.is_sweep_override()], with_hydra=True)
     params = base.hydra.sweeper.get("params") or {}
-    # Hydra's BasicSweeper puts the preset's params first, then the command line.
-    arguments = [f"{k}={v}" for k, v in params.items()] + overrides
-    batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
-    return [list(job) for job in batches[0]]
+    out = []
+    for grid in grid_overrides(base):
+        # Hydra's BasicSweeper puts the preset's params first, then the command line (here: the grid's, then the user's).
+        arguments = [f"{k}={v}" for k, v in params.items()] + grid + overrides
+        try:
+            batches = BasicSweeper.split_arguments(parser.parse_overrides(arguments), max_batch_size=None)
+        except Exception as e:
+            raise UsageError(one_line(e)) from None
+        out.append((grid, [list(job) for job in batches[0]]))
+    return out
+
+
+def grid_overrides(cfg: DictConfig) -> list[list[str]]:
+    """A preset's `grids` as override lists ([[]]: one grid, the usual sweep)."""
+    grids = cfg.get("grids")
+    if grids is None:
+        return [[]]
+    if not OmegaConf.is_list(grids) or not grids or not all(OmegaConf.is_dict(g) for g in grids):
+        raise UsageError("grids must be a list of mappings from keys to values or comma lists, e.g. "
+                         "[{model.depth: '20,56', seed: '0,1'}, {model.depth: 110}]")
+    return [[f"{k}={v}" for k, v in g.items()] for g in grids]
 
 
 def compose_jobs(jobs: list[list[str]]) -> list[DictConfig]:
@@ -324,11 +349,25 @@ def check_run_dir(cfg: DictConfig) -> None:
     """Refuse, before Hydra creates or rewrites anything, a run directory that cannot be written, that
     another process is training, or that holds another experiment (unless trainer.force_resume)."""
     run_dir = Path(str(cfg.hydra.run.dir))
+    check_init_from(cfg, planned=[])
     rundir.check_writable(run_dir)
     if run_dir.is_dir():
         rundir.check_not_busy(run_dir)
         rundir.check_same_experiment(run_dir, OmegaConf.to_container(without_hydra(cfg), resolve=True),
                                      bool(cfg.trainer.force_resume))
+
+
+def check_init_from(cfg: DictConfig, planned: list[Path]) -> None:
+    """model.init_from names a run that holds a checkpoint, or one this sweep trains first (in `planned`)."""
+    source = cfg.model.get("init_from")
+    if not source:
+        return
+    path = Path(str(source)).expanduser()
+    if path.resolve() in {p.resolve() for p in planned}:
+        return
+    if not (path / rundir.CHECKPOINT_FILE).is_file():
+        raise UsageError(f"model.init_from={source}: no trained run there (no {rundir.CHECKPOINT_FILE}); give the "
+                         "directory of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

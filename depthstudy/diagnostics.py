@@ -4,7 +4,8 @@
   (after BN, before the ReLU or the addition) on a fixed held-out batch.
 - block_diagnostics: per block, ||F(x)|| / ||x|| (how far the block is from the identity), the
   norm of its branch's last BN gamma (what weight decay shrinks towards an identity block) and its RMS
-  (||gamma|| / sqrt(C): about 1 for an untouched BN, whatever the width), and the norm of its weights.
+  (||gamma|| / sqrt(C): about 1 for an untouched BN, whatever the width), the norms of its weights and of
+  W[l+2], how far its output is from its input, and the same with W[l+2] zeroed (the lecture's claims).
 Both run in eval mode without gradients; the model is left as it was found.
 """
 
@@ -35,7 +36,15 @@ def layer_responses(model: nn.Module, x: torch.Tensor) -> list[float]:
 
 
 def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float]]:
-    """Per block, in order: branch_ratio ||F(x)||/||x||, gamma_norm and gamma_rms (nan without BN), weight_norm."""
+    """Per block, in order, on real activations (the block's input a[l] on the held-out batch x):
+    branch_ratio    ||F(a)|| / ||a||
+    gamma_norm, gamma_rms  the branch's last BN gamma: its norm and RMS (nan without BN)
+    weight_norm     the norm of all the block's weights; last_weight_norm: ||W[l+2]||, its branch's last weight layer
+    change_ratio    ||a[l+2] - s|| / ||s||: how far the block's output is from what its shortcut passes on
+                    (s = shortcut(a[l]); a plain block: s = a[l], nan where its width changes)
+    zeroed_change   the same with the last layer's scale zeroed (W[l+2] and b[l+2], or BN's gamma and beta): 0 for
+                    a residual block (the identity is a setting at zero), 1 for a plain pair (its output is 0)
+    """
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
     inputs: dict[int, torch.Tensor] = {}
     hooks = [b.register_forward_pre_hook(lambda mod, args, i=i: inputs.__setitem__(i, args[0]))
@@ -55,11 +64,36 @@ def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float
                     "gamma_norm": gamma,
                     "gamma_rms": gamma / math.sqrt(last.weight.numel()) if has_bn else math.nan,
                     "weight_norm": math.sqrt(sum(w.float().pow(2).sum().item() for w in weights)),
+                    "last_weight_norm": b.last_weight().weight.float().norm().item(),
+                    "change_ratio": _change(b, inputs[i]),
+                    "zeroed_change": _change(b, inputs[i], zeroed=True),
                 })
     finally:
         for h in hooks:
             h.remove()
     return out
+
+
+@torch.no_grad()
+def _change(block: ResidualBlock, a: torch.Tensor, zeroed: bool = False) -> float:
+    """||block(a) - s|| / ||s|| with s what the shortcut passes on (a itself for a plain block of one width)."""
+    s = block.shortcut(block.preactivate(a)) if block.shortcut is not None else a
+    saved = None
+    if zeroed:
+        last = block.last_layer()
+        saved = [p.detach().clone() for p in (last.weight, last.bias) if p is not None]
+        for p in (last.weight, last.bias):
+            if p is not None:
+                p.zero_()
+    try:
+        y = block(a)
+    finally:
+        if saved is not None:
+            for p, v in zip((p for p in (last.weight, last.bias) if p is not None), saved):
+                p.copy_(v)
+    if y.shape != s.shape:
+        return math.nan
+    return ((y.float() - s.float()).norm() / s.float().norm().clamp_min(1e-12)).item()
 
 
 def diagnostic_scalars(model: nn.Module, x: torch.Tensor) -> dict[str, float]:

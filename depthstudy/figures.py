@@ -74,7 +74,9 @@ def _size(width: float, height: float) -> tuple[float, float]:
 
 
 def _family_style(family: str, i: int) -> dict:
-    return FAMILY_STYLE.get(family, dict(color=matplotlib.colormaps["tab10"](i % 10), marker="v"))
+    """plain / residual (A, B, C) look the same in every figure, for the CIFAR nets and the MLP alike."""
+    base = family.split(" ", 1)[1] if family.startswith("mlp ") else family
+    return FAMILY_STYLE.get(base, dict(color=matplotlib.colormaps["tab10"](i % 10), marker="v"))
 
 
 def _label(head: str, extra: tuple, keys: list[str] | None = None) -> str:
@@ -212,7 +214,8 @@ def depth_yscale(groups: list[Group], split: str, asked: str) -> str:
 
 
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
-               yscale: str = "auto", paper: list[tuple[int, float]] | None = None) -> list[Path]:
+               yscale: str = "auto", paper: list[tuple[int, float]] | None = None, stem: str = "depth",
+               title: str = "Error vs depth (line: median over seeds; dots: each seed)") -> list[Path]:
     """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
     paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
@@ -234,9 +237,9 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     axes[0].legend(fontsize="small")
     if paper:
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
-    fig.suptitle("Error vs depth (line: median over seeds; dots: each seed)")
+    fig.suptitle(title)
     _caption(fig, [r for g in groups for r in g.runs])
-    return _save(fig, out, "depth", formats)
+    return _save(fig, out, stem, formats)
 
 
 def _caption(fig, runs: list[Run], note: str = "") -> None:

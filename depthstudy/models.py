@@ -183,6 +183,10 @@ class BasicBlock(ResidualBlock):
             return self.bn2
         return self.conv2
 
+    def last_weight(self) -> nn.Module:
+        """The branch's last weight layer, W[l+2] in the lecture's notation."""
+        return self.conv2
+
 
 class BottleneckBlock(ResidualBlock):
     """He 2016's pre-activation bottleneck (ResNet-164, ResNet-1001): BN, ReLU, 1x1 conv (width), BN, ReLU,
@@ -207,6 +211,9 @@ class BottleneckBlock(ResidualBlock):
 
     def last_layer(self) -> nn.Module:
         return self.bn3 if self.spec.norm == "bn" else self.conv3
+
+    def last_weight(self) -> nn.Module:
+        return self.conv3
 
 
 class CifarResNet(nn.Module):
@@ -248,6 +255,11 @@ class CifarResNet(nn.Module):
         """Every 3x3 layer's response module, in layer order (He 2015 Figure 7)."""
         return [self.stem[1]] + [m for b in self.blocks for m in b.responses]
 
+    def stages(self) -> list[list[int]]:
+        """The blocks' indices, stage by stage (16, 32, 64 channels)."""
+        n = len(self.blocks) // len(STAGE_WIDTHS)
+        return [list(range(i * n, (i + 1) * n)) for i in range(len(STAGE_WIDTHS))]
+
 
 class MLPBlock(ResidualBlock):
     """The lecture's fully connected block: a[l+2] = g(W[l+2] g(W[l+1] a[l] + b[l+1]) + b[l+2] + s(a[l])).
@@ -269,6 +281,9 @@ class MLPBlock(ResidualBlock):
 
     def last_layer(self) -> nn.Module:
         return self.bn2 if self.spec.norm == "bn" else self.fc2
+
+    def last_weight(self) -> nn.Module:
+        return self.fc2
 
 
 class MLP(nn.Module):
@@ -296,6 +311,11 @@ class MLP(nn.Module):
 
     def response_layers(self) -> list[nn.Module]:
         return [self.stem[1]] + [m for b in self.blocks for m in b.responses]
+
+    def stages(self) -> list[list[int]]:
+        """The blocks' indices, stage by stage: widths[0] wide, then widths[1]."""
+        n, half = len(self.blocks), (len(self.blocks) + 1) // 2
+        return [list(range(half)), list(range(half, n))]
 
 
 def init_weights(model: nn.Module, spec: BlockSpec) -> None:

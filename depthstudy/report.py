@@ -103,8 +103,8 @@ def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
 
 
 def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str],
-                   provenance: list[str] = ()) -> None:
-    lines = [f"# Depth study report: `{root}`", "", *provenance]
+                   provenance: list[str] = (), section: list[str] = ()) -> None:
+    lines = [f"# Depth study report: `{root}`", "", *provenance, *section]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "Errors are the last logged point of each curve, in %, mean \u00b1 std over seeds. "
@@ -116,7 +116,8 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
                   "minus that number, so compare a single seed's spread with it, not only the mean."]
     if problems:
         lines += ["", "## Runs not in the means", ""] + [f"- {p}" for p in problems]
-    lines += [""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"]
+    if not section:  # a section shows its own figures where it discusses them
+        lines += [""] + [f"![{p.stem}]({p.name})" for p in figures if p.suffix == ".png"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -174,7 +175,7 @@ def write_table(out: Path, records: list[dict]) -> None:
 def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto",
                 style: str = "default", command: str | None = None) -> dict:
     """Read every run below root and write figures, report.md, runs.csv, curves.csv and table.csv/json to out."""
-    from depthstudy import figures  # loads matplotlib (Agg backend)
+    from depthstudy import figures, lecture  # loads matplotlib (Agg backend)
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
@@ -199,7 +200,12 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     files = []
     recipe = _paper_recipe()
     paper = sorted({(g.depth, n) for g in groups if (n := _paper_number(g, recipe)) is not None})
-    if readable:
+    section: list[str] = []
+    if readable and lecture.is_lecture(readable):  # experiment=lecture: a figure per claim instead of the study's
+        with figures.styled(style):
+            section, files = lecture.lecture_section(readable, out, formats)
+        (out / "lecture.md").write_text("\n".join(section) + "\n")
+    elif readable:
         with figures.styled(style):
             files += figures.plot_curves(groups, out, formats)
             files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper)
@@ -211,7 +217,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     header, rows = summary_rows(groups, extra_keys)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems,
-                   _provenance(runs, recipe, command or f"depthstudy report {root}"))
+                   _provenance(runs, recipe, command or f"depthstudy report {root}"), section)
     write_csvs(out, runs, ["model.arch", "model.depth", "model.shortcut", "seed", *extra_keys])
     write_table(out, table_records(groups, extra_keys))
 

@@ -34,7 +34,7 @@ FINAL_STATUSES = ("finished", "diverged")  # a rerun leaves these alone
 RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
                 "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs",
                 "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.eval_batch_size",
-                "trainer.diagnostics_every")
+                "trainer.diagnostics_every", "grids")
 
 
 class RunBusyError(DepthstudyError):

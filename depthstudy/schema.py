@@ -10,7 +10,7 @@ He 2015's; every variant is a named switch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, List
+from typing import Any, List, Optional
 
 from depthstudy.errors import UsageError
 
@@ -20,6 +20,7 @@ BLOCKS = ("post", "pre", "bottleneck")
 COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
 BRANCH_INITS = ("default", "zero_gamma", "skipinit")
 NORMS = ("bn", "none")
+GROW_INITS = ("zero", "default", "plain", "plain_identity")
 DATASETS = ("digits", "cifar10", "cifar100")
 # Images a data set's training pool holds (what data.val_size and data.test_size are cut from): checked
 # before a sweep starts, without loading anything. data.py's loaders produce exactly these.
@@ -49,11 +50,16 @@ class ModelConfig:
     shortcut_dropout: float = 0.5  # combine=dropout: drop probability on the shortcut
     branch_init: str = "default"  # default | zero_gamma: last BN gamma (or last layer) = 0 | skipinit: s + alpha*F, alpha = 0
     norm: str = "bn"  # bn | none (no normalisation; pair with zero_gamma or skipinit)
+    init_from: Optional[str] = None  # a run directory: start from its trained net (same arch, shallower or equal):
+    #   its stem, head and blocks are copied stage by stage, and new blocks are inserted after them in each stage
+    grow_init: str = "zero"  # the inserted blocks: zero (residual, last layer 0: the grown net computes exactly the
+    #   trained net's function) | default (residual, He init) | plain (no shortcut, He init) | plain_identity
+    #   (no shortcut, both layers the identity matrix: exact for the MLP without normalisation)
 
     def check(self) -> None:
         """Refuse an unknown choice with a line that lists the valid ones."""
         for name, choices in (("shortcut", SHORTCUTS), ("block", BLOCKS), ("combine", COMBINES),
-                              ("branch_init", BRANCH_INITS), ("norm", NORMS)):
+                              ("branch_init", BRANCH_INITS), ("norm", NORMS), ("grow_init", GROW_INITS)):
             value = getattr(self, name)
             if value not in choices:
                 raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")

@@ -58,6 +58,8 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg))
     dirs = [r.run_dir for r in runs]
+    for i, r in enumerate(runs):  # a run to grow from must exist, or be one this sweep trains before it
+        config.check_init_from(r.cfg, planned=dirs[:i])
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
         raise UsageError(f"two runs of this grid would share the directory {dup}; "
@@ -72,6 +74,15 @@ def _estimate(runs: list[PlannedRun], console: Console) -> None:
     threads = _threads_per_worker(runs)
     for r, e in zip(todo, estimate_runs([config.without_hydra(r.cfg) for r in todo], console.print, threads)):
         r.estimate = e
+
+
+def _split_by_grid(runs: list[PlannedRun], overrides: list[str] | None) -> list[tuple[list[str], list[PlannedRun]]]:
+    """(the grid's overrides, its planned runs), grid by grid (plan() lists the runs in grid order)."""
+    out, start = [], 0
+    for grid, jobs in config.expand_grids(config.normalize_overrides(overrides)):
+        out.append((grid, runs[start:start + len(jobs)]))
+        start += len(jobs)
+    return out
 
 
 def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
@@ -137,10 +148,16 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
                                                     for r in runs])
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
+    grids = _split_by_grid(runs, overrides)
     try:
         with stopper or nullcontext(), SweepProgress(runs, console):
             try:
-                run_hydra(args, multirun=True)
+                for grid, grid_runs in grids:
+                    if stopper and stopper.interrupted:
+                        break
+                    if all(r.status in FINAL_STATUSES for r in grid_runs):  # nothing of this grid to train
+                        continue
+                    run_hydra(grid + args, multirun=True)  # one grid after another: init_from's runs come first
             except Exception:
                 if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise

@@ -22,6 +22,7 @@ from depthstudy.data import Data, TrainStream, eval_batches, load_data
 from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device, memory_format,
                                pick_device)
 from depthstudy.diagnostics import diagnostic_scalars
+from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
@@ -79,6 +80,7 @@ class Run:
     schedule: Schedule
     stream: TrainStream
     probe: torch.Tensor  # a fixed held-out batch for the instruments (layer responses, block diagnostics)
+    grown_from: dict | None = None  # model.init_from: what was grown from where, and the function check
 
     @property
     def name(self) -> str:
@@ -93,13 +95,16 @@ class Run:
         return int(self.cfg.optim.batch_size)
 
 
-def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say) -> Run:
+def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True) -> Run:
     t = cfg.trainer
     device = pick_device(str(t.device), job_num)
     configure_device(device, str(t.precision), t.threads)
     torch.manual_seed(cfg.seed)
     data = load_data(cfg.data).to(device)
     model = build_model(cfg.model, data.shape, data.num_classes)
+    grown_from = None
+    if cfg.model.get("init_from"):  # a deeper net grown from a trained run (depthstudy.grow)
+        grown_from = grow_from_run(cfg.model, model, data, device, fresh, int(t.eval_batch_size))
     model = model.to(device, memory_format=memory_format(bool(t.channels_last)))
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     forward = compiled(model, mode, device)
@@ -111,7 +116,7 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say) -> Run:
                          channels_last=bool(t.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
     probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]
     return Run(cfg, run_dir, device, data, model, forward, autocast_for(device, str(t.precision)), optimizer,
-               schedule, stream, probe)
+               schedule, stream, probe, grown_from)
 
 
 @dataclass
@@ -199,7 +204,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
         rundir.write_config(run_dir, config)
 
     said = []
-    run = build(cfg, run_dir, job_num, said.append)
+    run = build(cfg, run_dir, job_num, said.append, fresh=not resuming)
     saved = checkpoint.load(run_dir)
     try:
         state = RunState.restore(saved, run)
@@ -217,6 +222,14 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     params = count_params(run.model)
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": params, "device": str(run.device), "precision": cfg.trainer.precision}
+    if run.grown_from is not None:
+        previous_grown = (previous or {}).get("grown_from", {})  # a resumed run keeps the measurements of its start
+        summary["grown_from"] = {**previous_grown, **run.grown_from} if resuming else run.grown_from
+        if "max_logit_change" in run.grown_from:
+            g = run.grown_from
+            said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
+                        f"({g['grow_init']}); training error {g['train_error_before']:.2f}% -> "
+                        f"{g['train_error_after']:.2f}%, largest logit change {g['max_logit_change']:.3g}")
     rundir.write_summary(run_dir, summary)
     progress = RunProgress(str(cfg.trainer.progress), run.name, run.total, state.step)
     progress.print(f"{run.name}: {params:,} params on {run.device}"

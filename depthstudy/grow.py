@@ -1,0 +1,148 @@
+"""Grow a deeper net from a trained one (model.init_from=RUN_DIR): the lecture's "adding a residual block does
+not hurt", as a feature for any of the nets.
+
+The trained net's stem, head and classifier, and its blocks stage by stage, are copied into the new net; the
+new net's extra blocks in each stage are the inserted ones, after the copied blocks of their stage (where the
+width no longer changes, so an inserted block maps its input to an output of the same size). How they start
+is model.grow_init:
+  zero            residual, the branch's last layer (its BN's gamma and beta, or W[l+2] and b[l+2]) set to 0:
+                  F(x) = 0 and x >= 0 after a ReLU, so the grown net computes exactly the trained net's function
+  default         residual, He init (a control: the grown net starts as another function)
+  plain           no shortcut, He init (the lecture's plain layers)
+  plain_identity  no shortcut, W = I and b = 0 in both layers: relu(I relu(I x)) = x for x >= 0, exact for the
+                  MLP without normalisation (BN would renormalise, so other nets are refused)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from depthstudy.errors import UsageError
+from depthstudy.models import ResidualBlock
+
+
+def grow(trained: nn.Module, new: nn.Module, init: str) -> list[int]:
+    """Copy `trained` into `new` (in place) and initialise the inserted blocks; returns their indices in new.blocks."""
+    old_stages, new_stages = trained.stages(), new.stages()
+    if type(trained) is not type(new) or len(old_stages) != len(new_stages):
+        raise UsageError(f"model.init_from: a {type(trained).__name__} cannot grow into a {type(new).__name__}; "
+                         "use the same model.arch")
+    if any(len(n) < len(o) for o, n in zip(old_stages, new_stages)):
+        raise UsageError(f"model.init_from: the new net (depth {new.depth}) has fewer blocks per stage than the trained "
+                         f"one (depth {trained.depth}); choose model.depth >= {trained.depth}")
+    for part in ("stem", "head", "fc"):
+        if hasattr(trained, part):
+            _copy(getattr(trained, part), getattr(new, part), part)
+    inserted = []
+    for old, fresh in zip(old_stages, new_stages):
+        for i, j in zip(old, fresh):
+            _copy(trained.blocks[i], new.blocks[j], f"block {i}")
+        inserted += fresh[len(old):]
+    for j in inserted:
+        _initialise(new.blocks[j], init)
+    return inserted
+
+
+def _copy(src: nn.Module, dst: nn.Module, what: str) -> None:
+    try:
+        dst.load_state_dict(src.state_dict())
+    except RuntimeError as e:  # another shortcut, block type, width or norm
+        reason = str(e).splitlines()[-1].strip()[:160]
+        raise UsageError(f"model.init_from: the trained net's {what} does not fit the new net ({reason}); keep the "
+                         "trained run's model settings and change only model.depth") from None
+
+
+@torch.no_grad()
+def _initialise(block: ResidualBlock, init: str) -> None:
+    if init in ("default", "plain"):  # He init whatever the net's own model.branch_init
+        for m in block.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if block.alpha is not None:  # skipinit's branch scale: a default branch is a whole one
+            block.alpha.fill_(1.0)
+    if init == "default":
+        return
+    if init == "zero":
+        if block.shortcut is None:
+            raise UsageError("model.grow_init=zero inserts residual blocks: the net has no shortcuts "
+                             "(model.shortcut=none); use plain or plain_identity")
+        last = block.last_layer()
+        last.weight.zero_()
+        if last.bias is not None:
+            last.bias.zero_()
+        return
+    block.shortcut = None  # plain, plain_identity: a block without a shortcut inside the grown net
+    if block.gate is not None:
+        block.gate = None
+    if init == "plain_identity":
+        layers = [m for m in block.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if not all(isinstance(m, nn.Linear) and m.in_features == m.out_features for m in layers) or any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in block.modules()):
+            raise UsageError("model.grow_init=plain_identity needs layers that can be the identity: the MLP "
+                             "without normalisation (model=mlp model.norm=none)")
+        for m in layers:
+            m.weight.copy_(torch.eye(m.in_features))
+            m.bias.zero_()
+
+
+def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh: bool, batch_size: int) -> dict:
+    """Grow `model` (built from model_cfg, on the CPU) from the run model_cfg.init_from names.
+
+    fresh: a new run, so the trained weights are copied in and the claim is measured: the training-split error
+    (eval mode, every image) of the trained net and of the grown one, and the largest change of any logit.
+    Resuming: only the grown net's structure is rebuilt (which inserted blocks are plain); the run's own
+    checkpoint then holds the weights. Returns what summary.json records under "grown_from".
+    """
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from depthstudy import checkpoint, rundir
+    from depthstudy.models import build_model
+
+    source = Path(str(model_cfg.init_from)).expanduser()
+    if not (source / rundir.CONFIG_FILE).is_file():
+        raise UsageError(f"model.init_from={source}: not a run directory (no {rundir.CONFIG_FILE}); give the directory "
+                         "of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
+    old_cfg = OmegaConf.create(rundir.read_config(source))
+    if old_cfg.data.name != data.name:
+        raise UsageError(f"model.init_from={source} was trained on {old_cfg.data.name}, this run uses {data.name}")
+    trained = build_model(old_cfg.model, data.shape, data.num_classes)
+    record = {"run": str(source), "depth": int(old_cfg.model.depth), "grow_init": str(model_cfg.grow_init)}
+    if fresh:
+        saved = checkpoint.load(source)
+        if saved is None:
+            raise UsageError(f"model.init_from={source} has no {rundir.CHECKPOINT_FILE}: train that run first")
+        trained.load_state_dict(saved["model"])
+        record["iterations"] = int(saved["step"])
+    record["inserted_blocks"] = grow(trained, model, str(model_cfg.grow_init))
+    if fresh:
+        record.update(_same_function(trained, model, data, device, batch_size))
+    return record
+
+
+@torch.no_grad()
+def _same_function(trained: nn.Module, grown: nn.Module, data, device: torch.device, batch_size: int) -> dict:
+    """Training-split error (%) of both nets in eval mode, and the largest |logit change|, over every image."""
+    from depthstudy.data import eval_batches
+    from depthstudy.models import evaluating
+
+    trained, grown = trained.to(device), grown.to(device)
+    wrong = {"before": 0, "after": 0}
+    change = 0.0
+    with evaluating(trained), evaluating(grown):
+        for x, y in eval_batches(data, data.train, batch_size):
+            a, b = trained(x).float(), grown(x).float()
+            wrong["before"] += int((a.argmax(1) != y).sum())
+            wrong["after"] += int((b.argmax(1) != y).sum())
+            change = max(change, float((a - b).abs().max()))
+    grown.cpu()
+    n = len(data.train)
+    return {"train_error_before": 100.0 * wrong["before"] / n, "train_error_after": 100.0 * wrong["after"] / n,
+            "max_logit_change": change}

@@ -1,0 +1,174 @@
+"""The lecture's claims as features: growing a trained net (model.init_from), the block instruments the claims
+read, grids that run one after another, and the report's lecture section."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from depthstudy.config import compose, expand_grids
+from depthstudy.diagnostics import block_diagnostics
+from depthstudy.grow import grow
+from depthstudy.models import build_model
+from helpers import TINY, only_run, summary
+
+MLP = ["model=mlp", "model.norm=none"]
+
+
+def net(*overrides, shape=(1, 8, 8)):
+    torch.manual_seed(0)
+    return build_model(compose(list(overrides)).model, shape, 10).eval()
+
+
+@pytest.mark.parametrize("arch,small,large,init", [
+    (MLP, 6, 14, "zero"), (MLP, 6, 14, "plain_identity"), (["model.norm=bn"], 8, 20, "zero"),
+    (["model.block=pre"], 8, 14, "zero"), (["model.shortcut=B"], 8, 14, "zero"),
+], ids=["mlp-zero", "mlp-plain-identity", "resnet-zero", "preact-zero", "resnet-B-zero"])
+def test_inserted_blocks_that_start_at_zero_leave_the_function_exactly_as_it_was(arch, small, large, init):
+    trained, grown = net(*arch, f"model.depth={small}"), net(*arch, f"model.depth={large}")
+    for p in trained.parameters():  # a "trained" net: nothing at its init values
+        p.data.add_(0.05 * torch.randn_like(p))
+    for m in trained.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    inserted = grow(trained, grown, init)
+    per_stage = [len(s) for s in grown.stages()]
+    old = [len(s) for s in trained.stages()]
+    assert len(inserted) == sum(per_stage) - sum(old)  # the new blocks are the inserted ones, stage by stage
+    assert all(j - sum(per_stage[:k]) >= old[k] for k, stage in enumerate(grown.stages()) for j in stage if j in inserted)
+    x = torch.rand(16, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(trained(x), grown(x))  # bit for bit
+
+
+def test_default_and_plain_insertions_change_the_function_and_impossible_growth_is_refused():
+    from depthstudy.errors import UsageError
+
+    x = torch.rand(16, 1, 8, 8)
+    for init in ("default", "plain"):
+        trained, grown = net(*MLP, "model.depth=6"), net(*MLP, "model.depth=10", "model.branch_init=zero_gamma")
+        grow(trained, grown, init)
+        with torch.no_grad():
+            assert not torch.allclose(trained(x), grown(x))
+    with pytest.raises(UsageError, match="plain_identity needs layers that can be the identity"):
+        grow(net("model.depth=8"), net("model.depth=14"), "plain_identity")
+    with pytest.raises(UsageError, match="fewer blocks per stage"):
+        grow(net("model.depth=14"), net("model.depth=8"), "zero")
+    with pytest.raises(UsageError, match="does not fit the new net"):
+        grow(net("model.depth=8", "model.shortcut=B"), net("model.depth=14", "model.shortcut=C"), "zero")
+
+
+@torch.no_grad()
+def test_block_instruments_equal_a_hand_computation_on_an_mlp():
+    model = net(*MLP, "model.depth=6", "model.widths=[4,6]", shape=(1, 2, 2))
+    x = torch.rand(5, 1, 2, 2)
+    rows = block_diagnostics(model, x)
+    a = torch.relu(model.stem[1](x.flatten(1)))  # the first block's input a[l]
+    b = model.blocks[0]
+    h = torch.relu(b.fc1(a))
+    out = torch.relu(b.fc2(h) + a)  # a[l+2] = g(W[l+2] a[l+1] + b[l+2] + a[l])
+    assert rows[0]["last_weight_norm"] == pytest.approx(float(b.fc2.weight.norm()), rel=1e-6)
+    assert rows[0]["change_ratio"] == pytest.approx(float((out - a).norm() / a.norm()), rel=1e-5)
+    assert rows[0]["zeroed_change"] == 0.0  # relu(0 + a) = a, exactly
+    a1 = out  # the second block changes the width 4 -> 6: its shortcut zero-pads
+    s = torch.cat([a1, torch.zeros(5, 2)], 1)
+    b1 = model.blocks[1]
+    out1 = torch.relu(b1.fc2(torch.relu(b1.fc1(a1))) + s)
+    assert rows[1]["change_ratio"] == pytest.approx(float((out1 - s).norm() / s.norm()), rel=1e-5)
+    plain = block_diagnostics(net(*MLP, "model.depth=6", "model.shortcut=none", "model.widths=[4,4]", shape=(1, 2, 2)), x)
+    assert [r["zeroed_change"] for r in plain] == [1.0, 1.0]  # a plain pair outputs relu(0) = 0
+    widening = block_diagnostics(net(*MLP, "model.depth=6", "model.shortcut=none", shape=(1, 2, 2)), x)
+    assert math.isnan(widening[1]["change_ratio"])  # no input of its output's size to compare with
+
+
+def test_grids_expand_in_order_with_the_command_line_winning():
+    grids = expand_grids(["experiment=lecture", "seed=3"])
+    parts = [{o.split("=")[1] for job in jobs for o in job if o.startswith("part=")} for _, jobs in grids]
+    assert parts == [{"depth"}, {"weight_decay"}, {"weight_decay_bn"}, {"grow_base"}, {"grow"}, {"grow"}]
+    assert [len(jobs) for _, jobs in grids] == [12, 8, 3, 1, 4, 1]  # seeds 0,1 of the depth grid -> seed=3
+    assert all("seed=3" in job for _, jobs in grids for job in jobs)
+
+
+def test_init_from_grows_a_trained_run_and_records_what_it_inserted(cli, tmp_path):
+    base = [*TINY, *MLP, "model.depth=6", "name=base"]
+    assert cli("train", *base).exit_code == 0
+    source = only_run(tmp_path, "base")
+    result = cli("train", *TINY, *MLP, "model.depth=10", f"model.init_from={source}", "name=grown",
+                 "trainer.progress=lines")
+    assert result.exit_code == 0, result.output
+    g = summary(only_run(tmp_path, "grown"))["grown_from"]
+    assert (g["depth"], g["grow_init"], g["inserted_blocks"], g["iterations"]) == (6, "zero", [1, 3], 6)
+    assert g["max_logit_change"] == 0.0 and g["train_error_after"] == g["train_error_before"]
+    assert "blocks [1, 3] inserted (zero)" in result.output
+
+
+def test_a_resumed_grown_run_rebuilds_its_plain_blocks(cli, tmp_path):
+    from depthstudy.data import load_data
+    from depthstudy.grow import grow_from_run
+
+    assert cli("train", *TINY, *MLP, "model.depth=6", "name=base").exit_code == 0
+    cfg = compose([*MLP, "model.depth=10", f"model.init_from={only_run(tmp_path, 'base')}", "model.grow_init=plain"])
+    data = load_data(cfg.data)
+    model = build_model(cfg.model, data.shape, data.num_classes)
+    record = grow_from_run(cfg.model, model, data, torch.device("cpu"), fresh=False, batch_size=500)
+    assert record["inserted_blocks"] == [1, 3] and "max_logit_change" not in record  # nothing measured on resume
+    assert [model.blocks[i].shortcut is None for i in range(4)] == [False, True, False, True]
+
+
+def test_init_from_that_names_no_trained_run_is_one_line_and_writes_nothing(cli, tmp_path):
+    result = cli("train", *TINY, f"model.init_from={tmp_path / 'nowhere'}")
+    assert result.exit_code == 2 and "no trained run there" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+def test_a_later_grid_grows_from_a_run_an_earlier_grid_trained(cli, tmp_path):
+    """Two grids through the real sweep: the grown runs start from the base the first grid trains."""
+    args = ["sweep", *TINY, *MLP, "name=g",
+            "grids=[{part: base, model.depth: 6, hydra.sweep.subdir: base},"
+            "{part: grow, model.depth: 10, model.init_from: runs/g/base, model.grow_init: 'zero,plain_identity'}]"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "g").glob("*/summary.json")]
+    assert len(runs) == 3 and all(s["status"] == "finished" for s in runs)
+    grown = [s["grown_from"] for s in runs if "grown_from" in s]
+    assert [(g["inserted_blocks"], g["max_logit_change"]) for g in grown] == [([1, 3], 0.0)] * 2
+
+
+LECTURE_SMALL = ("grids=[{part: depth, model.shortcut: 'none,A,B', model.depth: 6},"
+                 "{part: weight_decay, model.shortcut: 'none,A', model.depth: 6, model.branch_init: default,"
+                 " optim.weight_decay: '0,0.1'},"
+                 "{part: weight_decay_bn, model: resnet, model.depth: 8, optim.weight_decay: '0,0.1'},"
+                 "{part: grow_base, model.shortcut: A, model.depth: 6, hydra.sweep.subdir: grow-base},"
+                 "{part: grow, model.shortcut: A, model.depth: 10, model.init_from: runs/lecture/grow-base,"
+                 " model.grow_init: 'zero,plain'},"
+                 "{part: grow, model.shortcut: A, model.depth: 6, model.init_from: runs/lecture/grow-base}]")
+
+
+def test_the_lecture_report_states_each_claim_with_its_measurement_and_figure(cli, tmp_path):
+    """The lecture preset's structure at smoke size (its own grids, a few iterations): five sections, six figures."""
+    result = cli("sweep", "experiment=lecture", *TINY, "hydra/launcher=basic", LECTURE_SMALL)
+    assert result.exit_code == 0, result.output
+    assert cli("report", "runs/lecture").exit_code == 0
+    out = tmp_path / "runs" / "lecture" / "report"
+    md = (out / "lecture.md").read_text()
+    for n in range(1, 6):
+        assert f"## {n}. " in md
+    for stem in ("lecture_1_depth", "lecture_2_identity", "lecture_3_weight_decay", "lecture_3_bn", "lecture_4_grow",
+                 "lecture_5_projection"):
+        assert (out / f"{stem}.png").exists() and f"({stem}.png)" in md
+    assert "every zero-padding (A) residual block returns exactly what its shortcut passes on" in md
+    assert "largest logit change 0 exactly" in md
+    assert "| depth 10, inserted: zero | " in md and "| depth 6, trained on (no blocks inserted) | " in md
+    assert "# The lecture, measured" in (out / "report.md").read_text()
+    assert not (out / "depth.png").exists()  # the study's figures would mix the claims' runs
+
+
+@pytest.mark.slow
+def test_the_lecture_preset_end_to_end(cli, tmp_path):
+    """`depthstudy sweep experiment=lecture && depthstudy report runs/lecture` (about a minute on 2 cores)."""
+    assert cli("sweep", "experiment=lecture", "trainer.progress=none").exit_code == 0
+    assert cli("report", "runs/lecture").exit_code == 0
+    md = (tmp_path / "runs" / "lecture" / "report" / "lecture.md").read_text()
+    assert "This agrees with the claim." in md and "(both shrink: agrees)." in md and "not worse (agrees)." in md
