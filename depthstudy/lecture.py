@@ -134,91 +134,107 @@ def _wd_panel(ax, runs: list[Run], quantity: str, colours) -> None:
     _integer_blocks(ax)
 
 
+WD_PALETTE = ["#56B4E9", "#009E73", "#E69F00", "#D55E00", "#000000"]
+
+
 def claim_weight_decay(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
+    lines = ["## 3. Weight decay pushes residual blocks towards the identity", ""]
+    mlp_lines, mlp_files = _weight_decay_mlp([r for r in _part(runs, "weight_decay") if _final_blocks(r, "last_weight_norm")],
+                                             out, formats)
+    bn_lines, bn_files = _weight_decay_bn([r for r in _part(runs, "weight_decay_bn") if _final_blocks(r, "gamma_rms")],
+                                          out, formats)
+    if not mlp_files and not bn_files:
+        return lines + ["No runs of part=weight_decay.", ""], []
+    return lines + mlp_lines + bn_lines, mlp_files + bn_files
+
+
+def _wd_colours(runs: list[Run]) -> dict:
+    wds = sorted({r.config.get("optim.weight_decay") for r in runs})
+    return {wd: WD_PALETTE[i % len(WD_PALETTE)] for i, wd in enumerate(wds)}
+
+
+def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
+    """The MLP without normalisation: per block ||W[l+2]|| and the change ratio, one line per weight decay."""
     import matplotlib.pyplot as plt
 
     from depthstudy import figures
 
-    lines = ["## 3. Weight decay pushes residual blocks towards the identity", ""]
-    mine = [r for r in _part(runs, "weight_decay") if _final_blocks(r, "last_weight_norm")]
-    files: list[Path] = []
-    if mine:
-        families = list(dict.fromkeys(r.family for r in sorted(mine, key=lambda r: r.family)))
-        wds = sorted({r.config.get("optim.weight_decay") for r in mine})
-        palette = ["#56B4E9", "#009E73", "#E69F00", "#D55E00", "#000000"]
-        colours = {wd: palette[i % len(palette)] for i, wd in enumerate(wds)}
-        fig, axes = plt.subplots(2, len(families), figsize=figures._size(5 * len(families), 6.4), squeeze=False,
-                                 sharey="row", layout="constrained")
-        for col, family in enumerate(families):
-            of = [r for r in mine if r.family == family]
-            _wd_panel(axes[0][col], of, "last_weight_norm", colours)
-            _wd_panel(axes[1][col], of, "change_ratio", colours)
-            axes[0][col].set_title(family)
-        axes[0][0].set_ylabel("||W[l+2]||")
-        axes[1][0].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
-        axes[0][-1].legend(fontsize="small")
-        fig.suptitle("Claim 3: weight decay and each block's last layer (MLP, no normalisation, He init)")
-        figures._caption(fig, mine)
-        files += figures._save(fig, out, "lecture_3_weight_decay", formats)
-        lines += ["MLP without normalisation (where the lecture's argument holds literally), He-initialised so that "
-                  "there is something to shrink. Per weight decay, the mean over blocks of ||W[l+2]|| and of "
-                  "||a[l+2] - a[l]|| / ||a[l]|| (the change ratio; a plain block whose width changes has no input of its "
-                  "size to compare with and is left out), and the final training error:", "",
-                  "| family | weight decay | mean norm of W[l+2] | mean change ratio | train err % |",
-                  "|---|---|---|---|---|"]
-        summary = {}
-        for family in families:
-            for r in sorted((r for r in mine if r.family == family), key=lambda r: r.config.get("optim.weight_decay")):
-                wd = r.config.get("optim.weight_decay")
-                w = statistics.fmean(_final_blocks(r, "last_weight_norm"))
-                change = [v for v in _final_blocks(r, "change_ratio") if math.isfinite(v)]
-                c = statistics.fmean(change) if change else None
-                summary[(family, wd)] = (w, c, r.final("train"))
-                lines.append(f"| {family} | {wd:g} | {w:.2f} | {_fmt(c)} | {_fmt(r.final('train'))} |")
-        res = [f for f in families if "residual" in f]
-        plain = [f for f in families if "plain" in f]
-        lo, hi = wds[0], wds[-1]
-        text = []
-        for f in res:
-            (w0, c0, _), (w1, c1, e1) = summary[(f, lo)], summary[(f, hi)]
+    if not mine:
+        return [], []
+    families = list(dict.fromkeys(r.family for r in sorted(mine, key=lambda r: r.family)))
+    colours = _wd_colours(mine)
+    fig, axes = plt.subplots(2, len(families), figsize=figures._size(5 * len(families), 6.4), squeeze=False,
+                             sharey="row", layout="constrained")
+    for col, family in enumerate(families):
+        of = [r for r in mine if r.family == family]
+        _wd_panel(axes[0][col], of, "last_weight_norm", colours)
+        _wd_panel(axes[1][col], of, "change_ratio", colours)
+        axes[0][col].set_title(family)
+    axes[0][0].set_ylabel("||W[l+2]||")
+    axes[1][0].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
+    axes[0][-1].legend(fontsize="small")
+    fig.suptitle("Claim 3: weight decay and each block's last layer (MLP, no normalisation, He init)")
+    figures._caption(fig, mine)
+    files = figures._save(fig, out, "lecture_3_weight_decay", formats)
+    lines = ["MLP without normalisation (where the lecture's argument holds literally), He-initialised so that "
+             "there is something to shrink. Per weight decay, the mean over blocks of ||W[l+2]|| and of "
+             "||a[l+2] - a[l]|| / ||a[l]|| (the change ratio; a plain block whose width changes has no input of its "
+             "size to compare with and is left out), and the final training error:", "",
+             "| family | weight decay | mean norm of W[l+2] | mean change ratio | train err % |", "|---|---|---|---|---|"]
+    summary = {}
+    for family in families:
+        for r in sorted((r for r in mine if r.family == family), key=lambda r: r.config.get("optim.weight_decay")):
+            wd = r.config.get("optim.weight_decay")
+            change = [v for v in _final_blocks(r, "change_ratio") if math.isfinite(v)]
+            summary[(family, wd)] = (statistics.fmean(_final_blocks(r, "last_weight_norm")),
+                                     statistics.fmean(change) if change else None, r.final("train"))
+            w, c, e = summary[(family, wd)]
+            lines.append(f"| {family} | {wd:g} | {w:.2f} | {_fmt(c)} | {_fmt(e)} |")
+    lo, hi = min(colours), max(colours)
+    text = []
+    for f in sorted(families, key=lambda f: "plain" in f):  # residual first: the plain net's "as well" follows it
+        (w0, c0, e0), (w1, c1, e1) = summary[(f, lo)], summary[(f, hi)]
+        if "residual" in f:
             shrinks = w1 < w0 and c1 is not None and c0 is not None and c1 < c0
             text.append(f"{f}: from weight decay {lo:g} to {hi:g}, ||W[l+2]|| {w0:.2f} -> {w1:.2f} and the change "
                         f"ratio {_fmt(c0)} -> {_fmt(c1)}, training error {_fmt(e1)}% "
                         + ("(both shrink: agrees)." if shrinks else "(**does not shrink: disagrees**)."))
-        for f in plain:
-            (w0, c0, e0), (w1, c1, e1) = summary[(f, lo)], summary[(f, hi)]
+        else:
+            lost = e1 is not None and e0 is not None and e1 > e0 + 20
             text.append(f"{f}: ||W[l+2]|| {w0:.2f} -> {w1:.2f} as well (decay shrinks every weight, shortcut or not), "
                         f"training error {_fmt(e0)}% -> {_fmt(e1)}%"
-                        + (": with its layers shrunk, the plain net loses the signal." if e1 is not None and e0 is not None
-                           and e1 > e0 + 20 else "."))
-        lines += ["", "Measured: " + " ".join(text), "", "![claim 3](lecture_3_weight_decay.png)", ""]
-    bn = [r for r in _part(runs, "weight_decay_bn") if _final_blocks(r, "gamma_rms")]
-    if bn:
-        palette = ["#56B4E9", "#009E73", "#E69F00", "#D55E00", "#000000"]
-        wds = sorted({r.config.get("optim.weight_decay") for r in bn})
-        colours = {wd: palette[i % len(palette)] for i, wd in enumerate(wds)}
-        fig, axes = plt.subplots(1, 2, figsize=figures._size(10, 3.8), layout="constrained")
-        _wd_panel(axes[0], bn, "gamma_rms", colours)
-        _wd_panel(axes[1], bn, "change_ratio", colours)
-        axes[0].set_ylabel("RMS gamma of the branch's last BN")
-        axes[1].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
-        axes[0].legend(fontsize="small")
-        fig.suptitle("Claim 3 with BatchNorm: ResNet-20, the last BN's gamma per block")
-        figures._caption(fig, bn)
-        files += figures._save(fig, out, "lecture_3_bn", formats)
-        rows = []
-        for r in sorted(bn, key=lambda r: r.config.get("optim.weight_decay")):
-            change = [v for v in _final_blocks(r, "change_ratio") if math.isfinite(v)]
-            rows.append(f"| {r.config.get('optim.weight_decay'):g} | {statistics.fmean(_final_blocks(r, 'gamma_rms')):.2f} "
-                        f"| {_fmt(statistics.fmean(change) if change else None)} | {_fmt(r.final('train'))} |")
-        lines += ["With BatchNorm the argument is not literal: a BN after W[l+2] undoes any scale of W[l+2], so decay on "
-                  "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what can shrink a "
-                  "branch is the decay on its last BN's gamma. ResNet-20 on digits:", "",
-                  "| weight decay | mean RMS gamma | mean change ratio | train err % |", "|---|---|---|---|", *rows, "",
-                  "![claim 3, BN](lecture_3_bn.png)", ""]
-    if not mine and not bn:
-        lines += ["No runs of part=weight_decay.", ""]
-    return lines, files
+                        + (": with its layers shrunk, the plain net loses the signal." if lost else "."))
+    return lines + ["", "Measured: " + " ".join(text), "", "![claim 3](lecture_3_weight_decay.png)", ""], files
+
+
+def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
+    """ResNet-20 with BatchNorm: per block the RMS of the last BN's gamma and the change ratio."""
+    import matplotlib.pyplot as plt
+
+    from depthstudy import figures
+
+    if not bn:
+        return [], []
+    colours = _wd_colours(bn)
+    fig, axes = plt.subplots(1, 2, figsize=figures._size(10, 3.8), layout="constrained")
+    _wd_panel(axes[0], bn, "gamma_rms", colours)
+    _wd_panel(axes[1], bn, "change_ratio", colours)
+    axes[0].set_ylabel("RMS gamma of the branch's last BN")
+    axes[1].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Claim 3 with BatchNorm: ResNet-20, the last BN's gamma per block")
+    figures._caption(fig, bn)
+    files = figures._save(fig, out, "lecture_3_bn", formats)
+    rows = []
+    for r in sorted(bn, key=lambda r: r.config.get("optim.weight_decay")):
+        change = [v for v in _final_blocks(r, "change_ratio") if math.isfinite(v)]
+        rows.append(f"| {r.config.get('optim.weight_decay'):g} | {statistics.fmean(_final_blocks(r, 'gamma_rms')):.2f} "
+                    f"| {_fmt(statistics.fmean(change) if change else None)} | {_fmt(r.final('train'))} |")
+    return ["With BatchNorm the argument is not literal: a BN after W[l+2] undoes any scale of W[l+2], so decay on "
+            "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what can shrink a "
+            "branch is the decay on its last BN's gamma. ResNet-20 on digits:", "",
+            "| weight decay | mean RMS gamma | mean change ratio | train err % |", "|---|---|---|---|", *rows, "",
+            "![claim 3, BN](lecture_3_bn.png)", ""], files
 
 
 def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:

@@ -24,8 +24,8 @@ def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = Fal
         (decay if o.wd_scope == "all" or p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     n = lambda ps: sum(p.numel() for p in ps)  # noqa: E731
-    say(f"weight decay {o.weight_decay:g} ({o.wd_scope}) on {len(decay)} tensors ({n(decay):,} params); "
-        f"none on {len(no_decay)} tensors ({n(no_decay):,} params)")
+    say(f"weight decay {o.weight_decay:g} ({o.wd_scope}) on {len(decay)} tensors ({n(decay):,} params)"
+        + (f"; none on {len(no_decay)} tensors ({n(no_decay):,} params)" if no_decay else ""))
     params = [g for g in groups if g["params"]]
     try:
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, fused=fused or None)

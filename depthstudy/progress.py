@@ -37,7 +37,7 @@ class RunProgress:
             self._bar.update(self._task, completed=done)
 
     def update(self, done: int, loss: float, error: float, images_per_s: float, lr: float) -> None:
-        metrics = f"loss {loss:.3f}  err {error:5.1f}%  lr {lr:g}  {images_per_s:,.0f} img/s"
+        metrics = f"loss {loss:.3f} err {error:4.1f}% lr {lr:g} {images_per_s:,.0f} img/s"  # fits 80 columns
         if self._bar is not None:
             self._bar.update(self._task, completed=done, metrics=metrics)
         elif self.mode == "lines" and (done >= self._next_line or done == self.total):

@@ -227,13 +227,14 @@ def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:
 
 
 def _varying(runs: list[PlannedRun]) -> list[str]:
-    """Override keys whose value differs between runs: the grid's axes."""
+    """Override keys whose value differs between runs: the grid's axes, less those the run name already shows
+    (depth, shortcut, weight decay, seed), so the table fits an 80-column terminal with the names whole."""
     values: dict[str, set] = {}
     for r in runs:
         for o in r.overrides:
             key, _, value = o.partition("=")
             values.setdefault(key, set()).add(value)
-    return [k for k, v in values.items() if len(v) > 1]
+    return [k for k, v in values.items() if len(v) > 1 and k not in config.NAME_KEYS]
 
 
 def _fmt(x) -> str:
@@ -243,7 +244,7 @@ def _fmt(x) -> str:
 def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Table:
     keys = _varying(runs)
     table = Table(title=title)
-    table.add_column("run")
+    table.add_column("run", no_wrap=True, min_width=min(max(len(r.run_dir.name) for r in runs), 32))
     for k in keys:
         table.add_column(k.split(".")[-1])
     table.add_column("status")

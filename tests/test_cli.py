@@ -44,7 +44,7 @@ def test_help_lists_the_commands(cli):
 @pytest.mark.parametrize("group,options", [
     ("model", ["resnet", "mlp"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
     ("schedule", ["short", "he2015"]), ("trainer", ["default"]),
-    ("experiment", ["quick", "he2015", "he2015_val", "he2015_fig6", "he2015_table6", "shortcuts", "weight_decay", "mlp_depth",
+    ("experiment", ["quick", "lecture", "he2015", "he2015_val", "he2015_fig6", "he2015_table6", "shortcuts", "weight_decay", "mlp_depth",
                     "responses", "identity_variants"]),
 ])
 def test_every_config_group_composes_and_validates(group, options):
@@ -63,7 +63,8 @@ def test_config_groups_on_disk_are_all_tested():
     tested = {"model/resnet", "model/mlp", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
               "schedule/he2015", "trainer/default", "experiment/quick", "experiment/he2015",
               "experiment/he2015_fig6", "experiment/he2015_table6", "experiment/shortcuts", "experiment/weight_decay",
-              "experiment/mlp_depth", "experiment/responses", "experiment/identity_variants", "experiment/he2015_val"}
+              "experiment/mlp_depth", "experiment/responses", "experiment/identity_variants", "experiment/he2015_val",
+              "experiment/lecture"}
     assert found <= tested, f"add {found - tested} to test_every_config_group_composes_and_validates"
 
 

@@ -451,4 +451,4 @@ def test_the_progress_bar_draws_at_80_columns_with_the_numbers_whole(capsys):
     p._bar.refresh()
     p.close()
     last = console.file.getvalue().replace("\r", "\n").splitlines()[-2:]
-    assert any("3200/6400" in line and "err  12.5%" in line for line in last), last
+    assert any("3200/6400" in line and "err 12.5%" in line for line in last), last
