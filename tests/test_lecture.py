@@ -139,7 +139,7 @@ def test_a_later_grid_grows_from_a_run_an_earlier_grid_trained(cli, tmp_path):
 LECTURE_SMALL = ("grids=[{part: depth, model.shortcut: 'none,A,B', model.depth: 6},"
                  "{part: weight_decay, model.shortcut: 'none,A', model.depth: 6, model.branch_init: default,"
                  " optim.weight_decay: '0,0.1'},"
-                 "{part: weight_decay_bn, model: resnet, model.depth: 8, optim.weight_decay: '0,0.1'},"
+                 "{part: weight_decay_bn, model: resnet, model.depth: 8, optim.weight_decay: 0.1},"
                  "{part: grow_base, model.shortcut: A, model.depth: 6, hydra.sweep.subdir: grow-base},"
                  "{part: grow, model.shortcut: A, model.depth: 10, model.init_from: runs/lecture/grow-base,"
                  " model.grow_init: 'zero,plain'},"

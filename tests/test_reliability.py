@@ -79,27 +79,28 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
-    # 2,000 iterations: long enough that the run cannot finish before the Ctrl-C lands, even on a busy machine.
-    args = [*LONG, "schedule.iterations=2000"]
+    # 1,000 iterations (seconds): the run cannot finish before the Ctrl-C lands, even on a busy machine; no
+    # evaluations on the way, so that the rerun to the end stays short.
+    args = [*LONG, "schedule.iterations=1000", "trainer.eval_every=0"]
     proc = depthstudy("train", *args, cwd=tmp_path, wait=False)
     while not (tmp_path / "runs" / "default").exists() or not any((tmp_path / "runs" / "default").iterdir()):
         time.sleep(0.05)
     run = only_run(tmp_path)
     wait_for_checkpoint(run, 10, proc)
     running = summary(run)  # summary.json is whole (valid JSON) while the run trains
-    assert running["status"] == "running" and running["total_iterations"] == 2000
+    assert running["status"] == "running" and running["total_iterations"] == 1000
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "checkpoint saved" in out
     s = summary(run)
-    assert s["status"] == "interrupted" and 10 <= s["iterations"] < 2000
+    assert s["status"] == "interrupted" and 10 <= s["iterations"] < 1000
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
 
     rerun = depthstudy("train", *args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resuming at iteration {s['iterations']}" in rerun.stdout
-    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 2000
+    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 1000
 
 
 def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
