@@ -42,7 +42,7 @@ class RunProgress:
             self._bar.update(self._task, completed=done, metrics=metrics)
         elif self.mode == "lines" and (done >= self._next_line or done == self.total):
             self._next_line = done + max(1, self.total // 10)
-            self.print(f"{self.name} it {done}/{self.total}  {metrics}")
+            self.print(f"{self.name} it {done}/{self.total} {metrics}")
 
     def print(self, text: str) -> None:
         if self.mode == "none":

@@ -316,7 +316,8 @@ def evaluate_and_log(run: Run, state: RunState, writer, progress) -> dict:
     seconds = time.perf_counter() - started
     state.eval_s += seconds
     writer.scalars(state.step, {events.EVAL_TIME: seconds})
-    progress.print(f"{run.name} it {state.step}: " + "  ".join(f"{k} {v:.2f}" for k, v in out.items() if "error" in k))
+    progress.print(f"{run.name} it {state.step}: error % " + " ".join(
+        f"{k.removesuffix('_error')} {v:.2f}" for k, v in out.items() if k.endswith("_error")))
     return out
 
 
@@ -350,6 +351,6 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         warmup_ended_at=warmup_ended if warmup_ended >= 0 else None,
     )
     rundir.write_summary(run.run_dir, summary)
-    progress.print(f"{run.name}: {status}: " + "  ".join(
-        f"{k} {summary[k]:.2f}" for k in ("train_error", "val_error", "test_error") if summary.get(k) is not None))
+    progress.print(f"{run.name}: {status}, error % " + " ".join(  # fits 80 columns with the run name
+        f"{k} {summary[f'{k}_error']:.2f}" for k in ("train", "val", "test") if summary.get(f"{k}_error") is not None))
     return summary
