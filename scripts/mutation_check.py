@@ -98,10 +98,25 @@ MUTATIONS = [
     Mutation("purge_from_checkpoint_step", "depthstudy/train.py", "resume_step=state.step + 1", "resume_step=state.step"),
     Mutation("optimizer_state_not_restored", "depthstudy/train.py",
              'run.optimizer.load_state_dict(saved["optimizer"])', "pass"),
+    # --- growing a trained net, the lecture's instruments ---
+    Mutation("grown_zero_block_not_zeroed", "depthstudy/grow.py", "        last.weight.zero_()\n", "        pass\n"),
+    Mutation("grown_blocks_inserted_first", "depthstudy/grow.py",
+             "for i, j in zip(old, fresh):", "for i, j in zip(old, fresh[len(fresh) - len(old):]):"),
+    Mutation("zeroed_layer_not_restored", "depthstudy/diagnostics.py", "                p.copy_(v)", "                pass"),
+    Mutation("gamma_rms_is_the_norm", "depthstudy/diagnostics.py",
+             '"gamma_rms": gamma / math.sqrt(last.weight.numel())', '"gamma_rms": gamma'),
+    # --- the things users read: names, estimates, TensorBoard ---
+    Mutation("run_dir_without_hash", "depthstudy/config.py", 'return f"{run_name}{slug}-{digest}"', 'return f"{run_name}{slug}"'),
+    Mutation("estimate_ignores_evaluation", "depthstudy/estimate.py",
+             "out.append(Estimate(iterations * step_s + eval_s, step_s, cached))",
+             "out.append(Estimate(iterations * step_s, step_s, cached))"),
+    Mutation("hparams_booleans_as_numbers", "depthstudy/events.py",
+             "    if isinstance(v, bool):  # before int: a bool is an int to Python\n        return struct_pb2.Value(bool_value=v)\n",
+             ""),
 ]
 
 # Quick, model-level tests first: a killed mutant stops at its first failure (-x).
-TEST_ORDER = ["tests/test_models.py", "tests/test_variants.py", "tests/test_data.py", "tests/test_train.py",
+TEST_ORDER = ["tests/test_models.py", "tests/test_variants.py", "tests/test_lecture.py", "tests/test_data.py", "tests/test_train.py",
               "tests/test_study.py", "tests/test_faults.py", "tests/test_reliability.py"]
 
 

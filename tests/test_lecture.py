@@ -64,7 +64,9 @@ def test_default_and_plain_insertions_change_the_function_and_impossible_growth_
 def test_block_instruments_equal_a_hand_computation_on_an_mlp():
     model = net(*MLP, "model.depth=6", "model.widths=[4,6]", shape=(1, 2, 2))
     x = torch.rand(5, 1, 2, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = block_diagnostics(model, x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the zeroed layers are restored
     a = torch.relu(model.stem[1](x.flatten(1)))  # the first block's input a[l]
     b = model.blocks[0]
     h = torch.relu(b.fc1(a))
