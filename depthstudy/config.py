@@ -358,16 +358,19 @@ def check_run_dir(cfg: DictConfig) -> None:
 
 
 def check_init_from(cfg: DictConfig, planned: list[Path]) -> None:
-    """model.init_from names a run that holds a checkpoint, or one this sweep trains first (in `planned`)."""
+    """model.init_from names a finished run whose net this one can grow from (depthstudy.grow.check_source), or
+    one this sweep trains first (in `planned`): refused in one line before anything is written."""
     source = cfg.model.get("init_from")
     if not source:
         return
     path = Path(str(source)).expanduser()
     if path.resolve() in {p.resolve() for p in planned}:
         return
-    if not (path / rundir.CHECKPOINT_FILE).is_file():
-        raise UsageError(f"model.init_from={source}: no trained run there (no {rundir.CHECKPOINT_FILE}); give the "
-                         "directory of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
+    if not (path / rundir.CHECKPOINT_FILE).is_file() or not (path / rundir.CONFIG_FILE).is_file():
+        raise UsageError(f"model.init_from={source}: no trained run there (no {rundir.CHECKPOINT_FILE} and "
+                         f"{rundir.CONFIG_FILE}); give the directory of a trained run, e.g. "
+                         "runs/default/resA-d20-wd0.0001-s0")
+    schema.check_source(cfg.model, str(cfg.data.name), rundir.read_config(path), rundir.read_summary(path))
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ def _key(cfg: DictConfig, device: torch.device) -> str:
     return json.dumps(setting, sort_keys=True)
 
 
-def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 4, warmup: int = 2) -> float:
+def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: int = 2) -> float:
     """Seconds per training iteration of this run's net and batch on this device (eager)."""
     t = cfg.trainer
     configure_device(device, str(t.precision), t.threads)
@@ -61,13 +62,15 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 4, warmup: 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     from contextlib import nullcontext
 
+    times = []
     for i in range(warmup + steps):
-        if i == warmup:
-            sync()
-            started = time.perf_counter()
+        sync()
+        started = time.perf_counter()
         train_step(model, optimizer, *stream.batch(i), nullcontext, window, one)
-    sync()
-    return (time.perf_counter() - started) / steps
+        sync()
+        if i >= warmup:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)  # one step slowed by another process does not move it
 
 
 def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
@@ -92,7 +95,9 @@ def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -
         step_s = cache[key]
         iterations = int(cfg.schedule.iterations)
         held_out = int(cfg.data.val_size) + (int(cfg.data.get("test_size") or 0) or schema.DATASET_TEST_IMAGES[str(cfg.data.name)])
-        evaluations = (iterations // int(cfg.trainer.eval_every) if int(cfg.trainer.eval_every) else 0) + 1
+        # train.loop evaluates every eval_every iterations before the last, and finish() once at the end
+        every = int(cfg.trainer.eval_every)
+        evaluations = ((iterations - 1) // every if every else 0) + 1
         eval_s = evaluations * held_out * step_s / int(cfg.optim.batch_size) * EVAL_COST
         out.append(Estimate(iterations * step_s + eval_s, step_s, cached))
     if fresh:

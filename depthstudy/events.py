@@ -247,6 +247,7 @@ def read_scalars(run_dir: Path, with_wall_times: bool = False):
     for tag in acc.Tags()["scalars"]:
         points = acc.Scalars(tag)
         name = next((new + tag[len(old):] for old, new in RENAMED.items() if tag.startswith(old)), tag)
-        out[name] = [(e.step, float(e.value)) for e in points]
-        walls[name] = [e.wall_time for e in points]
+        merged = sorted([*zip(out.get(name, []), walls.get(name, [])),  # a run that logged both the old and new tag
+                         *(((e.step, float(e.value)), e.wall_time) for e in points)], key=lambda pw: pw[0][0])
+        out[name], walls[name] = [p for p, _ in merged], [w for _, w in merged]
     return (out, walls) if with_wall_times else out

@@ -7,6 +7,8 @@ width no longer changes, so an inserted block maps its input to an output of the
 is model.grow_init:
   zero            residual, the branch's last layer (its BN's gamma and beta, or W[l+2] and b[l+2]) set to 0:
                   F(x) = 0 and x >= 0 after a ReLU, so the grown net computes exactly the trained net's function
+                  (with model.combine=add; a scaled or gated combine does not pass s(x) through unchanged, and the
+                  recorded largest logit change says by how much)
   default         residual, He init (a control: the grown net starts as another function)
   plain           no shortcut, He init (the lecture's plain layers)
   plain_identity  no shortcut, W = I and b = 0 in both layers: relu(I relu(I x)) = x for x >= 0, exact for the
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from depthstudy.errors import UsageError
-from depthstudy.models import ResidualBlock
+from depthstudy.models import ResidualBlock, he_init
 
 
 def grow(trained: nn.Module, new: nn.Module, init: str) -> list[int]:
@@ -55,17 +57,10 @@ def _copy(src: nn.Module, dst: nn.Module, what: str) -> None:
 
 @torch.no_grad()
 def _initialise(block: ResidualBlock, init: str) -> None:
+    if block.alpha is not None:  # skipinit's branch scale: 1, or an inserted block could neither pass nor learn
+        block.alpha.fill_(1.0)
     if init in ("default", "plain"):  # He init whatever the net's own model.branch_init
-        for m in block.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        if block.alpha is not None:  # skipinit's branch scale: a default branch is a whole one
-            block.alpha.fill_(1.0)
+        he_init(block)
     if init == "default":
         return
     if init == "zero":
@@ -78,8 +73,7 @@ def _initialise(block: ResidualBlock, init: str) -> None:
             last.bias.zero_()
         return
     block.shortcut = None  # plain, plain_identity: a block without a shortcut inside the grown net
-    if block.gate is not None:
-        block.gate = None
+    block.gate = None
     if init == "plain_identity":
         layers = [m for m in block.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not all(isinstance(m, nn.Linear) and m.in_features == m.out_features for m in layers) or any(
@@ -103,7 +97,7 @@ def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh
 
     from omegaconf import OmegaConf
 
-    from depthstudy import checkpoint, rundir
+    from depthstudy import checkpoint, rundir, schema
     from depthstudy.models import build_model
 
     source = Path(str(model_cfg.init_from)).expanduser()
@@ -111,8 +105,8 @@ def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh
         raise UsageError(f"model.init_from={source}: not a run directory (no {rundir.CONFIG_FILE}); give the directory "
                          "of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
     old_cfg = OmegaConf.create(rundir.read_config(source))
-    if old_cfg.data.name != data.name:
-        raise UsageError(f"model.init_from={source} was trained on {old_cfg.data.name}, this run uses {data.name}")
+    if fresh:
+        schema.check_source(model_cfg, data.name, OmegaConf.to_container(old_cfg), rundir.read_summary(source))
     trained = build_model(old_cfg.model, data.shape, data.num_classes)
     record = {"run": str(source), "depth": int(old_cfg.model.depth), "grow_init": str(model_cfg.grow_init)}
     if fresh:

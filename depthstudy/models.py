@@ -318,13 +318,9 @@ class MLP(nn.Module):
         return [list(range(half)), list(range(half, n))]
 
 
-def init_weights(model: nn.Module, spec: BlockSpec) -> None:
-    """He ("MSRA") init, std sqrt(2 / fan_in), for conv and linear weights; BN starts as the identity.
-
-    Gates start nearly closed towards the branch (bias gate_bias, He 2016). zero_gamma zeroes each
-    branch's last BN gamma (or its last layer without BN), so every block starts as the identity.
-    """
-    for m in model.modules():
+def he_init(module: nn.Module) -> None:
+    """He ("MSRA") init of every conv and linear weight in module, zero biases; BN as the identity."""
+    for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
@@ -332,6 +328,15 @@ def init_weights(model: nn.Module, spec: BlockSpec) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def init_weights(model: nn.Module, spec: BlockSpec) -> None:
+    """He ("MSRA") init, std sqrt(2 / fan_in), for conv and linear weights; BN starts as the identity.
+
+    Gates start nearly closed towards the branch (bias gate_bias, He 2016). zero_gamma zeroes each
+    branch's last BN gamma (or its last layer without BN), so every block starts as the identity.
+    """
+    he_init(model)
     for block in model.modules():
         if isinstance(block, ResidualBlock):
             if block.gate is not None:

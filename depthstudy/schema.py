@@ -63,6 +63,12 @@ class ModelConfig:
             value = getattr(self, name)
             if value not in choices:
                 raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
+        if self.init_from and self.grow_init == "zero" and self.shortcut == "none":
+            raise UsageError("model.grow_init=zero inserts residual blocks, and model.shortcut=none has no shortcuts; "
+                             "use model.grow_init=plain or plain_identity")
+        if self.init_from and self.grow_init == "plain_identity" and self.norm != "none":
+            raise UsageError("model.grow_init=plain_identity needs layers that can be the identity: the MLP without "
+                             "normalisation (model=mlp model.norm=none)")
         if not 0 <= self.shortcut_dropout < 1:
             raise UsageError(f"model.shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
 
@@ -123,3 +129,29 @@ def register() -> None:
 def milestone_iterations(milestones, iterations: int) -> list[int]:
     """lr milestones as iterations: an int is an iteration, a float a fraction of the run (0.5: half way)."""
     return sorted(round(m * iterations) if isinstance(m, float) else int(m) for m in milestones)
+
+
+# The model settings a grown net may change: its depth, and how it grows.
+GROWABLE = ("depth", "init_from", "grow_init")
+
+
+def check_source(model_cfg, data_name: str, source_cfg: dict, source_summary: dict | None) -> None:
+    """Refuse, before anything is written, a growth the trained run cannot give: another data set or model
+    setting (only depth may change), a shallower net, or a run that has not finished training."""
+    source = model_cfg.init_from
+    if source_cfg.get("data", {}).get("name") != data_name:
+        raise UsageError(f"model.init_from={source} was trained on {source_cfg.get('data', {}).get('name')}, "
+                         f"this run uses {data_name}")
+    old = source_cfg.get("model", {})
+    differ = [f"model.{k}: {old.get(k)!r} there, {model_cfg.get(k)!r} here" for k in sorted(set(old) | set(model_cfg))
+              if k not in GROWABLE and old.get(k) != model_cfg.get(k)]
+    if differ:
+        raise UsageError(f"model.init_from={source}: only model.depth may differ from the trained run ("
+                         + "; ".join(differ[:3]) + ")")
+    if int(model_cfg.depth) < int(old.get("depth", 0)):
+        raise UsageError(f"model.init_from={source}: model.depth={model_cfg.depth} is shallower than the trained "
+                         f"run's {old.get('depth')}; growing only adds blocks")
+    status = (source_summary or {}).get("status")
+    if status != "finished":
+        raise UsageError(f"model.init_from={source}: that run is {status or 'not started'}, not finished; train it to "
+                         "the end first (rerun its command), then grow from it")

@@ -76,6 +76,23 @@ def _estimate(runs: list[PlannedRun], console: Console) -> None:
         r.estimate = e
 
 
+def _other_runs_configs(runs: list[PlannedRun]) -> list[dict]:
+    """The configs of runs already in the sweep directory that this sweep does not plan (an earlier sweep's),
+    so that the HPARAMS columns' values include theirs."""
+    from depthstudy.rundir import read_config
+    from depthstudy.runs import find_run_dirs
+
+    planned = {r.run_dir.resolve() for r in runs}
+    out = []
+    for path in find_run_dirs(runs[0].run_dir.parent) if runs[0].run_dir.parent.is_dir() else []:
+        if path.resolve() not in planned:
+            try:
+                out.append(read_config(path))
+            except Exception:  # an unreadable config.yaml: the report names it; here it only misses a column value
+                continue
+    return out
+
+
 def _split_by_grid(runs: list[PlannedRun], overrides: list[str] | None) -> list[tuple[list[str], list[PlannedRun]]]:
     """(the grid's overrides, its planned runs), grid by grid (plan() lists the runs in grid order)."""
     out, start = [], 0
@@ -92,7 +109,7 @@ def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
 
 
-def _say_total(runs: list[PlannedRun], console: Console) -> None:
+def _say_total(runs: list[PlannedRun], console: Console, overrides: list[str] | None) -> None:
     from depthstudy.estimate import duration
 
     todo = [r for r in runs if r.estimate is not None]
@@ -106,7 +123,12 @@ def _say_total(runs: list[PlannedRun], console: Console) -> None:
     threads = _threads_per_worker(runs)
     if threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
         workers = _workers(runs, runs[0].launcher_jobs)
-        line = (f"estimated: {duration(total / workers)} for {len(todo)} runs, {workers} at a time with {threads} "
+        wall = 0.0
+        for _, grid_runs in _split_by_grid(runs, overrides):  # grids run one after another
+            times = [r.estimate.seconds for r in grid_runs if r.estimate is not None]
+            if times:
+                wall += max(sum(times) / min(workers, len(times)), max(times))
+        line = (f"estimated: {duration(wall)} for {len(todo)} runs, {workers} at a time with {threads} "
                 f"CPU thread{'s' if threads > 1 else ''} each ({duration(total)} of run time; {how})")
     else:
         line = f"estimated: {duration(total)} for {len(todo)} runs one after another ({how})"
@@ -122,7 +144,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
             _estimate(runs, console)
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
         if estimate:
-            _say_total(runs, console)
+            _say_total(runs, console, overrides)
         return runs
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
@@ -137,8 +159,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     # process (a notebook, the tests) and keep the working directory they started in.
     sweep_dir = str(runs[0].run_dir.parent.resolve()).replace("\\", "\\\\").replace("'", "\\'")
     args.append(f"hydra.sweep.dir='{sweep_dir}'")
-    if in_workers:  # an idle worker would die of a Ctrl-C: start no more workers than jobs
-        args.append(f"hydra.launcher.n_jobs={_workers(runs, runs[0].launcher_jobs)}")
+    if in_workers:
         if not any(a.startswith("trainer.progress=") for a in args):  # bars of parallel runs would overwrite each other
             args.append("trainer.progress=lines")
     from depthstudy.events import write_study_experiment
@@ -146,7 +167,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns.
     runs[0].run_dir.parent.mkdir(parents=True, exist_ok=True)
     write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
-                                                    for r in runs])
+                                                    for r in runs] + _other_runs_configs(runs))
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
     grids = _split_by_grid(runs, overrides)
     try:
@@ -157,7 +178,9 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                         break
                     if all(r.status in FINAL_STATUSES for r in grid_runs):  # nothing of this grid to train
                         continue
-                    run_hydra(grid + args, multirun=True)  # one grid after another: init_from's runs come first
+                    # an idle worker would die of a Ctrl-C: no more workers than this grid's jobs
+                    workers = [f"hydra.launcher.n_jobs={_workers(grid_runs, runs[0].launcher_jobs)}"] if in_workers else []
+                    run_hydra(grid + args + workers, multirun=True)  # one grid after another: init_from's come first
             except Exception:
                 if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise

@@ -41,7 +41,12 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     dev = pick_device(device, None)
     configure_device(dev, str(cfg.trainer.precision), cfg.trainer.threads)
     data = load_data(cfg.data).to(dev)
-    model = build_model(cfg.model, data.shape, data.num_classes).to(dev)
+    model = build_model(cfg.model, data.shape, data.num_classes)
+    if cfg.model.get("init_from"):  # a grown net: its inserted plain blocks have no shortcut (as in train.build)
+        from depthstudy.grow import grow_from_run
+
+        grow_from_run(cfg.model, model, data, dev, fresh=False, batch_size=int(cfg.trainer.eval_batch_size))
+    model = model.to(dev)
     model.load_state_dict(saved["model"])
     return Trained(cfg, data, model, int(saved["step"]), dev)
 

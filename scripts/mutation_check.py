@@ -8,7 +8,7 @@ CI), and the file is restored, whatever happens. A mutation is *killed* when the
 
     python scripts/mutation_check.py                  # every mutation, the whole default suite
     python scripts/mutation_check.py --list           # what would be mutated
-    python scripts/mutation_check.py --only option_a  # mutations whose name contains this
+    python scripts/mutation_check.py --only option_a,purge  # mutations whose name contains any of these
     python scripts/mutation_check.py --json out.json  # also write the results
 
 Test files run in an order that puts the quick, model-level ones first, so killed mutants stop early
@@ -171,12 +171,13 @@ def _stop(signum, frame):
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="run only mutations whose name contains this")
+    ap.add_argument("--only", help="run only mutations whose name contains this (comma-separated: any of these)")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--tests", nargs="+", help="run these pytest arguments instead of the default suite (quick checks)")
     args = ap.parse_args()
-    chosen = [m for m in MUTATIONS if not args.only or args.only in m.name]
+    wanted = [w for w in (args.only or "").split(",") if w]
+    chosen = [m for m in MUTATIONS if not wanted or any(w in m.name for w in wanted)]
     if args.list:
         for m in chosen:
             print(f"{m.name:36} {m.path}: {m.old!r} -> {m.new!r}")

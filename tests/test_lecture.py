@@ -174,3 +174,24 @@ def test_the_lecture_preset_end_to_end(cli, tmp_path):
     assert cli("report", "runs/lecture").exit_code == 0
     md = (tmp_path / "runs" / "lecture" / "report" / "lecture.md").read_text()
     assert "This agrees with the claim." in md and "(both shrink: agrees)." in md and "not worse (agrees)." in md
+
+
+def test_eval_of_a_grown_run_rebuilds_its_plain_blocks_and_growth_is_checked_before_anything_is_written(cli, tmp_path):
+    assert cli("train", *TINY, *MLP, "model.depth=6", "name=base").exit_code == 0
+    source = only_run(tmp_path, "base")
+    grown = [*TINY, *MLP, "model.depth=10", f"model.init_from={source}", "model.grow_init=plain", "name=grown"]
+    assert cli("train", *grown).exit_code == 0
+    run = only_run(tmp_path, "grown")
+    row = json.loads(cli("eval", str(run), "--json").output)[0]
+    assert row["test_error"] == summary(run)["test_error"]  # the net that was trained, not one with shortcuts back
+    for args, message in (
+            (["model.shortcut=B"], "only model.depth may differ from the trained run (model.shortcut: 'A' there, 'B' here"),
+            (["model.depth=4"], "model.depth=4 is shallower than the trained run's 6"),
+            (["model.grow_init=plain_identity", "model.norm=bn"], "plain_identity needs layers that can be the identity"),
+            (["data=cifar10"], "was trained on digits, this run uses cifar10")):
+        bad = cli("train", *grown, *args, "name=refused")
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+        assert not (tmp_path / "runs" / "refused").exists()
+    (source / "summary.json").write_text(json.dumps({"status": "interrupted", "iterations": 3}))
+    bad = cli("train", *grown, "name=refused")
+    assert bad.exit_code == 2 and "that run is interrupted, not finished" in bad.output

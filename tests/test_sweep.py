@@ -150,7 +150,7 @@ def test_dry_run_estimates_each_run_from_a_calibration_and_caches_it(cli, tmp_pa
     cfg = without_hydra(compose([*TINY, "model.depth=8", "trainer.eval_every=2"]))
     (estimate,) = estimate_runs([cfg])
     held_out = cfg.data.val_size + cfg.data.test_size
-    expected = 6 * estimate.step_s + (6 // 2 + 1) * held_out * estimate.step_s / 32 / 3
+    expected = 6 * estimate.step_s + 3 * held_out * estimate.step_s / 32 / 3  # evaluations at 2, 4 and the end (6)
     assert estimate.cached and estimate.seconds == pytest.approx(expected)
     assert [duration(s) for s in (12, 200, 7200, 200000)] == ["12 s", "3.3 min", "2.0 h", "2.3 days"]
 
