@@ -349,7 +349,7 @@ def check_run_dir(cfg: DictConfig) -> None:
     """Refuse, before Hydra creates or rewrites anything, a run directory that cannot be written, that
     another process is training, or that holds another experiment (unless trainer.force_resume)."""
     run_dir = Path(str(cfg.hydra.run.dir))
-    check_init_from(cfg, planned=[])
+    check_init_from(cfg, planned={})
     rundir.check_writable(run_dir)
     if run_dir.is_dir():
         rundir.check_not_busy(run_dir)
@@ -357,20 +357,29 @@ def check_run_dir(cfg: DictConfig) -> None:
                                      bool(cfg.trainer.force_resume))
 
 
-def check_init_from(cfg: DictConfig, planned: list[Path]) -> None:
-    """model.init_from names a finished run whose net this one can grow from (depthstudy.grow.check_source), or
-    one this sweep trains first (in `planned`): refused in one line before anything is written."""
+def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:
+    """model.init_from names a finished run whose net this one can grow from (schema.check_source), or one an
+    earlier grid of this sweep trains (`planned`: run directory -> its config): refused in one line before
+    anything is written."""
     source = cfg.model.get("init_from")
     if not source:
         return
     path = Path(str(source)).expanduser()
-    if path.resolve() in {p.resolve() for p in planned}:
+    earlier = {p.resolve(): c for p, c in planned.items()}.get(path.resolve())
+    if earlier is not None:  # checked against the config it will have, as if it had finished
+        schema.check_source(cfg.model, str(cfg.data.name), OmegaConf.to_container(without_hydra(earlier), resolve=True),
+                            {"status": "finished"})
         return
     if not (path / rundir.CHECKPOINT_FILE).is_file() or not (path / rundir.CONFIG_FILE).is_file():
         raise UsageError(f"model.init_from={source}: no trained run there (no {rundir.CHECKPOINT_FILE} and "
                          f"{rundir.CONFIG_FILE}); give the directory of a trained run, e.g. "
                          "runs/default/resA-d20-wd0.0001-s0")
-    schema.check_source(cfg.model, str(cfg.data.name), rundir.read_config(path), rundir.read_summary(path))
+    try:
+        source_cfg = rundir.read_config(path)
+    except Exception as e:  # damaged YAML: the source is not a run we can read
+        raise UsageError(f"model.init_from={source}: its {rundir.CONFIG_FILE} is unreadable ({type(e).__name__})") from None
+    schema.check_source(cfg.model, str(cfg.data.name), source_cfg if isinstance(source_cfg, dict) else {},
+                        rundir.read_summary(path))
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

@@ -85,14 +85,28 @@ def _initialise(block: ResidualBlock, init: str) -> None:
             m.bias.zero_()
 
 
-def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh: bool, batch_size: int) -> dict:
+def rebuild(model: nn.Module, record: dict) -> None:
+    """A grown net's structure from what its summary.json recorded (no need for the source run): inserted
+    plain blocks lose their shortcut; the weights then come from the run's own checkpoint."""
+    if record.get("grow_init") in ("plain", "plain_identity"):
+        for j in record.get("inserted_blocks", []):
+            model.blocks[j].shortcut = None
+            model.blocks[j].gate = None
+
+
+def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh: bool, batch_size: int,
+                  recorded: dict | None = None) -> dict:
     """Grow `model` (built from model_cfg, on the CPU) from the run model_cfg.init_from names.
 
     fresh: a new run, so the trained weights are copied in and the claim is measured: the training-split error
     (eval mode, every image) of the trained net and of the grown one, and the largest change of any logit.
-    Resuming: only the grown net's structure is rebuilt (which inserted blocks are plain); the run's own
-    checkpoint then holds the weights. Returns what summary.json records under "grown_from".
+    Resuming: only the grown net's structure is rebuilt (which inserted blocks are plain), from `recorded` (the
+    run's summary.json "grown_from") where there is one, else from the source's config; the run's own checkpoint
+    then holds the weights. Returns what summary.json records under "grown_from".
     """
+    if not fresh and recorded and "inserted_blocks" in recorded:
+        rebuild(model, recorded)
+        return {k: v for k, v in recorded.items() if k in ("run", "depth", "grow_init", "inserted_blocks")}
     from pathlib import Path
 
     from omegaconf import OmegaConf

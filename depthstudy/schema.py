@@ -135,16 +135,25 @@ def milestone_iterations(milestones, iterations: int) -> list[int]:
 GROWABLE = ("depth", "init_from", "grow_init")
 
 
+def _model_defaults(arch) -> dict:
+    """Every model key's default, for the net family `arch` (a run saved before a key existed had the default)."""
+    schema = MLPConfig if arch == "mlp" else ModelConfig
+    return {f.name: f.default_factory() if callable(f.default_factory) else f.default for f in fields(schema)}
+
+
 def check_source(model_cfg, data_name: str, source_cfg: dict, source_summary: dict | None) -> None:
     """Refuse, before anything is written, a growth the trained run cannot give: another data set or model
     setting (only depth may change), a shallower net, or a run that has not finished training."""
     source = model_cfg.init_from
-    if source_cfg.get("data", {}).get("name") != data_name:
-        raise UsageError(f"model.init_from={source} was trained on {source_cfg.get('data', {}).get('name')}, "
-                         f"this run uses {data_name}")
-    old = source_cfg.get("model", {})
-    differ = [f"model.{k}: {old.get(k)!r} there, {model_cfg.get(k)!r} here" for k in sorted(set(old) | set(model_cfg))
-              if k not in GROWABLE and old.get(k) != model_cfg.get(k)]
+    data, old = source_cfg.get("data"), source_cfg.get("model")
+    if not isinstance(data, dict) or not isinstance(old, dict):
+        raise UsageError(f"model.init_from={source}: its config.yaml has no data or model section; is it a run?")
+    if data.get("name") != data_name:
+        raise UsageError(f"model.init_from={source} was trained on {data.get('name')}, this run uses {data_name}")
+    defaults = _model_defaults(old.get("arch"))
+    value = lambda cfg, k: cfg[k] if k in cfg else defaults.get(k)  # noqa: E731
+    differ = [f"model.{k}: {value(old, k)!r} there, {value(model_cfg, k)!r} here" for k in sorted(set(old) | set(model_cfg))
+              if k not in GROWABLE and value(old, k) != value(model_cfg, k)]
     if differ:
         raise UsageError(f"model.init_from={source}: only model.depth may differ from the trained run ("
                          + "; ".join(differ[:3]) + ")")
@@ -152,6 +161,11 @@ def check_source(model_cfg, data_name: str, source_cfg: dict, source_summary: di
         raise UsageError(f"model.init_from={source}: model.depth={model_cfg.depth} is shallower than the trained "
                          f"run's {old.get('depth')}; growing only adds blocks")
     status = (source_summary or {}).get("status")
+    if status == "diverged":
+        raise UsageError(f"model.init_from={source}: that run diverged; a diverged net cannot be grown from")
+    if status is None:
+        raise UsageError(f"model.init_from={source}: its summary.json is missing or unreadable, so whether it finished "
+                         "is unknown; rerun its command to finish it, then grow from it")
     if status != "finished":
-        raise UsageError(f"model.init_from={source}: that run is {status or 'not started'}, not finished; train it to "
-                         "the end first (rerun its command), then grow from it")
+        raise UsageError(f"model.init_from={source}: that run is {status}, not finished; train it to the end first "
+                         "(rerun its command), then grow from it")

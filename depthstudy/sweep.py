@@ -58,8 +58,14 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg))
     dirs = [r.run_dir for r in runs]
-    for i, r in enumerate(runs):  # a run to grow from must exist, or be one this sweep trains before it
-        config.check_init_from(r.cfg, planned=dirs[:i])
+    earlier: dict[Path, object] = {}  # runs of earlier grids: trained before this grid starts
+    start = 0
+    for _, jobs in config.expand_grids(overrides):  # a run to grow from exists, or an earlier grid trains it
+        grid = runs[start:start + len(jobs)]
+        for r in grid:
+            config.check_init_from(r.cfg, planned=earlier)
+        earlier.update({r.run_dir: r.cfg for r in grid})
+        start += len(jobs)
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
         raise UsageError(f"two runs of this grid would share the directory {dup}; "

@@ -95,7 +95,8 @@ class Run:
         return int(self.cfg.optim.batch_size)
 
 
-def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True) -> Run:
+def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True,
+          grown: dict | None = None) -> Run:
     t = cfg.trainer
     device = pick_device(str(t.device), job_num)
     configure_device(device, str(t.precision), t.threads)
@@ -104,7 +105,7 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool 
     model = build_model(cfg.model, data.shape, data.num_classes)
     grown_from = None
     if cfg.model.get("init_from"):  # a deeper net grown from a trained run (depthstudy.grow)
-        grown_from = grow_from_run(cfg.model, model, data, device, fresh, int(t.eval_batch_size))
+        grown_from = grow_from_run(cfg.model, model, data, device, fresh, int(t.eval_batch_size), recorded=grown)
     model = model.to(device, memory_format=memory_format(bool(t.channels_last)))
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     forward = compiled(model, mode, device)
@@ -204,7 +205,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
         rundir.write_config(run_dir, config)
 
     said = []
-    run = build(cfg, run_dir, job_num, said.append, fresh=not resuming)
+    run = build(cfg, run_dir, job_num, said.append, fresh=not resuming, grown=(previous or {}).get("grown_from"))
     saved = checkpoint.load(run_dir)
     try:
         state = RunState.restore(saved, run)

@@ -45,7 +45,8 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     if cfg.model.get("init_from"):  # a grown net: its inserted plain blocks have no shortcut (as in train.build)
         from depthstudy.grow import grow_from_run
 
-        grow_from_run(cfg.model, model, data, dev, fresh=False, batch_size=int(cfg.trainer.eval_batch_size))
+        grow_from_run(cfg.model, model, data, dev, fresh=False, batch_size=int(cfg.trainer.eval_batch_size),
+                      recorded=(rundir.read_summary(run_dir) or {}).get("grown_from"))
     model = model.to(dev)
     model.load_state_dict(saved["model"])
     return Trained(cfg, data, model, int(saved["step"]), dev)

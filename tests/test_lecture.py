@@ -195,3 +195,37 @@ def test_eval_of_a_grown_run_rebuilds_its_plain_blocks_and_growth_is_checked_bef
     (source / "summary.json").write_text(json.dumps({"status": "interrupted", "iterations": 3}))
     bad = cli("train", *grown, "name=refused")
     assert bad.exit_code == 2 and "that run is interrupted, not finished" in bad.output
+
+
+def test_a_grown_run_is_evaluated_without_its_source(cli, tmp_path):
+    import shutil
+
+    assert cli("train", *TINY, *MLP, "model.depth=6", "name=base").exit_code == 0
+    source = only_run(tmp_path, "base")
+    grown = [*TINY, *MLP, "model.depth=10", f"model.init_from={source}", "model.grow_init=plain", "name=grown"]
+    assert cli("train", *grown).exit_code == 0
+    shutil.rmtree(source)  # moved away: the grown run's summary says what was inserted
+    run = only_run(tmp_path, "grown")
+    row = json.loads(cli("eval", str(run), "--json").output)[0]
+    assert row["test_error"] == summary(run)["test_error"]
+
+
+def test_growth_is_checked_against_an_earlier_grids_run_before_anything_trains(cli, tmp_path):
+    bad = cli("sweep", *TINY, *MLP, "name=g",
+              "grids=[{part: base, model.depth: 6, hydra.sweep.subdir: base},"
+              "{part: grow, model.depth: 10, model.shortcut: B, model.init_from: runs/g/base}]")
+    assert bad.exit_code == 2 and "only model.depth may differ from the trained run (model.shortcut: 'A' there" in bad.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_source_saved_before_a_model_key_existed_can_still_be_grown_from(cli, tmp_path):
+    from omegaconf import OmegaConf
+
+    assert cli("train", *TINY, *MLP, "model.depth=6", "name=base").exit_code == 0
+    source = only_run(tmp_path, "base")
+    saved = OmegaConf.load(source / "config.yaml")
+    for key in ("scale_branch", "gate_bias", "shortcut_dropout", "init_from", "grow_init"):  # an older schema
+        del saved.model[key]
+    OmegaConf.save(saved, source / "config.yaml")
+    result = cli("train", *TINY, *MLP, "model.depth=10", f"model.init_from={source}", "name=grown")
+    assert result.exit_code == 0, result.output
