@@ -25,6 +25,14 @@ Overrides = Annotated[
 Debug = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks instead of one-line errors.")]
 
 
+def _examples(*examples: tuple[str, str], note: str = "") -> str:
+    """A command's help epilog: each example's comment on its own line, then the command whole on the next,
+    so that an example copied from an 80-column terminal runs as printed (commands stay under 76 characters)."""
+    lines = ["Examples:"] + [part for comment, command in examples for part in (f"  # {comment}", f"  {command}")]
+    return "\n\n".join(lines + ([note] if note else []))
+
+
+
 def _version(value: bool) -> None:
     if value:
         from depthstudy import __version__
@@ -78,12 +86,11 @@ def _guard(fn, debug: bool):
         _fail(e, debug)
 
 
-@app.command(context_settings=OVERRIDES, epilog=(
-    "Examples:\n\n"
-    "  depthstudy train                                   # ResNet-20 on digits, about 30 s on a CPU\n\n"
-    "  depthstudy train model.depth=56 model.shortcut=none\n\n"
-    "  depthstudy train experiment=he2015 model.depth=110 data.download=true   # the paper, on CIFAR-10\n\n"
-    "Running the same command again resumes an interrupted run and skips a finished one."))
+@app.command(context_settings=OVERRIDES, epilog=_examples(
+    ("ResNet-20 on digits, about 30 s on a CPU", "depthstudy train"),
+    ("plain-56", "depthstudy train model.depth=56 model.shortcut=none"),
+    ("the paper, on CIFAR-10", "depthstudy train experiment=he2015 model.depth=110 data.download=true"),
+    note="Running the same command again resumes an interrupted run and skips a finished one."))
 def train(overrides: Overrides = None, debug: Debug = False) -> None:
     """Train one plain or residual net; logs, config, checkpoint and summary go to its run directory."""
     from depthstudy.launch import train_one
@@ -91,13 +98,12 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     _guard(lambda: train_one(overrides), debug)
 
 
-@app.command(context_settings=OVERRIDES, epilog=(
-    "Examples:\n\n"
-    "  depthstudy sweep experiment=quick                  # the offline quick study (digits)\n\n"
-    "  depthstudy sweep model.depth=20,32,44,56 model.shortcut=none,A seed=0,1,2\n\n"
-    "  depthstudy sweep experiment=quick hydra/launcher=joblib hydra.launcher.n_jobs=2\n\n"
-    "  depthstudy sweep experiment=he2015_fig6 hydra/launcher=submitit_slurm   # on a cluster\n\n"
-    "Re-running a sweep skips finished runs and resumes interrupted ones."))
+@app.command(context_settings=OVERRIDES, epilog=_examples(
+    ("the offline quick study (digits)", "depthstudy sweep experiment=quick"),
+    ("a grid of your own", "depthstudy sweep model.depth=20,32,44,56 model.shortcut=none,A seed=0,1,2"),
+    ("its time on this machine, before training", "depthstudy sweep experiment=he2015_fig6 --dry-run"),
+    ("on a cluster", "depthstudy sweep experiment=he2015_fig6 hydra/launcher=submitit_slurm"),
+    note="Re-running a sweep skips finished runs and resumes interrupted ones."))
 def sweep(
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (and which are done) and estimate their time on this machine, without training.")] = False,
@@ -110,10 +116,9 @@ def sweep(
     _guard(lambda: run_sweep(overrides, dry_run, _console(), estimate), debug)
 
 
-@app.command(context_settings=OVERRIDES, epilog=(
-    "Examples:\n\n"
-    "  depthstudy config experiment=he2015 model.depth=110   # the config that command would train\n\n"
-    "  depthstudy config --groups                           # every config group and its options"))
+@app.command(context_settings=OVERRIDES, epilog=_examples(
+    ("the config that command would train", "depthstudy config experiment=he2015 model.depth=110"),
+    ("every config group and its options", "depthstudy config --groups")))
 def config(
     overrides: Overrides = None,
     groups: Annotated[bool, typer.Option("--groups", help="List the config groups and their options.")] = False,
@@ -166,10 +171,9 @@ def runs(
     _guard(go, debug)
 
 
-@app.command("eval", epilog=(
-    "Examples:\n\n"
-    "  depthstudy eval runs/quick/resA-d56-wd0.0001-s0\n\n"
-    "  depthstudy eval runs/he2015/resA-d110-wd0.0001-s0 --splits train,test --device cuda --json"))
+@app.command("eval", epilog=_examples(
+    ("val and test error of a run's checkpoint", "depthstudy eval runs/quick/resA-d56-wd0.0001-s0"),
+    ("all training images too, as JSON", "depthstudy eval runs/quick/resA-d56-wd0.0001-s0 --splits train,test --json")))
 def eval_command(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each holds config.yaml and checkpoint.pt).")],
     splits: Annotated[str, typer.Option("--splits", help="Comma-separated: train, val, test (train: all training images, eval mode, no augmentation).")] = "val,test",
@@ -222,13 +226,12 @@ def report(
     _guard(lambda: make_report(runs_dir, out, by or [], formats, _console(), yscale, style, command), debug)
 
 
-@app.command(epilog=(
-    "Examples:\n\n"
-    "  depthstudy bench                                   # ResNet-20/56/110 and plain-56, about 3 minutes on 2 CPU cores\n\n"
-    "  depthstudy bench --models resnet20,plain56 --steps 20 --rounds 2 --json bench.json\n\n"
-    "  depthstudy bench --device cuda --precision bf16 --compile --steps 50 --warmup 10\n\n"
-    "Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
-    "written once in CIFAR-10's file format."))
+@app.command(epilog=_examples(
+    ("ResNet-20/56/110 and plain-56, about 3 minutes on 2 CPU cores", "depthstudy bench"),
+    ("two models, numbers to a file", "depthstudy bench --models resnet20,plain56 --steps 20 --json bench.json"),
+    ("a GPU: CUDA graphs and bf16", "depthstudy bench --device cuda --cuda-graphs --precision bf16 --steps 50"),
+    note="Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
+         "written once in CIFAR-10's file format."))
 def bench(
     models: Annotated[str, typer.Option("--models", help="Comma-separated resnetN / plainN (N = 6n+2).")] = "resnet20,resnet56,plain56,resnet110",
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per measurement.")] = 10,

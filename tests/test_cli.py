@@ -41,6 +41,23 @@ def test_help_lists_the_commands(cli):
     assert "model.depth=56" in cli("train", "--help").output
 
 
+@pytest.mark.parametrize("command", ["train", "sweep", "config", "eval", "report", "bench"])
+def test_every_example_in_help_survives_an_80_column_terminal(command):
+    """Copied from the terminal, each example runs as printed: the command whole on one line."""
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from depthstudy.cli import app
+
+    epilog = get_command(app).commands[command].epilog or ""
+    examples = [line.strip() for line in epilog.split("\n") if line.strip().startswith("depthstudy ")]
+    output = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
+    lines = [line.strip(" │") for line in output.splitlines()]
+    assert all(len(line) <= 80 for line in output.splitlines())
+    for example in examples:
+        assert example in lines, f"{example!r} is cut at 80 columns"
+
+
 @pytest.mark.parametrize("group,options", [
     ("model", ["resnet", "mlp"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
     ("schedule", ["short", "he2015"]), ("trainer", ["default"]),
