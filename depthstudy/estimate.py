@@ -1,7 +1,8 @@
 """What a sweep will cost before it runs: time a few training steps of each distinct net on this machine.
 
 `depthstudy sweep ... --dry-run` prints each run's estimate and the total. A calibration trains the run's
-own net, batch size, device and precision for a few steps of train.py's train_step on random images of
+own net, batch size, device and precision (autocast as the run has it) for a few steps of train.py's
+train_step, timed by bench.time_steps, on random images of
 the data set's shape (eager: compiled paths are faster once compiled, and compiling takes longer than
 the calibration). Results are cached per machine, torch version and setting in the user cache.
 """
@@ -19,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import schema
 from depthstudy.data import Data, Split, TrainStream, cache_root, normalization
-from depthstudy.device import configure_device, memory_format, pick_device
+from depthstudy.bench import time_steps
+from depthstudy.device import autocast_for, configure_device, memory_format, pick_device
 from depthstudy.models import build_model
 from depthstudy.optim import make_optimizer
 from depthstudy.train import train_step
@@ -58,19 +60,14 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=bool(t.fused_optimizer))
     stream = TrainStream(data, batch, 0, bool(cfg.data.augment), int(cfg.data.pad), channels_last=bool(t.channels_last))
     window, one = torch.zeros(3, device=device), torch.ones((), device=device)
+    autocast, batches = autocast_for(device, str(t.precision)), iter(range(warmup + steps))
     model.train()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    from contextlib import nullcontext
 
-    times = []
-    for i in range(warmup + steps):
-        sync()
-        started = time.perf_counter()
-        train_step(model, optimizer, *stream.batch(i), nullcontext, window, one)
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)  # one step slowed by another process does not move it
+    def step() -> None:
+        train_step(model, optimizer, *stream.batch(next(batches)), autocast, window, one)
+
+    time_steps(step, warmup, device)
+    return statistics.median(time_steps(step, steps, device))  # one step slowed by another process does not move it
 
 
 def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
