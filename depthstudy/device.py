@@ -60,23 +60,25 @@ def compile_mode(compile: bool, cuda_graphs, device: torch.device | None = None)
 
 
 class WithFallback:
-    """Call `fast` (a compiled forward); if it fails in its first `tries` calls (compilation, graph capture), say
-    why in one line and use `eager` from then on. Later failures are real errors and propagate."""
+    """Call `fast` (a training iteration through the compiled model); if it fails in its first `tries` calls
+    (compiling or capturing the forward or the backward), say why in one line and use `eager` from then on. A
+    failed call changed nothing (the optimizer steps last), so the eager retry is the same iteration. Later
+    failures are real errors and propagate."""
 
     def __init__(self, fast, eager, say, what: str, tries: int = 3):
         self.fast, self.eager, self.say, self.what, self.tries = fast, eager, say, what, tries
 
-    def __call__(self, x):
+    def __call__(self, *args):
         if self.tries <= 0:
-            return self.fast(x)
+            return self.fast(*args)
         self.tries -= 1
         try:
-            return self.fast(x)
+            return self.fast(*args)
         except Exception as e:  # noqa: BLE001 -- any compiler or capture failure: eager is always correct
             reason = " ".join(str(e).split())[:160] or type(e).__name__
             self.say(f"{self.what} failed ({type(e).__name__}: {reason}); training eagerly instead")
             self.fast, self.tries = self.eager, 0
-            return self.eager(x)
+            return self.eager(*args)
 
 
 def compiled(model: torch.nn.Module, mode: str, device: torch.device):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,7 +75,8 @@ class Run:
     device: torch.device
     data: Data
     model: torch.nn.Module
-    forward: object  # the model as train_step calls it (eager, compiled or CUDA graphs)
+    iteration: object  # one training iteration: train_step through the eager or compiled model (x, y, autocast,
+    #                    window, one) -> wrong; a compiled one falls back to eager if compiling fails
     autocast: object
     optimizer: torch.optim.SGD
     schedule: Schedule
@@ -95,28 +97,37 @@ class Run:
         return int(self.cfg.optim.batch_size)
 
 
-def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True,
-          grown: dict | None = None) -> Run:
+def build_net(cfg: DictConfig, device: torch.device, fresh: bool, grown: dict | None):
+    """(data on the device, the run's net on the device, what growing it did or None): the part of a run that
+    training and `depthstudy eval` share. fresh: a new run (a grown net copies its source's weights); else the
+    run's checkpoint will hold them, and `grown` (its summary's grown_from) says how it was grown."""
     t = cfg.trainer
-    device = pick_device(str(t.device), job_num)
     configure_device(device, str(t.precision), t.threads)
-    torch.manual_seed(cfg.seed)
     data = load_data(cfg.data).to(device)
     model = build_model(cfg.model, data.shape, data.num_classes)
     grown_from = None
     if cfg.model.get("init_from"):  # a deeper net grown from a trained run (depthstudy.grow)
         grown_from = grow_from_run(cfg.model, model, data, device, fresh, int(t.eval_batch_size), recorded=grown)
-    model = model.to(device, memory_format=memory_format(bool(t.channels_last)))
-    mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
-    forward = compiled(model, mode, device)
-    if mode != "off":  # a compiler or capture failure falls back to the eager model, said in one line
-        forward = WithFallback(forward, model, say, "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
+    return data, model.to(device, memory_format=memory_format(bool(t.channels_last))), grown_from
+
+
+def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True,
+          grown: dict | None = None) -> Run:
+    t = cfg.trainer
+    device = pick_device(str(t.device), job_num)
+    torch.manual_seed(cfg.seed)
+    data, model, grown_from = build_net(cfg, device, fresh, grown)
     optimizer = make_optimizer(model, cfg.optim, say, fused=bool(t.fused_optimizer))
+    mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
+    iteration = partial(train_step, model, optimizer)
+    if mode != "off":  # a failure compiling or capturing the forward or backward falls back to eager, in one line
+        iteration = WithFallback(partial(train_step, compiled(model, mode, device), optimizer), iteration, print,
+                                 "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
                          channels_last=bool(t.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
     probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]
-    return Run(cfg, run_dir, device, data, model, forward, autocast_for(device, str(t.precision)), optimizer,
+    return Run(cfg, run_dir, device, data, model, iteration, autocast_for(device, str(t.precision)), optimizer,
                schedule, stream, probe, grown_from)
 
 
@@ -224,8 +235,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": params, "device": str(run.device), "precision": cfg.trainer.precision}
     if run.grown_from is not None:
-        previous_grown = (previous or {}).get("grown_from", {})  # a resumed run keeps the measurements of its start
-        summary["grown_from"] = {**previous_grown, **run.grown_from} if resuming else run.grown_from
+        # a resumed run keeps what its first process recorded (the measurements of its start)
+        summary["grown_from"] = ((previous or {}).get("grown_from") if resuming else None) or run.grown_from
         if "max_logit_change" in run.grown_from:
             g = run.grown_from
             said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
@@ -237,10 +248,10 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
                    + (f", resuming at iteration {state.step}" if state.step else ""))
     for line in said:
         progress.print(f"{run.name}: {line}")
-    if isinstance(run.forward, WithFallback):
-        run.forward.say = lambda line: progress.print(f"{run.name}: {line}")  # from now on, through the progress
+    if isinstance(run.iteration, WithFallback):
+        run.iteration.say = lambda line: progress.print(f"{run.name}: {line}")  # through the progress output
         if state.step < run.total:
-            progress.print(f"{run.name}: compiling ({run.forward.what}): the first iterations take a while")
+            progress.print(f"{run.name}: compiling ({run.iteration.what}): the first iterations take a while")
 
     try:
         status, last, meter = loop(run, state, writer, progress)
@@ -275,7 +286,7 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 set_lr(run.optimizer, new_lr, caffe)
                 lr = new_lr
             x, y = run.stream.batch(step)
-            wrong = train_step(run.forward, run.optimizer, x, y, run.autocast, meter.sums, meter.one)
+            wrong = run.iteration(x, y, run.autocast, meter.sums, meter.one)
             state.step = done = step + 1
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).

@@ -12,10 +12,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, rundir
-from depthstudy.data import Data, load_data
-from depthstudy.device import autocast_for, configure_device, pick_device
+from depthstudy.data import Data
+from depthstudy.device import autocast_for, pick_device
 from depthstudy.errors import UsageError
-from depthstudy.models import build_model
 
 
 @dataclass
@@ -38,16 +37,10 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     cfg = OmegaConf.create(rundir.read_config(run_dir))
     if data_root is not None:
         cfg.data.root = str(data_root)
-    dev = pick_device(device, None)
-    configure_device(dev, str(cfg.trainer.precision), cfg.trainer.threads)
-    data = load_data(cfg.data).to(dev)
-    model = build_model(cfg.model, data.shape, data.num_classes)
-    if cfg.model.get("init_from"):  # a grown net: its inserted plain blocks have no shortcut (as in train.build)
-        from depthstudy.grow import grow_from_run
+    from depthstudy.train import build_net
 
-        grow_from_run(cfg.model, model, data, dev, fresh=False, batch_size=int(cfg.trainer.eval_batch_size),
-                      recorded=(rundir.read_summary(run_dir) or {}).get("grown_from"))
-    model = model.to(dev)
+    dev = pick_device(device, None)
+    data, model, _ = build_net(cfg, dev, fresh=False, grown=(rundir.read_summary(run_dir) or {}).get("grown_from"))
     model.load_state_dict(saved["model"])
     return Trained(cfg, data, model, int(saved["step"]), dev)
 
@@ -63,11 +56,12 @@ def evaluate_run(run_dir: Path, splits: list[str], device: str = "auto", data_ro
     trained = load_trained(run_dir, device, data_root)
     result = {"run": str(run_dir), "iterations": trained.step, "total_iterations": int(trained.cfg.schedule.iterations)}
     autocast = autocast_for(trained.device, str(trained.cfg.trainer.precision))
-    batch = int(trained.cfg.trainer.eval_batch_size)
+    batch, channels_last = int(trained.cfg.trainer.eval_batch_size), bool(trained.cfg.trainer.channels_last)
     for name in splits:
         split = getattr(trained.data, name)
         if split is None:
             result[f"{name}_error"] = result[f"{name}_loss"] = None  # e.g. no val split (data.val_size=0)
             continue
-        result[f"{name}_error"], result[f"{name}_loss"] = evaluate(trained.model, trained.data, split, batch, False, autocast)
+        error, loss = evaluate(trained.model, trained.data, split, batch, channels_last, autocast)
+        result[f"{name}_error"], result[f"{name}_loss"] = error, loss
     return result
