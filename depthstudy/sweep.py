@@ -33,6 +33,7 @@ class PlannedRun:
     launcher_jobs: int  # its n_jobs, where it has one
     job_name: str = ""  # hydra.job.name: what a cluster's queue shows
     cfg: object = None  # the composed config (with its hydra node)
+    grid: tuple = ()  # the overrides of the grid it belongs to (a preset's `grids`; () for a one-grid sweep)
     estimate: object = None  # depthstudy.estimate.Estimate, in a dry run
 
     @property
@@ -47,8 +48,10 @@ class PlannedRun:
 def plan(overrides: list[str] | None) -> list[PlannedRun]:
     overrides = config.normalize_overrides(overrides)
     runs = []
-    jobs = config.expand_grid(overrides)
-    for job, cfg in zip(jobs, config.compose_jobs(jobs)):
+    grids = config.expand_grids(overrides)  # once: each expansion composes the base config
+    jobs = [job for _, grid_jobs in grids for job in grid_jobs]
+    grid_of = [tuple(grid) for grid, grid_jobs in grids for _ in grid_jobs]
+    for job, grid, cfg in zip(jobs, grid_of, config.compose_jobs(jobs)):
         config.validate(cfg)
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
         # A directory that holds another experiment is refused now, not halfway through the sweep.
@@ -56,16 +59,13 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
                               bool(cfg.trainer.force_resume))
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
-                               str(cfg.hydra.job.name), cfg))
+                               str(cfg.hydra.job.name), cfg, grid=grid))
     dirs = [r.run_dir for r in runs]
     earlier: dict[Path, object] = {}  # runs of earlier grids: trained before this grid starts
-    start = 0
-    for _, jobs in config.expand_grids(overrides):  # a run to grow from exists, or an earlier grid trains it
-        grid = runs[start:start + len(jobs)]
-        for r in grid:
+    for _, grid_runs in _by_grid(runs):  # a run to grow from exists, or an earlier grid trains it
+        for r in grid_runs:
             config.check_init_from(r.cfg, planned=earlier)
-        earlier.update({r.run_dir: r.cfg for r in grid})
-        start += len(jobs)
+        earlier.update({r.run_dir: r.cfg for r in grid_runs})
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
         raise UsageError(f"two runs of this grid would share the directory {dup}; "
@@ -99,13 +99,12 @@ def _other_runs_configs(runs: list[PlannedRun]) -> list[dict]:
     return out
 
 
-def _split_by_grid(runs: list[PlannedRun], overrides: list[str] | None) -> list[tuple[list[str], list[PlannedRun]]]:
-    """(the grid's overrides, its planned runs), grid by grid (plan() lists the runs in grid order)."""
-    out, start = [], 0
-    for grid, jobs in config.expand_grids(config.normalize_overrides(overrides)):
-        out.append((grid, runs[start:start + len(jobs)]))
-        start += len(jobs)
-    return out
+def _by_grid(runs: list[PlannedRun]) -> list[tuple[list[str], list[PlannedRun]]]:
+    """(the grid's overrides, its planned runs), grid by grid, in the order they run."""
+    grids: dict[tuple, list[PlannedRun]] = {}
+    for r in runs:
+        grids.setdefault(r.grid, []).append(r)
+    return [(list(grid), grid_runs) for grid, grid_runs in grids.items()]
 
 
 def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
@@ -115,7 +114,7 @@ def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
 
 
-def _say_total(runs: list[PlannedRun], console: Console, overrides: list[str] | None) -> None:
+def _say_total(runs: list[PlannedRun], console: Console) -> None:
     from depthstudy.estimate import duration
 
     todo = [r for r in runs if r.estimate is not None]
@@ -130,7 +129,7 @@ def _say_total(runs: list[PlannedRun], console: Console, overrides: list[str] | 
     if threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
         workers = _workers(runs, runs[0].launcher_jobs)
         wall = 0.0
-        for _, grid_runs in _split_by_grid(runs, overrides):  # grids run one after another
+        for _, grid_runs in _by_grid(runs):  # grids run one after another
             times = [r.estimate.seconds for r in grid_runs if r.estimate is not None]
             if times:
                 wall += max(sum(times) / min(workers, len(times)), max(times))
@@ -150,7 +149,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
             _estimate(runs, console)
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
         if estimate:
-            _say_total(runs, console, overrides)
+            _say_total(runs, console)
         return runs
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
@@ -175,7 +174,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
                                                     for r in runs] + _other_runs_configs(runs))
     stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
-    grids = _split_by_grid(runs, overrides)
+    grids = _by_grid(runs)
     try:
         with stopper or nullcontext(), SweepProgress(runs, console):
             try:
