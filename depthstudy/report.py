@@ -8,6 +8,7 @@ loads neither torch nor matplotlib).
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
@@ -27,7 +28,9 @@ def _pm(mean, std, n) -> str:
     return "" if mean is None else f"{mean:.2f}" if n == 1 else f"{mean:.2f} \u00b1 {std:.2f}"
 
 
+@functools.lru_cache(maxsize=1)
 def _paper_recipe() -> dict:
+    """experiment=he2015's resolved config, flattened (a Hydra composition: once per process). Do not mutate."""
     from omegaconf import OmegaConf
 
     from depthstudy.config import compose
@@ -121,15 +124,19 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
-    """runs.csv: one row per run (runs.run_record: every config key, finals, params, time, speed, status);
-    curves.csv: the tidy table, one row per logged point, with the sweep's axes (join on `run` for the rest)."""
-    records = [run_record(r) for r in runs]
+def _write_records(path: Path, records: list[dict]) -> None:
+    """A CSV of records (dicts), every key a column in first-seen order."""
     columns = list(dict.fromkeys(k for rec in records for k in rec))
-    with open(out / "runs.csv", "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(columns)
         w.writerows([_cell(rec.get(k)) for k in columns] for rec in records)
+
+
+def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
+    """runs.csv: one row per run (runs.run_record: every config key, finals, params, time, speed, status);
+    curves.csv: the tidy table, one row per logged point, with the sweep's axes (join on `run` for the rest)."""
+    _write_records(out / "runs.csv", [run_record(r) for r in runs])
     with open(out / "curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["run", *axes, *TIDY_COLUMNS])
@@ -162,11 +169,7 @@ def table_records(groups: list[Group], extra_keys: list[str]) -> list[dict]:
 def write_table(out: Path, records: list[dict]) -> None:
     import json
 
-    columns = list(dict.fromkeys(k for rec in records for k in rec))
-    with open(out / "table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        w.writerows([rec.get(k) for k in columns] for rec in records)
+    _write_records(out / "table.csv", records)
     (out / "table.json").write_text(json.dumps(records, indent=1) + "\n")
 
 
