@@ -5,6 +5,7 @@ Importing this module loads matplotlib (Agg: files only, no display).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 from collections import defaultdict
@@ -51,22 +52,16 @@ STYLES = {
 _WIDTH = [1.0]  # the current style's size factor (set by styled())
 
 
+@contextlib.contextmanager
 def styled(name: str):
     """A context in which every figure is drawn in a style (rcParams, and a size factor for figsize)."""
-    import contextlib
-
     scale, rc = STYLES[name]
-
-    @contextlib.contextmanager
-    def ctx():
-        _WIDTH[0] = scale
-        try:
-            with matplotlib.rc_context(rc):
-                yield
-        finally:
-            _WIDTH[0] = 1.0
-
-    return ctx()
+    _WIDTH[0] = scale
+    try:
+        with matplotlib.rc_context(rc):
+            yield
+    finally:
+        _WIDTH[0] = 1.0
 
 
 def _size(width: float, height: float) -> tuple[float, float]:

@@ -66,7 +66,7 @@ class ModelConfig:
         if self.init_from and self.grow_init == "zero" and self.shortcut == "none":
             raise UsageError("model.grow_init=zero inserts residual blocks, and model.shortcut=none has no shortcuts; "
                              "use model.grow_init=plain or plain_identity")
-        if self.init_from and self.grow_init == "plain_identity" and self.norm != "none":
+        if self.init_from and self.grow_init == "plain_identity" and (self.norm != "none" or self.arch != "mlp"):
             raise UsageError("model.grow_init=plain_identity needs layers that can be the identity: the MLP without "
                              "normalisation (model=mlp model.norm=none)")
         if not 0 <= self.shortcut_dropout < 1:
