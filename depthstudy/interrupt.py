@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -93,12 +94,15 @@ class StopWorkersOnCtrlC:
     killed outright (kill -9), each worker sees its parent gone and stops the same way.
     """
 
-    def __init__(self, sweep_dir: Path):
-        self.stop_file, self.interrupted = sweep_dir / ".stop", False
+    def __init__(self):
+        # One stop file per sweeping process, not per sweep directory: joblib keeps its worker processes, with
+        # the environment they started with, for the next sweep of a long-lived process (a notebook, the API).
+        self.stop_file = Path(tempfile.gettempdir()) / f"depthstudy-sweep-{os.getpid()}.stop"
+        self.interrupted = False
 
     def __enter__(self):
         self.stop_file.unlink(missing_ok=True)
-        os.environ[STOP_FILE_ENV] = str(self.stop_file.resolve())
+        os.environ[STOP_FILE_ENV] = str(self.stop_file)
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
         self._old_handler = signal.signal(signal.SIGINT, self._handle)
         return self
@@ -107,7 +111,6 @@ class StopWorkersOnCtrlC:
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        self.stop_file.parent.mkdir(parents=True, exist_ok=True)
         self.stop_file.touch()
         print("\nstopping: running jobs save a checkpoint at the end of their iteration, queued jobs are skipped "
               "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)

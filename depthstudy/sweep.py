@@ -173,7 +173,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     runs[0].run_dir.parent.mkdir(parents=True, exist_ok=True)
     write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
                                                     for r in runs] + _other_runs_configs(runs))
-    stopper = StopWorkersOnCtrlC(runs[0].run_dir.parent) if in_workers else None
+    stopper = StopWorkersOnCtrlC() if in_workers else None
     grids = _by_grid(runs)
     try:
         with stopper or nullcontext(), SweepProgress(runs, console):

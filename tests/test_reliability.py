@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,8 +204,27 @@ def ctrl_c_a_joblib_sweep(tmp_path, grid, n_jobs, started):
         s = summary(run)
         assert s["status"] == "interrupted", out
         assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"] > 0
-    assert not (sweep_dir / ".stop").exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"depthstudy-sweep-{proc.pid}.stop"))  # cleaned up
     return args, sweep_dir
+
+
+def test_a_second_sweep_in_the_same_process_reaches_joblibs_reused_workers():
+    """joblib keeps its loky workers, and the environment they started with, for the next sweep of a notebook:
+    the stop file they watch must be the one the next sweep writes on Ctrl-C."""
+    from joblib import Parallel, delayed
+
+    from depthstudy.interrupt import STOP_FILE_ENV, StopWorkersOnCtrlC
+
+    def in_worker(key):
+        return os.environ.get(key)
+
+    def watched():
+        return Parallel(n_jobs=2, backend="loky")(delayed(in_worker)(STOP_FILE_ENV) for _ in range(2))
+
+    with StopWorkersOnCtrlC() as first:
+        assert watched() == [str(first.stop_file)] * 2
+    with StopWorkersOnCtrlC() as second:
+        assert watched() == [str(second.stop_file)] * 2
 
 
 def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones(tmp_path):
