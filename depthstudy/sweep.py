@@ -7,10 +7,12 @@ validated: a bad value anywhere in the grid stops the sweep before its first run
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,11 +164,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     args = config.normalize_overrides(overrides)
     # The sweep directory as an absolute path: joblib's worker processes outlive one sweep in a long-lived
     # process (a notebook, the tests) and keep the working directory they started in.
-    sweep_dir = str(runs[0].run_dir.parent.resolve()).replace("\\", "\\\\").replace("'", "\\'")
-    args.append(f"hydra.sweep.dir='{sweep_dir}'")
-    if in_workers:
-        if not any(a.startswith("trainer.progress=") for a in args):  # bars of parallel runs would overwrite each other
-            args.append("trainer.progress=lines")
+    extras = [f"hydra.sweep.dir={_quoted(runs[0].run_dir.parent.resolve())}"]
+    if in_workers and not any(a.startswith("trainer.progress=") for a in args):
+        extras.append("trainer.progress=lines")  # bars of parallel runs would overwrite each other
+    args += extras
     from depthstudy.events import write_study_experiment
 
     # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns.
@@ -181,11 +182,14 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                 for grid, grid_runs in grids:
                     if stopper and stopper.interrupted:
                         break
-                    if all(r.status in FINAL_STATUSES for r in grid_runs):  # nothing of this grid to train
+                    todo = [r for r in grid_runs if r.status not in FINAL_STATUSES]
+                    if not todo:  # nothing of this grid to train
                         continue
                     # an idle worker would die of a Ctrl-C: no more workers than this grid's jobs
-                    workers = [f"hydra.launcher.n_jobs={_workers(grid_runs, runs[0].launcher_jobs)}"] if in_workers else []
-                    run_hydra(grid + args + workers, multirun=True)  # one grid after another: init_from's come first
+                    workers = [f"hydra.launcher.n_jobs={_workers(todo, runs[0].launcher_jobs)}"] if in_workers else []
+                    with _jobs_file([r.overrides + extras + workers for r in todo]) as jobs:
+                        # one grid after another (init_from's come first), only its unfinished runs
+                        run_hydra(grid + args + workers + [f"hydra.sweeper.jobs_file={_quoted(jobs)}"], multirun=True)
             except Exception:
                 if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise
@@ -206,6 +210,23 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
             for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
             + ". Fix the cause and run the same command again: finished runs are skipped")
     return runs
+
+
+def _quoted(path: Path) -> str:
+    """A path as a Hydra override value, whatever characters it holds."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@contextmanager
+def _jobs_file(jobs: list[list[str]]):
+    """A temporary JSON file of the jobs to launch, for the depthstudy sweeper (hydra_plugins.depthstudy_sweeper)."""
+    fd, name = tempfile.mkstemp(prefix="depthstudy-jobs-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(jobs, f)
+        yield Path(name)
+    finally:
+        os.unlink(name)
 
 
 class SweepProgress:

@@ -53,7 +53,7 @@ def wait_until_running(proc, root, name, timeout=180):
         time.sleep(0.2)
 
 
-def test_a_two_run_sweep_finishes_reports_and_a_rerun_submits_nothing(tmp_path):
+def test_a_two_run_sweep_finishes_reports_and_a_rerun_submits_only_what_is_not_finished(tmp_path):
     args = ["sweep", *SMALL, "model.shortcut=none,A", "schedule.iterations=6", "schedule.milestones=[4]", *SLURM,
             "name=pair"]
     first = depthstudy(*args, cwd=tmp_path)
@@ -64,6 +64,12 @@ def test_a_two_run_sweep_finishes_reports_and_a_rerun_submits_nothing(tmp_path):
     again = depthstudy(*args, cwd=tmp_path)
     assert again.returncode == 0 and "2 already done, 0 to train" in again.stdout
     assert set((tmp_path / "runs" / "pair" / ".submitit").iterdir()) == submitted  # no job submitted
+    shutil.rmtree(run_dirs(tmp_path, "pair")[0])  # one run lost: only its job is submitted again
+    third = depthstudy(*args, cwd=tmp_path)
+    assert third.returncode == 0 and "1 already done, 1 to train" in third.stdout, third.stdout + third.stderr
+    jobs = [p.name for p in set((tmp_path / "runs" / "pair" / ".submitit").iterdir()) - submitted]
+    assert len([j for j in jobs if not j.startswith(".submission")]) == 1, jobs  # 24_0, 24_1 first; now 26
+    assert [summary(r)["status"] for r in run_dirs(tmp_path, "pair") if r.name != "report"] == ["finished"] * 2
 
 
 def test_a_time_limit_signal_ends_interrupted_with_a_checkpoint_and_resumes_to_the_same_result(tmp_path):

@@ -48,6 +48,22 @@ def test_sweep_trains_every_point_then_skips_them(cli, tmp_path, launcher):
     assert again.exit_code == 0 and "4 already done, 0 to train" in again.output
 
 
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_a_partly_finished_sweep_launches_only_its_unfinished_runs(cli, tmp_path, launcher):
+    """On a cluster a launched finished run would wait in the queue only to say it is finished."""
+    import shutil
+
+    assert cli("sweep", *GRID, *TINY_SWEEP, *launcher).exit_code == 0
+    gone = next(p for p in sweep_dir(tmp_path).iterdir() if p.name.startswith("resA-d14"))
+    shutil.rmtree(gone)
+    again = cli("sweep", *GRID, *TINY_SWEEP, *launcher)
+    assert again.exit_code == 0, again.output
+    assert "3 already done, 1 to train" in again.output
+    assert "already finished" not in again.output  # what a launched finished run would print
+    assert summary(gone)["status"] == "finished" and run_names(tmp_path) == NAMES
+
+
 def test_submitit_local_launcher(cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     result = cli("sweep", "model.depth=8", "model.shortcut=none,A", *TINY_SWEEP,
