@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from depthstudy import rundir
 from depthstudy.config import CONFIG_DIR
 from depthstudy.data import Data, TrainStream, cache_root, default_root, normalization, split_of
-from depthstudy.errors import UsageError
+from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, memory_format,
                                pick_device)
@@ -329,22 +329,9 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
 
     console = console or Console()
     say = lambda s: console.print(s, style="dim", highlight=False)  # noqa: E731
-    if steps < 1 or warmup < 0 or rounds < 1:
-        raise UsageError(f"--steps ({steps}) and --rounds ({rounds}) must be >= 1 and --warmup ({warmup}) >= 0")
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision {precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise UsageError(f"--device {device!r} is unknown; choose auto, cpu, cuda or cuda:N")
-    if json_path is not None:  # before minutes of measuring, not after
-        json_path = Path(json_path)
-        if json_path.is_dir():
-            raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
-        rundir.check_writable(json_path.parent)
     specs = parse_models(models)
-    dev = pick_device(device, None)
-    mode = compile_mode(compile_model, cuda_graphs)
-    if mode == "cuda_graphs" and dev.type != "cuda":
-        raise UsageError(f"--cuda-graphs needs a CUDA device, and this bench runs on {dev}; add --device cuda")
+    dev, mode, json_path = _check_bench_args(steps, warmup, rounds, precision, device, compile_model, cuda_graphs,
+                                             json_path)
     threads = cpu_threads("auto")
     configure_device(dev, precision, "auto")  # as train.py does; process-wide, so the reference gets it too
     torch.manual_seed(0)
@@ -389,8 +376,142 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
         "models": results,
     }
     print_results(console, out)
+    _write_json(json_path, out, say)
+    return out
+
+
+def _check_bench_args(steps: int, warmup: int, rounds: int, precision: str, device: str, compile_model: bool,
+                      cuda_graphs: bool, json_path: Path | None) -> tuple[torch.device, str, Path | None]:
+    """(the device, the compile mode, the JSON path): every option checked before minutes of measuring."""
+    if steps < 1 or warmup < 0 or rounds < 1:
+        raise UsageError(f"--steps ({steps}) and --rounds ({rounds}) must be >= 1 and --warmup ({warmup}) >= 0")
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r} is unknown; choose one of: {', '.join(PRECISIONS)}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r} is unknown; choose auto, cpu, cuda or cuda:N")
     if json_path is not None:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(out, indent=2))
+        json_path = Path(json_path)
+        if json_path.is_dir():
+            raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
+        rundir.check_writable(json_path.parent)
+    dev = pick_device(device, None)
+    mode = compile_mode(compile_model, cuda_graphs)
+    if mode == "cuda_graphs" and dev.type != "cuda":
+        raise UsageError(f"--cuda-graphs needs a CUDA device, and this bench runs on {dev}; add --device cuda")
+    return dev, mode, json_path
+
+
+def _write_json(json_path: Path | None, out: dict, say) -> None:
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(out, indent=2))
         say(f"wrote {json_path}")
+
+
+# --- several runs at once on one device (bench --concurrent) ---
+
+def parse_concurrency(text: str) -> list[int]:
+    """'2,4' -> [1, 2, 4]: the numbers of concurrent runs to time; one run is always the baseline."""
+    try:
+        ks = {int(k) for k in text.split(",") if k.strip()}
+    except ValueError:
+        ks = set()
+    if not ks or min(ks) < 1:
+        raise UsageError(f"--concurrent {text!r}: give numbers of runs at once, e.g. --concurrent 1,2,4")
+    return sorted(ks | {1})
+
+
+def _concurrent_worker(spec: ModelSpec, data_root, device: str, precision: str, mode: str, threads: int, share: int,
+                       steps: int, warmup: int, barrier, results, index: int) -> None:
+    """One of k training processes: build, warm up (compiling, if any), wait for the others, then time."""
+    try:
+        dev = torch.device(device)
+        configure_device(dev, precision, threads, share)
+        dataset, _, _ = training_set(data_root, say=lambda s: None)
+        step = ours_step(spec, as_data(dataset).to(dev), dev, precision, mode)
+        time_steps(step, warmup, dev)
+        barrier.wait(timeout=900)
+        start = time.monotonic()  # system-wide on Linux: comparable between the processes
+        times = time_steps(step, steps, dev)
+        results.put((index, start, time.monotonic(), times, None))
+    except Exception as e:  # noqa: BLE001 -- reported by the parent, with the others released
+        barrier.abort()
+        results.put((index, None, None, None, f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"))
+
+
+def time_concurrent(spec: ModelSpec, k: int, data_root, dev: torch.device, precision: str, mode: str, steps: int,
+                    warmup: int) -> dict:
+    """k processes train `spec` on `dev` at once (each with 1/k of the CPU cores, or of the GPU's memory)."""
+    import multiprocessing
+    import queue
+
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    barrier, results = ctx.Barrier(k), ctx.Queue()
+    threads = max(1, len(os.sched_getaffinity(0)) // k)
+    procs = [ctx.Process(target=_concurrent_worker, daemon=True,
+                         args=(spec, data_root, str(dev), precision, mode, threads, k, steps, warmup, barrier, results, i))
+             for i in range(k)]
+    for p in procs:
+        p.start()
+    got = []
+    while len(got) < k:
+        try:
+            got.append(results.get(timeout=1))
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                barrier.abort()
+                raise DepthstudyError(f"bench --concurrent {k}: a training process died (exit code {dead[0].exitcode})")
+    for p in procs:
+        p.join()
+    errors = [g[4] for g in got if g[4]]
+    if errors:
+        raise DepthstudyError(f"bench --concurrent {k}: {spec.name} failed in a training process ({errors[0]})")
+    wall = max(g[2] for g in got) - min(g[1] for g in got)
+    each = [BATCH_SIZE / statistics.median(g[3]) for g in got]
+    return {"runs": k, "threads_each": threads if dev.type == "cpu" else None, "wall_s": wall,
+            "aggregate_images_per_s": k * steps * BATCH_SIZE / wall, "per_run_images_per_s": each}
+
+
+def run_concurrent_bench(models: str, concurrency: str, steps: int = 10, warmup: int = 2, precision: str = "fp32",
+                         compile_model: bool = False, cuda_graphs: bool = False, device: str = "auto",
+                         data_root: Path | None = None, json_path: Path | None = None, console=None) -> dict:
+    """Aggregate images/s of k concurrent training processes on one device against one; on a GPU the result is
+    kept for trainer.jobs_per_gpu=auto (depthstudy.packing)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from depthstudy import packing
+
+    console = console or Console()
+    say = lambda s: console.print(s, style="dim", highlight=False)  # noqa: E731
+    ks, specs = parse_concurrency(concurrency), parse_models(models)
+    dev, mode, json_path = _check_bench_args(steps, warmup, 1, precision, device, compile_model, cuda_graphs, json_path)
+    _, data_kind, root = training_set(data_root, say)  # the synthetic copy is written once, here, not by k processes
+    say(f"{data_kind} data under {root} on {dev} ({device_name(dev)}); {', '.join(map(str, ks))} runs at once, "
+        f"{steps} timed steps each after {warmup} warm-up step{'' if warmup == 1 else 's'}")
+    rows = []
+    for spec in specs:
+        measured = {k: time_concurrent(spec, k, data_root, dev, precision, mode, steps, warmup) for k in ks}
+        one = measured[1]["aggregate_images_per_s"]
+        table = Table(title=f"{spec.name}: k runs at once on {dev}, batch {BATCH_SIZE}, "
+                            f"{precision}, compile: {mode}")
+        for col in ("runs at once", "aggregate img/s", "each run img/s", "vs one run"):
+            table.add_column(col, justify="right")
+        for k, m in measured.items():
+            table.add_row(str(k), f"{m['aggregate_images_per_s']:,.0f}", f"{statistics.median(m['per_run_images_per_s']):,.0f}",
+                          f"{m['aggregate_images_per_s'] / one:.2f}x")
+        console.print(table)
+        aggregate = {k: m["aggregate_images_per_s"] for k, m in measured.items()}
+        rows.append({"model": spec.name, "depth": spec.depth, "shortcut": spec.shortcut,
+                     "concurrent": list(measured.values()), "best_runs_at_once": packing.best_k(aggregate)})
+        if dev.type == "cuda":
+            packing.record(packing.setting_key(device_name(dev), precision, mode), spec.name, spec.depth, aggregate)
+            say(f"kept for trainer.jobs_per_gpu=auto: {packing.best_k(aggregate)} runs at once on each "
+                f"{device_name(dev)} for nets near {spec.name}")
+    out = {"settings": {"models": [s.name for s in specs], "concurrency": ks, "steps": steps, "warmup": warmup,
+                        "batch_size": BATCH_SIZE, "precision": precision, "compile": mode, "device": str(dev),
+                        "data": data_kind, "data_root": str(root)},
+           "device_name": device_name(dev), "torch_version": torch.__version__, "models": rows}
+    _write_json(json_path, out, say)
     return out

@@ -230,6 +230,7 @@ def report(
     ("ResNet-20/56/110 and plain-56, about 3 minutes on 2 CPU cores", "depthstudy bench"),
     ("two models, numbers to a file", "depthstudy bench --models resnet20,plain56 --steps 20 --json bench.json"),
     ("a GPU: CUDA graphs and bf16", "depthstudy bench --device cuda --cuda-graphs --precision bf16 --steps 50"),
+    ("runs per GPU: 1, 2 and 4 at once (sets jobs_per_gpu=auto)", "depthstudy bench --concurrent 1,2,4 --models resnet20"),
     note="Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
          "written once in CIFAR-10's file format."))
 def bench(
@@ -243,11 +244,16 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
+    concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto.")] = None,
     debug: Debug = False,
 ) -> None:
     """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak."""
-    from depthstudy.bench import run_bench
+    from depthstudy.bench import run_bench, run_concurrent_bench
 
+    if concurrent is not None:
+        _guard(lambda: run_concurrent_bench(models, concurrent, steps, warmup, precision, compile_model, cuda_graphs,
+                                            device, data_root, json_path, _console()), debug)
+        return
     _guard(lambda: run_bench(models, steps, warmup, rounds, precision, compile_model, cuda_graphs, device, data_root,
                              json_path, _console()), debug)
 

@@ -31,12 +31,15 @@ def cpu_threads(setting) -> int:
     return len(os.sched_getaffinity(0))
 
 
-def configure_device(device: torch.device, precision: str, threads) -> None:
-    """Process-wide settings a run depends on: its CPU threads; on CUDA, cuDNN autotuning and whether
-    fp32 convolutions and matmuls may round through TF32 (only with precision=tf32: the paper is fp32)."""
+def configure_device(device: torch.device, precision: str, threads, jobs_per_gpu=1) -> None:
+    """Process-wide settings a run depends on: its CPU threads; on CUDA, cuDNN autotuning, whether fp32
+    convolutions and matmuls may round through TF32 (only with precision=tf32: the paper is fp32), and, where
+    k runs share the GPU (trainer.jobs_per_gpu), at most 1/k of its memory, so one cannot starve the others."""
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
         return
+    if isinstance(jobs_per_gpu, int) and jobs_per_gpu > 1:
+        torch.cuda.set_per_process_memory_fraction(1 / jobs_per_gpu, device)
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 

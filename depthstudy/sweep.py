@@ -109,9 +109,14 @@ def _by_grid(runs: list[PlannedRun]) -> list[tuple[list[str], list[PlannedRun]]]
     return [(list(grid), grid_runs) for grid, grid_runs in grids.items()]
 
 
+def _in_workers(runs: list[PlannedRun]) -> bool:
+    """joblib runs the jobs in worker processes of this machine (the basic launcher runs them in this one)."""
+    return runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher.")
+
+
 def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
     """A joblib sweep's CPU jobs each get their share of the cores (loky sets it in the workers); None otherwise."""
-    if not runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher."):
+    if not _in_workers(runs):
         return None
     return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
 
@@ -147,6 +152,9 @@ def _say_total(runs: list[PlannedRun], console: Console) -> None:
 def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, estimate: bool = True) -> list[PlannedRun]:
     runs = plan(overrides)
     if dry_run:
+        packed = _gpu_jobs(runs, config.normalize_overrides(overrides)) if _in_workers(runs) else None
+        if packed:
+            console.print(packed[2])
         if estimate:
             _estimate(runs, console)
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
@@ -159,14 +167,19 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     if not todo:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
         return runs
-    # joblib runs the jobs in worker processes of this machine (the basic launcher runs them in this one).
-    in_workers = runs[0].launcher.startswith("hydra_plugins.hydra_joblib_launcher.")
+    in_workers = _in_workers(runs)
     args = config.normalize_overrides(overrides)
     # The sweep directory as an absolute path: joblib's worker processes outlive one sweep in a long-lived
     # process (a notebook, the tests) and keep the working directory they started in.
     extras = [f"hydra.sweep.dir={_quoted(runs[0].run_dir.parent.resolve())}"]
     if in_workers and not any(a.startswith("trainer.progress=") for a in args):
         extras.append("trainer.progress=lines")  # bars of parallel runs would overwrite each other
+    launcher_jobs = runs[0].launcher_jobs
+    packed = _gpu_jobs(runs, args) if in_workers else None
+    if packed:
+        launcher_jobs, packing_overrides, line = packed
+        extras += packing_overrides
+        console.print(line)
     args += extras
     from depthstudy.events import write_study_experiment
 
@@ -186,7 +199,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                     if not todo:  # nothing of this grid to train
                         continue
                     # an idle worker would die of a Ctrl-C: no more workers than this grid's jobs
-                    workers = [f"hydra.launcher.n_jobs={_workers(todo, runs[0].launcher_jobs)}"] if in_workers else []
+                    workers = [f"hydra.launcher.n_jobs={_workers(todo, launcher_jobs)}"] if in_workers else []
                     with _jobs_file([r.overrides + extras + workers for r in todo]) as jobs:
                         # one grid after another (init_from's come first), only its unfinished runs
                         run_hydra(grid + args + workers + [f"hydra.sweeper.jobs_file={_quoted(jobs)}"], multirun=True)
@@ -267,6 +280,29 @@ class SweepProgress:
         self._thread.join()
         self._report()  # the final state, however quickly it came
         return False
+
+
+def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> tuple[int, list[str], str] | None:
+    """A joblib sweep on a machine with GPUs: (its n_jobs, overrides for its jobs, the line that says so), from
+    trainer.jobs_per_gpu (depthstudy.packing); None on a CPU, or where the command line gives n_jobs itself."""
+    cfg = runs[0].cfg
+    device = str(cfg.trainer.device)
+    if device == "cpu" or any(a.startswith("hydra.launcher.n_jobs=") for a in args):
+        return None
+    from depthstudy import packing
+
+    gpus = packing.visible_gpus()
+    if not gpus:
+        return None
+    gpus = gpus if device == "auto" else 1  # auto spreads the jobs over the GPUs (device.pick_device); cuda:N does not
+    from depthstudy.device import compile_mode
+    import torch
+
+    mode = compile_mode(bool(cfg.trainer.compile), cfg.trainer.cuda_graphs, torch.device("cuda"))
+    setting = cfg.trainer.jobs_per_gpu
+    k, why = packing.decide(setting, str(cfg.trainer.precision), mode, [int(r.cfg.model.depth) for r in runs])
+    line = f"sweep: {k} run{'s' if k > 1 else ''} at once on each of {gpus} GPU{'s' if gpus > 1 else ''} ({why})"
+    return k * gpus, [f"trainer.jobs_per_gpu={k}"] if setting == "auto" else [], line
 
 
 def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:

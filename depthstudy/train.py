@@ -102,7 +102,7 @@ def build_net(cfg: DictConfig, device: torch.device, fresh: bool, grown: dict | 
     training and `depthstudy eval` share. fresh: a new run (a grown net copies its source's weights); else the
     run's checkpoint will hold them, and `grown` (its summary's grown_from) says how it was grown."""
     t = cfg.trainer
-    configure_device(device, str(t.precision), t.threads)
+    configure_device(device, str(t.precision), t.threads, t.get("jobs_per_gpu", 1))
     data = load_data(cfg.data).to(device)
     model = build_model(cfg.model, data.shape, data.num_classes)
     grown_from = None

@@ -117,3 +117,36 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_measuring(cli, no_
     result = cli(*QUICK, "--json", "/proc/depthstudy/bench.json")
     assert result.exit_code == 2 and "cannot write under /proc/depthstudy" in result.output
     assert "img/s" not in result.output  # nothing was measured
+
+
+def test_concurrent_runs_are_timed_against_one(cli, no_cifar):
+    """bench --concurrent: k real training processes at once, aggregate images/s against one run's."""
+    result = cli("bench", "--concurrent", "2", "--models", "resnet8", "--steps", "2", "--warmup", "1",
+                 "--device", "cpu", "--json", "c.json")
+    assert result.exit_code == 0, result.output
+    assert "runs at once" in result.output and "vs one run" in result.output
+    (row,) = json.loads((no_cifar / "c.json").read_text())["models"]
+    one, two = row["concurrent"]
+    assert (one["runs"], two["runs"]) == (1, 2)  # one run is always the baseline
+    assert len(one["per_run_images_per_s"]) == 1 and len(two["per_run_images_per_s"]) == 2
+    assert two["threads_each"] == max(1, one["threads_each"] // 2)  # the cores are shared out
+    assert two["aggregate_images_per_s"] == pytest.approx(2 * 2 * bench.BATCH_SIZE / two["wall_s"])
+    assert row["best_runs_at_once"] in (1, 2)
+
+
+@pytest.mark.parametrize("value", ["0", "two", ""])
+def test_a_bad_concurrency_is_one_line(cli, no_cifar, value):
+    result = cli("bench", "--concurrent", value, "--models", "resnet8")
+    assert result.exit_code == 2 and "--concurrent" in result.output and "e.g. --concurrent 1,2,4" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.cuda
+def test_concurrent_runs_on_cuda_are_kept_for_jobs_per_gpu(cli, no_cifar):
+    from depthstudy import packing
+
+    result = cli("bench", "--concurrent", "2", "--models", "resnet8", "--steps", "5", "--device", "cuda")
+    assert result.exit_code == 0, result.output
+    assert "kept for trainer.jobs_per_gpu=auto" in result.output
+    key = packing.setting_key(torch.cuda.get_device_name(0), "fp32", "off")
+    assert packing.measured_k(key, 8)[0] in (1, 2)

@@ -1,0 +1,92 @@
+"""Several runs per GPU: how many jobs of a joblib sweep share each GPU (trainer.jobs_per_gpu).
+
+Small nets at batch 128 leave a GPU mostly idle (launch-bound), so a sweep can run k of them on each GPU at
+once. k is a measurement, not a guess: `depthstudy bench --concurrent 1,2,4` times k concurrent training
+processes on this GPU against one and records the aggregate images/s here (in the user cache, per GPU model,
+torch version, precision and compile mode); `trainer.jobs_per_gpu=auto` takes the k that measured fastest, or
+1 where nothing was measured. Torch is imported only where the machine has an NVIDIA device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+MIN_GAIN = 1.1  # a k whose aggregate is not at least 10% above one run's is not worth sharing a GPU for
+
+
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use, without importing torch (0 on a machine without NVIDIA devices)."""
+    if not list(Path("/dev").glob("nvidia[0-9]*")):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def _cache_path() -> Path:
+    from depthstudy.data import cache_root
+
+    return cache_root() / "concurrency.json"
+
+
+def setting_key(device_name: str, precision: str, compile_mode: str) -> str:
+    import torch
+
+    return json.dumps({"device": device_name, "torch": torch.__version__, "precision": precision,
+                       "compile": compile_mode}, sort_keys=True)
+
+
+def record(key: str, model: str, depth: int, aggregate: dict[int, float]) -> None:
+    """Keep a bench --concurrent measurement: aggregate images/s by number of concurrent runs."""
+    path = _cache_path()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    cache.setdefault(key, {})[model] = {"depth": depth, "aggregate_images_per_s": {str(k): v for k, v in aggregate.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    os.replace(tmp, path)
+
+
+def best_k(aggregate: dict[int, float]) -> int:
+    """The number of concurrent runs with the highest aggregate images/s, if it gains at least MIN_GAIN over one."""
+    one = aggregate.get(1)
+    k = max(aggregate, key=aggregate.get)
+    return k if one and aggregate[k] >= MIN_GAIN * one else 1
+
+
+def measured_k(key: str, depth: int) -> tuple[int, str] | None:
+    """(k, what it comes from) from the measurement of the benchmarked net nearest in depth, or None."""
+    try:
+        models = json.loads(_cache_path().read_text()).get(key) or {}
+    except (OSError, ValueError):
+        return None
+    if not models:
+        return None
+    model, entry = min(models.items(), key=lambda item: abs(item[1]["depth"] - depth))
+    aggregate = {int(k): v for k, v in entry["aggregate_images_per_s"].items()}
+    k = best_k(aggregate)
+    return k, f"bench --concurrent, {model}: {k} at once {aggregate[k] / aggregate[1]:.2f}x one run's images/s"
+
+
+def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tuple[int, str]:
+    """(jobs per GPU, why) for a sweep's runs: trainer.jobs_per_gpu if it is a number, else what bench measured
+    on this GPU model for the benchmarked net nearest the sweep's median depth, else 1."""
+    if setting != "auto":
+        return int(setting), "trainer.jobs_per_gpu"
+    name = gpu_name()
+    depth = sorted(depths)[len(depths) // 2]
+    found = measured_k(setting_key(name, precision, compile_mode), depth)
+    return found or (1, f"nothing measured on {name} with {precision}, {compile_mode} yet: "
+                        "`depthstudy bench --concurrent 1,2,4` measures it")

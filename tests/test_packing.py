@@ -1,0 +1,69 @@
+"""Several runs per GPU (trainer.jobs_per_gpu): the decision from bench --concurrent measurements, and a joblib
+sweep that honours it, with the GPUs faked (this machine has none; the runs themselves train on the CPU)."""
+
+import pytest
+from omegaconf import OmegaConf
+
+from helpers import TINY
+from depthstudy import packing
+
+FAKE = "Fake GPU 80GB"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no other test's measurements
+
+
+@pytest.fixture
+def two_fake_gpus(monkeypatch):
+    monkeypatch.setattr(packing, "visible_gpus", lambda: 2)
+    monkeypatch.setattr(packing, "gpu_name", lambda: FAKE)
+
+
+def test_best_k_needs_a_real_gain():
+    assert packing.best_k({1: 100.0, 2: 180.0, 4: 260.0}) == 4
+    assert packing.best_k({1: 100.0, 2: 105.0}) == 1  # 5% more is not worth sharing a GPU
+    assert packing.best_k({1: 100.0, 2: 190.0, 4: 150.0}) == 2  # past the best, more runs only contend
+
+
+def test_a_measurement_is_kept_and_the_nearest_net_decides():
+    key = packing.setting_key(FAKE, "fp32", "cuda_graphs")
+    packing.record(key, "resnet20", 20, {1: 30000.0, 2: 52000.0, 4: 81000.0})
+    packing.record(key, "resnet110", 110, {1: 9000.0, 2: 9500.0})
+    assert packing.measured_k(key, 32)[0] == 4
+    k, why = packing.measured_k(key, 100)
+    assert k == 1 and "resnet110" in why
+    assert packing.measured_k(packing.setting_key(FAKE, "bf16", "cuda_graphs"), 20) is None  # another setting
+
+
+def test_a_joblib_sweep_runs_k_jobs_on_each_gpu(cli, tmp_path, two_fake_gpus):
+    key = packing.setting_key(FAKE, "fp32", "cuda_graphs")  # trainer.cuda_graphs=auto: on for CUDA
+    packing.record(key, "resnet8", 8, {1: 1000.0, 2: 1900.0, 4: 1800.0})
+    result = cli("sweep", "model.depth=8", "seed=0,1,2,3", *TINY, "name=packed", "hydra/launcher=joblib")
+    assert result.exit_code == 0, result.output
+    assert "sweep: 2 runs at once on each of 2 GPUs (bench --concurrent, resnet8: 2 at once 1.90x" in result.output
+    sweep = OmegaConf.load(tmp_path / "runs" / "packed" / "multirun.yaml")
+    assert sweep.hydra.launcher.n_jobs == 4  # 2 per GPU x 2 GPUs
+    runs = [p for p in (tmp_path / "runs" / "packed").iterdir() if (p / "config.yaml").exists()]
+    assert len(runs) == 4 and all(OmegaConf.load(p / "config.yaml").trainer.jobs_per_gpu == 2 for p in runs)
+    assert not any("jobs_per_gpu" in p.name for p in runs)  # where it runs is not part of the run's name
+
+
+def test_without_a_measurement_one_job_per_gpu_and_the_way_to_measure(cli, two_fake_gpus):
+    result = cli("sweep", "model.depth=8", "seed=0,1", "name=unmeasured", "hydra/launcher=joblib", "--dry-run",
+                 "--no-estimate")
+    assert result.exit_code == 0, result.output
+    assert "1 run at once on each of 2 GPUs (nothing measured on Fake GPU 80GB" in result.output
+    assert "depthstudy bench --concurrent 1,2,4" in result.output
+
+
+def test_given_settings_win(cli, two_fake_gpus):
+    result = cli("sweep", "model.depth=8", "seed=0,1", "trainer.jobs_per_gpu=3", "hydra/launcher=joblib", "--dry-run",
+                 "--no-estimate")
+    assert "3 runs at once on each of 2 GPUs (trainer.jobs_per_gpu)" in result.output
+    result = cli("sweep", "model.depth=8", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "--dry-run",
+                 "--no-estimate")
+    assert "at once on each" not in result.output  # the command line's n_jobs is the user's choice
+    result = cli("sweep", "model.depth=8", "seed=0,1", "trainer.jobs_per_gpu=0", "--dry-run")
+    assert result.exit_code == 2 and "trainer.jobs_per_gpu=0: auto or an integer > 0" in result.output
