@@ -35,7 +35,7 @@ from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, memory_format,
                                pick_device)
-from depthstudy.optim import make_optimizer
+from depthstudy.optim import CompiledUpdate, make_optimizer
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import train_step
 
@@ -162,13 +162,17 @@ def trainer_default(key: str):
     return OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")[key]
 
 
-def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, mode: str):
+def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str, mode: str,
+              compile_optimizer: bool = False):
     """One iteration of train.py's loop: its batch stream and its train_step()."""
     channels_last = trainer_default("channels_last")
     model = spec.build().to(device, memory_format=memory_format(channels_last))
     forward = compiled(model, mode, device)
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
-    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=trainer_default("fused_optimizer"))
+    fused = trainer_default("fused_optimizer") and not compile_optimizer  # as optim.fused_update
+    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=fused)
+    if compile_optimizer:
+        optimizer = CompiledUpdate(optimizer, mode == "cuda_graphs")
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last)
     autocast = autocast_for(device, precision)
     win, one = torch.zeros(3, device=device), torch.ones((), device=device)
@@ -265,12 +269,12 @@ def _summary(times: list[float], train_flop_per_image: float) -> dict:
 
 
 def bench_model(spec: ModelSpec, data: Data, batches, device: torch.device, steps: int, warmup: int,
-                rounds: int, precision: str, mode: str) -> dict:
+                rounds: int, precision: str, mode: str, compile_optimizer: bool = False) -> dict:
     """Warm both paths up, then time them in alternating rounds; one result row."""
     probe = spec.build()
     macs, params = count_macs(probe, IMAGE_SHAPE), count_params(probe)
     train_flop = 3 * 2 * macs  # forward: 2 FLOP per MAC; backward: about twice the forward
-    paths = {"ours": ours_step(spec, data, device, precision, mode),
+    paths = {"ours": ours_step(spec, data, device, precision, mode, compile_optimizer),
              "reference": reference_step(spec, batches, device)}
     for step in paths.values():
         time_steps(step, warmup, device)  # first steps: allocator, kernel choice, momentum buffers, loader workers
@@ -292,7 +296,8 @@ def print_results(console, out: dict) -> None:
 
     s = out["settings"]
     table = Table(title=f"Training throughput, batch {s['batch_size']}, {s['data']} data "
-                        f"(ours: {s['precision']}{'' if s['compile'] == 'off' else ', compile: ' + s['compile']}, "
+                        f"(ours: {s['precision']}{'' if s['compile'] == 'off' else ', compile: ' + s['compile']}"
+                        f"{', compiled update' if s.get('compile_optimizer') else ''}, "
                         f"{'channels_last' if s['channels_last'] else 'NCHW'}, data on device; "
                         "reference: fp32 NCHW, DataLoader)")
     for col in ("model", "ours img/s", "reference img/s", "ours / reference", "ours GFLOP/s", "% of matmul peak"):
@@ -323,7 +328,8 @@ def print_results(console, out: dict) -> None:
 
 def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, rounds: int = 1,
               precision: str = "fp32", compile_model: bool = False, cuda_graphs: bool = False, device: str = "auto",
-              data_root: Path | None = None, json_path: Path | None = None, console=None) -> dict:
+              data_root: Path | None = None, json_path: Path | None = None, console=None,
+              compile_optimizer: bool = False) -> dict:
     """Benchmark every model, print the table, write the JSON; returns what the JSON holds."""
     from rich.console import Console
 
@@ -353,7 +359,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
     results = []
     for spec in specs:
         sample_peak()
-        row = bench_model(spec, data, batches, dev, steps, warmup, rounds, precision, mode)
+        row = bench_model(spec, data, batches, dev, steps, warmup, rounds, precision, mode, compile_optimizer)
         results.append(row)
         say(f"{spec.name}: ours {row['ours']['images_per_s']:.0f} img/s, "
             f"reference {row['reference']['images_per_s']:.0f} img/s")
@@ -366,7 +372,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
     out = {
         "settings": {"models": [s.name for s in specs], "steps": steps, "warmup": warmup, "rounds": rounds,
                      "batch_size": BATCH_SIZE, "precision": precision, "compile": mode,
-                     **{k: trainer_default(k) for k in ("channels_last", "fused_optimizer")}, "device": str(dev), "threads": threads,
+                     "compile_optimizer": compile_optimizer, **{k: trainer_default(k) for k in ("channels_last", "fused_optimizer")}, "device": str(dev), "threads": threads,
                      "cuda_tf32": dev.type == "cuda" and torch.backends.cudnn.allow_tf32,
                      "reference_num_workers": len(os.sched_getaffinity(0)), "data": data_kind,
                      "data_root": str(root), "images": len(dataset)},

@@ -244,6 +244,7 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
+    compile_optimizer: Annotated[bool, typer.Option("--compile-optimizer", help="Ours: the SGD update compiled too (as trainer.compile_optimizer; under --cuda-graphs, a graph).")] = False,
     concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto.")] = None,
     debug: Debug = False,
 ) -> None:
@@ -255,7 +256,7 @@ def bench(
                                             device, data_root, json_path, _console()), debug)
         return
     _guard(lambda: run_bench(models, steps, warmup, rounds, precision, compile_model, cuda_graphs, device, data_root,
-                             json_path, _console()), debug)
+                             json_path, _console(), compile_optimizer), debug)
 
 
 def main() -> None:

@@ -309,7 +309,7 @@ def _validate_trainer(t: DictConfig) -> None:
     _check(_int(t.diagnostics_every, 0), f"trainer.diagnostics_every={t.diagnostics_every} must be an integer >= 0")
     _check(isinstance(t.cuda_graphs, bool) or t.cuda_graphs == "auto", f"trainer.cuda_graphs={t.cuda_graphs!r}: choose auto, true or false")
     _check(t.jobs_per_gpu == "auto" or _int(t.jobs_per_gpu, 1), f"trainer.jobs_per_gpu={t.jobs_per_gpu!r}: auto or an integer > 0")
-    for key in ("channels_last", "compile", "fused_optimizer", "force_resume"):
+    for key in ("channels_last", "compile", "compile_optimizer", "fused_optimizer", "force_resume"):
         _check(isinstance(t[key], bool), f"trainer.{key}={t[key]!r} must be true or false")
     for key in ("log_every", "ckpt_every", "eval_batch_size"):
         _check(_int(t[key], 1), f"trainer.{key}={t[key]} must be an integer > 0")

@@ -23,7 +23,7 @@ from depthstudy.data import Data, Split, TrainStream, cache_root, normalization
 from depthstudy.bench import time_steps
 from depthstudy.device import autocast_for, configure_device, memory_format, pick_device
 from depthstudy.models import build_model
-from depthstudy.optim import make_optimizer
+from depthstudy.optim import fused_update, make_optimizer
 from depthstudy.train import train_step
 
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only, no backward)
@@ -40,7 +40,7 @@ def _key(cfg: DictConfig, device: torch.device) -> str:
     t = cfg.trainer
     setting = {"model": OmegaConf.to_container(cfg.model, resolve=True), "data": str(cfg.data.name),
                "batch": int(cfg.optim.batch_size), "device": str(device), "precision": str(t.precision),
-               "channels_last": bool(t.channels_last), "fused": bool(t.fused_optimizer), "threads": str(t.threads),
+               "channels_last": bool(t.channels_last), "fused": fused_update(t), "threads": str(t.threads),
                "torch": torch.__version__, "machine": platform.node(), "cpu": platform.processor()}
     return json.dumps(setting, sort_keys=True)
 
@@ -57,7 +57,7 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     data = Data(name, Split(images, labels), None, None, classes, *normalization(images, str(cfg.data.normalize)))
     data = data.to(device)
     model = build_model(cfg.model, shape, classes).to(device, memory_format=memory_format(bool(t.channels_last)))
-    optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=bool(t.fused_optimizer))
+    optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=fused_update(t))
     stream = TrainStream(data, batch, 0, bool(cfg.data.augment), int(cfg.data.pad), channels_last=bool(t.channels_last))
     window, one = torch.zeros(3, device=device), torch.ones((), device=device)
     autocast, batches = autocast_for(device, str(t.precision)), iter(range(warmup + steps))

@@ -82,7 +82,7 @@ SESSION_START_TAG, SESSION_END_TAG, EXPERIMENT_TAG = "_hparams_/session_start_in
 METRIC_TAGS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR)
 # Always columns of a study's HPARAMS table (with the other keys that vary in the sweep).
 STUDY_KEYS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
-HPARAM_TRAINER_KEYS = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer")
+HPARAM_TRAINER_KEYS = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer", "compile_optimizer")
 
 
 def hparams_of(config: dict) -> dict:

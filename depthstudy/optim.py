@@ -34,6 +34,28 @@ def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = Fal
                          "set trainer.fused_optimizer=false") from None
 
 
+def fused_update(trainer: DictConfig) -> bool:
+    """Whether SGD runs PyTorch's fused kernel: trainer.fused_optimizer, unless trainer.compile_optimizer asks
+    torch.compile to build the update (torch.compile leaves a fused optimizer's step uncompiled)."""
+    return bool(trainer.fused_optimizer) and not bool(trainer.get("compile_optimizer", False))
+
+
+class CompiledUpdate:
+    """The optimizer as train_step uses it (zero_grad, step), with its step compiled by torch.compile: with CUDA
+    graphs (mode reduce-overhead) the update replays as a graph too. A learning-rate change recompiles it once
+    (the lr is a Python number in the graph's guards): a schedule has a few."""
+
+    def __init__(self, optimizer: torch.optim.SGD, cuda_graphs: bool):
+        self.optimizer = optimizer
+        self._step = torch.compile(optimizer.step, mode="reduce-overhead" if cuda_graphs else None)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self._step()
+
+
 def set_lr(optimizer: torch.optim.SGD, lr: float, caffe_momentum: bool) -> None:
     for group in optimizer.param_groups:
         old = group["lr"]

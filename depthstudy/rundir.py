@@ -33,7 +33,7 @@ FINAL_STATUSES = ("finished", "diverged")  # a rerun leaves these alone
 # run directory names, and a run may be resumed with different values for them.
 RUNTIME_KEYS = ("out_dir", "data.root", "data.download", "trainer.device", "trainer.threads",
                 "trainer.progress", "trainer.force_resume", "trainer.fused_optimizer", "trainer.cuda_graphs",
-                "trainer.jobs_per_gpu",
+                "trainer.jobs_per_gpu", "trainer.compile_optimizer",
                 "trainer.log_every", "trainer.eval_every", "trainer.ckpt_every", "trainer.eval_batch_size",
                 "trainer.diagnostics_every", "grids")
 

@@ -27,7 +27,7 @@ from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
-from depthstudy.optim import Schedule, make_optimizer, set_lr
+from depthstudy.optim import CompiledUpdate, Schedule, fused_update, make_optimizer, set_lr
 from depthstudy.progress import RunProgress
 
 
@@ -117,11 +117,12 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool 
     device = pick_device(str(t.device), job_num)
     torch.manual_seed(cfg.seed)
     data, model, grown_from = build_net(cfg, device, fresh, grown)
-    optimizer = make_optimizer(model, cfg.optim, say, fused=bool(t.fused_optimizer))
+    optimizer = make_optimizer(model, cfg.optim, say, fused=fused_update(t))
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     iteration = partial(train_step, model, optimizer)
-    if mode != "off":  # a failure compiling or capturing the forward or backward falls back to eager, in one line
-        iteration = WithFallback(partial(train_step, compiled(model, mode, device), optimizer), iteration, print,
+    if mode != "off" or t.get("compile_optimizer"):  # a failure compiling or capturing falls back to eager, in one line
+        update = CompiledUpdate(optimizer, mode == "cuda_graphs") if t.get("compile_optimizer") else optimizer
+        iteration = WithFallback(partial(train_step, compiled(model, mode, device), update), iteration, print,
                                  "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
@@ -160,7 +161,7 @@ class RunState:
         run.model.load_state_dict(saved["model"])
         run.optimizer.load_state_dict(saved["optimizer"])
         for group in run.optimizer.param_groups:  # the checkpoint's groups carry the old run's choice
-            group["fused"] = bool(run.cfg.trainer.fused_optimizer) or None
+            group["fused"] = fused_update(run.cfg.trainer) or None
         torch.set_rng_state(saved["torch_rng"])
         if run.device.type == "cuda" and saved.get("cuda_rng"):
             torch.cuda.set_rng_state_all(saved["cuda_rng"])

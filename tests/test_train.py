@@ -246,6 +246,31 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     assert [v for _, v in graphs] == pytest.approx([v for _, v in eager], rel=1e-3)
 
 
+@pytest.mark.slow
+def test_a_compiled_update_gives_the_eager_loss_curve_across_an_lr_drop(cli, tmp_path):
+    """trainer.compile_optimizer: torch.compile builds the SGD update (inductor, on this CPU ~40 s to compile); it must
+    match PyTorch's foreach SGD, and the lr drop at iteration 4 must reach it (a recompile, not a stale lr)."""
+    args = ["model.depth=8", "schedule.iterations=8", "schedule.milestones=[4]", "trainer.log_every=1",
+            "trainer.progress=none", "trainer.fused_optimizer=false"]
+    assert cli("train", *args, "name=eager").exit_code == 0
+    result = cli("train", *args, "name=compiled", "trainer.compile_optimizer=true")
+    assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
+    eager, compiled = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS]
+                       for n in ("eager", "compiled"))
+    assert len(compiled) == 8 and [v for _, v in compiled] == pytest.approx([v for _, v in eager], rel=1e-4)
+
+
+@pytest.mark.cuda
+def test_a_compiled_update_under_cuda_graphs_gives_the_eager_loss_curve(cli, tmp_path):
+    args = ["model.depth=8", "schedule.iterations=12", "schedule.milestones=[8]", "trainer.device=cuda",
+            "trainer.log_every=1", "trainer.progress=none", "trainer.fused_optimizer=false"]
+    assert cli("train", *args, "name=eager", "trainer.cuda_graphs=false").exit_code == 0
+    result = cli("train", *args, "name=step", "trainer.compile_optimizer=true")
+    assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
+    eager, step = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS] for n in ("eager", "step"))
+    assert [v for _, v in step] == pytest.approx([v for _, v in eager], rel=1e-3)
+
+
 @pytest.mark.cuda
 def test_cuda_run_keeps_data_on_the_gpu_and_finishes(cli, tmp_path):
     result = cli("train", "model.depth=8", "schedule.iterations=20", "schedule.milestones=[0.5]", "trainer.device=cuda",
