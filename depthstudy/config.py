@@ -7,6 +7,8 @@ multirun and every launcher plugin (basic, joblib, submitit) work unchanged. No 
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import math
 import re
@@ -226,6 +228,21 @@ def one_line(e: BaseException) -> str:
     return ": ".join(parts)[:600] or "invalid configuration"
 
 
+@functools.lru_cache(maxsize=1)
+def key_defaults() -> dict:
+    """Every key's default (the config `depthstudy train` runs with no overrides), flattened: what a run made
+    before a key existed ran with (rundir.config_changes). Inside a Hydra job, through the job's own Hydra."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        from hydra import compose as hydra_compose
+
+        cfg = hydra_compose(CONFIG_NAME, overrides=[])
+    else:
+        cfg = compose([])
+    return rundir.flatten(OmegaConf.to_container(without_hydra(cfg), resolve=True))
+
+
 def without_hydra(cfg: DictConfig) -> DictConfig:
     """The job's own config (what the task function receives), from one composed with its hydra node."""
     return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
@@ -355,7 +372,7 @@ def check_run_dir(cfg: DictConfig) -> None:
     if run_dir.is_dir():
         rundir.check_not_busy(run_dir)
         rundir.check_same_experiment(run_dir, OmegaConf.to_container(without_hydra(cfg), resolve=True),
-                                     bool(cfg.trainer.force_resume))
+                                     bool(cfg.trainer.force_resume), key_defaults)
 
 
 def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:

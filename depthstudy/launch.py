@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from depthstudy import interrupt, rundir
-from depthstudy.config import CONFIG_DIR, CONFIG_NAME, validate
+from depthstudy.config import CONFIG_DIR, CONFIG_NAME, key_defaults, validate
 from depthstudy.errors import DepthstudyError, UsageError
 
 
@@ -44,7 +44,7 @@ def run_job(cfg: DictConfig) -> dict:
         return {"status": "skipped"}
     try:
         validate(cfg)
-        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None)
+        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None, key_defaults=key_defaults)
     except KeyboardInterrupt:
         if interrupt.sweep_is_gone():  # checkpoint and summary saved; nobody is left to report to
             os._exit(1)

@@ -218,18 +218,27 @@ def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
 
 
-def config_changes(saved: dict, new: dict) -> list[str]:
-    """What differs between two resolved configs, ignoring keys that do not change the experiment."""
+def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
+    """What differs between two resolved configs, ignoring keys that do not change the experiment.
+
+    defaults: a function returning the flattened default config. A key the saved config lacks was added to
+    depthstudy after that run was made, and the run ran as the key's default (new keys default to the old
+    behaviour): at its default it is no change."""
     a, b = flatten(saved), flatten(new)
+    unrecorded = [k for k in b.keys() - a.keys() if k not in RUNTIME_KEYS]
+    if unrecorded and defaults is not None:
+        default = defaults()
+        a.update({k: b[k] for k in unrecorded if k in default and default[k] == b[k]})
     keys = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
 
 
-def check_same_experiment(run_dir: Path, config: dict, force: bool) -> None:
-    """Refuse to continue a run directory that holds a different experiment (unless forced)."""
+def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=None) -> None:
+    """Refuse to continue a run directory that holds a different experiment (unless forced); defaults as for
+    config_changes."""
     if not (run_dir / CONFIG_FILE).exists():
         return
-    changes = config_changes(read_config(run_dir), config)
+    changes = config_changes(read_config(run_dir), config, defaults)
     model = [ch for ch in changes if ch.startswith("model.")]
     if model and force and (run_dir / CHECKPOINT_FILE).exists():  # the weights cannot be loaded into another net
         raise UsageError(f"{run_dir} holds a run of another model ({'; '.join(model[:4])}): its checkpoint cannot "

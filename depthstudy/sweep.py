@@ -58,7 +58,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         run_dir = Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
         # A directory that holds another experiment is refused now, not halfway through the sweep.
         check_same_experiment(run_dir, OmegaConf.to_container(config.without_hydra(cfg), resolve=True),
-                              bool(cfg.trainer.force_resume))
+                              bool(cfg.trainer.force_resume), config.key_defaults)
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg, grid=grid))

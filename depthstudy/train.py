@@ -198,15 +198,16 @@ class LogWindow:
 
 # --- the run ---
 
-def train(cfg: DictConfig, run_dir: Path, job_num: int | None = None) -> dict:
+def train(cfg: DictConfig, run_dir: Path, job_num: int | None = None, key_defaults=None) -> dict:
+    """key_defaults: as for rundir.config_changes (a run made before a key existed ran as its default)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.run_lock(run_dir):
-        return _train(cfg, run_dir, job_num)
+        return _train(cfg, run_dir, job_num, key_defaults)
 
 
-def _train(cfg: DictConfig, run_dir: Path, job_num: int | None) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, job_num: int | None, key_defaults=None) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
-    rundir.check_same_experiment(run_dir, config, bool(cfg.trainer.force_resume))
+    rundir.check_same_experiment(run_dir, config, bool(cfg.trainer.force_resume), key_defaults)
     previous = rundir.read_summary(run_dir)
     if previous and previous.get("status") in rundir.FINAL_STATUSES:
         print(f"{run_dir.name}: already {previous['status']} ({previous.get('iterations')} iterations); nothing to do")

@@ -5,10 +5,13 @@
 
 Steps, each with its own time limit, each recorded even when it fails:
  1. pytest -m cuda
- 2. depthstudy bench: eager fp32, CUDA graphs fp32, CUDA graphs bf16 (ResNet-20/56/110 vs the reference loop)
- 3. depthstudy train experiment=he2015 (3,000 iterations of ResNet-20, 1,000 of ResNet-110) on synthetic
-    CIFAR-10-format data (50k + 10k random images; only torchvision's md5 check is bypassed, in this script)
- 4. k = 1, 2, 4 concurrent ResNet-20 runs on the one GPU: aggregate images/s (what jobs-per-GPU should be)
+ 2. depthstudy bench: eager fp32, CUDA graphs fp32, CUDA graphs bf16 (ResNet-20/56/110 vs the reference loop),
+    and CUDA graphs with the SGD update compiled too (--compile-optimizer: is it worth making the default?)
+ 3. depthstudy train experiment=he2015 (3,000 iterations of ResNet-20, also with trainer.compile_optimizer=true;
+    1,000 of ResNet-110) on synthetic CIFAR-10-format data (50k + 10k random images; only torchvision's md5
+    check is bypassed, in this script)
+ 4. depthstudy bench --concurrent 1,2,4: k ResNet-20 training processes at once on the one GPU, aggregate
+    images/s (kept in the cache for trainer.jobs_per_gpu=auto; the JSON says what k a sweep would take)
 No network is needed. Run it from the repository root with depthstudy importable.
 """
 
@@ -55,7 +58,11 @@ def main() -> None:
     device = "cpu" if smoke else "cuda"
     py = sys.executable
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():  # runs of an earlier check (maybe of an older depthstudy) must not be resumed or skipped
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
     env = {"XDG_CACHE_HOME": str(work / "cache"), "PYTHONUNBUFFERED": "1"}
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": smoke, "python": platform.python_version()}
 
@@ -75,12 +82,14 @@ def main() -> None:
     models = "resnet20" if smoke else "resnet20,resnet56,resnet110"
     steps = ["--steps", "2", "--warmup", "1"] if smoke else ["--steps", "30", "--warmup", "10", "--rounds", "2"]
     variants = {"eager_fp32": []} if smoke else {"eager_fp32": [], "graphs_fp32": ["--cuda-graphs"],
-                                                  "graphs_bf16": ["--cuda-graphs", "--precision", "bf16"]}
+                                                  "graphs_bf16": ["--cuda-graphs", "--precision", "bf16"],
+                                                  "graphs_fp32_update": ["--cuda-graphs", "--compile-optimizer",
+                                                                         "--models", "resnet20,resnet110"]}
     report["bench"] = {}
     for name, extra in variants.items():
         path = work / f"bench_{name}.json"
         result = sh([py, "-m", "depthstudy", "bench", "--device", device, "--models", models, *steps, *extra,
-                     "--json", str(path)], 60 if smoke else 150, env)
+                     "--json", str(path)], 60 if smoke else 150, env)  # a second --models wins
         if path.exists():
             data = json.loads(path.read_text())
             result["models"] = {m["model"]: {"ours_images_per_s": round(m["ours"]["images_per_s"]),
@@ -95,36 +104,33 @@ def main() -> None:
     from depthstudy.bench import write_synthetic_cifar
 
     write_synthetic_cifar(data_root, per_file=200 if smoke else 10000)
-    budgets = {"resnet20": (20, 20 if smoke else 3000), "resnet110": (110, 4 if smoke else 1000)}
+    budgets = {"resnet20": (20, 20 if smoke else 3000, []), "resnet110": (110, 4 if smoke else 1000, []),
+               "resnet20_update": (20, 20 if smoke else 3000, ["trainer.compile_optimizer=true"])}
     report["train"] = {}
-    for name, (depth, iterations) in budgets.items():
+    for name, (depth, iterations, extra) in budgets.items():
         out_dir = work / f"train_{name}"
         result = sh([py, "-c", TRAIN, "experiment=he2015", f"model.depth={depth}", f"schedule.iterations={iterations}",
                      "schedule.milestones=[0.5,0.75]", f"data.root={data_root}",
                      f"trainer.device={device}", "trainer.eval_every=0", f"trainer.log_every={10 if smoke else 100}",
-                     "trainer.progress=lines", f"out_dir={out_dir}", *(["data.val_size=0"] if smoke else [])],
+                     "trainer.progress=lines", f"out_dir={out_dir}", *(["data.val_size=0"] if smoke else []), *extra],
                     120 if smoke else 240, env)
         s = summary_of(out_dir)
         result.update({k: s.get(k) for k in ("status", "train_images_per_s", "wall_time_s", "eval_time_s", "params")})
         report["train"][name] = result
         save()
 
-    # 4. k concurrent ResNet-20 runs on one device
-    report["concurrent"] = {}
-    for k in ((1, 2) if smoke else (1, 2, 4)):
-        out_dir = work / f"concurrent_{k}"
-        cmd = [py, "-c", TRAIN, "experiment=he2015", "model.depth=20", f"schedule.iterations={10 if smoke else 1500}",
-               "schedule.milestones=[0.5,0.75]", f"data.root={data_root}",
-               f"trainer.device={device}", "trainer.eval_every=0", "trainer.progress=none", f"out_dir={out_dir}"]
-        started = time.perf_counter()
-        procs = [subprocess.Popen([*cmd, f"seed={i}"], cwd=ROOT, env={**os.environ, **env},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(k)]
-        rcs = [p.wait(timeout=120 if smoke else 300) for p in procs]
-        rates = [s.get("train_images_per_s") for s in (json.loads(p.read_text()) for p in out_dir.rglob("summary.json"))]
-        report["concurrent"][str(k)] = {"rc": rcs, "seconds": round(time.perf_counter() - started, 1),
-                                        "images_per_s_each": rates,
-                                        "aggregate_images_per_s": round(sum(r for r in rates if r), 1)}
-        save()
+    # 4. k concurrent ResNet-20 runs on one device, through the default (CUDA graphs) path
+    path = work / "bench_concurrent.json"
+    result = sh([py, "-m", "depthstudy", "bench", "--device", device, "--models", "resnet20", "--concurrent",
+                 "1,2" if smoke else "1,2,4", *(["--steps", "2", "--warmup", "1"] if smoke else
+                                                ["--steps", "50", "--warmup", "10", "--cuda-graphs"]),
+                 "--json", str(path)], 120 if smoke else 240, env)
+    if path.exists():
+        (row,) = json.loads(path.read_text())["models"]
+        result["aggregate_images_per_s"] = {str(m["runs"]): round(m["aggregate_images_per_s"]) for m in row["concurrent"]}
+        result["jobs_per_gpu_auto"] = row["best_runs_at_once"]
+    report["concurrent"] = result
+    save()
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     save()
     print(json.dumps(report, indent=1)[-3000:])
