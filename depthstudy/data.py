@@ -129,12 +129,33 @@ def normalization(images: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.
 
 
 def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
-    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16) as 1-channel uint8."""
+    """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16) as 1-channel uint8.
+
+    Kept as .npz in the user cache (per scikit-learn version): importing scikit-learn takes ~2 s, in every
+    process that trains on digits (each joblib worker, each `depthstudy train`)."""
+    from importlib.metadata import version
+
+    cached = cache_root() / f"digits-sklearn-{version('scikit-learn')}.npz"
+    try:
+        with np.load(cached) as f:
+            images, labels = f["images"], f["labels"]
+        if images.shape == (1797, 1, 8, 8) and images.dtype == np.uint8 and labels.shape == (1797,):
+            return torch.from_numpy(images), torch.from_numpy(labels), 10
+    except (OSError, ValueError, KeyError):
+        pass  # not there yet, or damaged: read it from scikit-learn again
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return torch.from_numpy(images), torch.from_numpy(d.target.astype(np.int64)), 10
+    labels = d.target.astype(np.int64)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.npz")
+        np.savez(tmp, images=images, labels=labels)
+        os.replace(tmp, cached)  # atomic: a concurrent worker reads the whole file or none
+    except OSError:
+        pass  # a read-only cache only costs the import next time
+    return torch.from_numpy(images), torch.from_numpy(labels), 10
 
 
 def _cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, int]:

@@ -70,14 +70,87 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     return statistics.median(time_steps(step, steps, device))  # one step slowed by another process does not move it
 
 
+# Two real one-iteration runs in one child process: the first pays the process's imports (some happen only in a
+# job: the data set's library, torch's compiler stack), the second only what every job pays.
+_STARTUP_RUN = """
+import json, sys, time
+t0 = time.perf_counter()
+from depthstudy.api import train_run
+t1 = time.perf_counter()
+first = train_run(sys.argv[2:] + [f"hydra.run.dir={sys.argv[1]}/first"])
+t2 = time.perf_counter()
+second = train_run(sys.argv[2:] + [f"hydra.run.dir={sys.argv[1]}/second"])
+t3 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0 + (t2 - t1) - (t3 - t2), "job_s": t3 - t2,
+                  "status": [first.get("status"), second.get("status")]}))
+"""
+
+
+@dataclass
+class Startup:
+    import_s: float  # starting Python and importing torch, depthstudy, the data set's library: once per process
+    job_s: float  # one job's own start and end: Hydra, data, net, TensorBoard, checkpoint, summary
+    cached: bool
+
+
+def startup_seconds(cfg: DictConfig, overrides: list[str], step_s: float, say=lambda line: None) -> Startup | None:
+    """A run's fixed costs on this machine, measured once (per data set and device) by training a real run of
+    one iteration in a child process, less that iteration (step_s) and its evaluation; None where that run
+    fails (say, the data set is not here)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    device = pick_device(str(cfg.trainer.device), None)
+    key = json.dumps({"startup": str(cfg.data.name), "device": str(device), "torch": torch.__version__,
+                      "machine": platform.node()}, sort_keys=True)
+    path, cache = _read_cache()
+    if key in cache:
+        return Startup(*cache[key], cached=True)
+    say(f"measuring a run's start-up on {device} (two runs of one iteration of {cfg.run_name}, in a child process)")
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [o for o in overrides if not o.startswith(("hydra.", "hydra/", "schedule.", "trainer.progress="))]
+        args += ["schedule.iterations=1", "schedule.milestones=[]", "trainer.progress=none", "trainer.eval_every=0"]
+        try:
+            p = subprocess.run([sys.executable, "-c", _STARTUP_RUN, tmp, *args], capture_output=True, text=True,
+                               timeout=600)
+            measured = json.loads(p.stdout.strip().splitlines()[-1])
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            return None
+    if measured.get("status") != ["finished", "finished"]:
+        return None
+    job_s = max(0.0, measured["job_s"] - step_s - _eval_seconds(cfg, step_s, 1))
+    cache[key] = [measured["import_s"], job_s]
+    _write_cache(path, cache)
+    return Startup(measured["import_s"], job_s, cached=False)
+
+
+def _read_cache():
+    path = cache_root() / "step_times.json"
+    try:
+        return path, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return path, {}
+
+
+def _write_cache(path, cache: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(cache, indent=1))
+    except OSError:
+        pass  # a read-only cache only costs a calibration next time
+
+
+def _eval_seconds(cfg: DictConfig, step_s: float, evaluations: int) -> float:
+    """Evaluating the held-out images `evaluations` times, at EVAL_COST of a trained image each."""
+    held_out = int(cfg.data.val_size) + (int(cfg.data.get("test_size") or 0) or schema.DATASET_TEST_IMAGES[str(cfg.data.name)])
+    return evaluations * held_out * step_s / int(cfg.optim.batch_size) * EVAL_COST
+
+
 def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
     """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache).
     threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads."""
-    path = cache_root() / "step_times.json"
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    path, cache = _read_cache()
     out, fresh = [], False
     for cfg in cfgs:
         if threads is not None and cfg.trainer.threads == "auto":
@@ -91,18 +164,12 @@ def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -
             cache[key], fresh = step_seconds(cfg, device), True
         step_s = cache[key]
         iterations = int(cfg.schedule.iterations)
-        held_out = int(cfg.data.val_size) + (int(cfg.data.get("test_size") or 0) or schema.DATASET_TEST_IMAGES[str(cfg.data.name)])
         # train.loop evaluates every eval_every iterations before the last, and finish() once at the end
         every = int(cfg.trainer.eval_every)
         evaluations = ((iterations - 1) // every if every else 0) + 1
-        eval_s = evaluations * held_out * step_s / int(cfg.optim.batch_size) * EVAL_COST
-        out.append(Estimate(iterations * step_s + eval_s, step_s, cached))
+        out.append(Estimate(iterations * step_s + _eval_seconds(cfg, step_s, evaluations), step_s, cached))
     if fresh:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(cache, indent=1))
-        except OSError:
-            pass  # a read-only cache only costs a calibration next time
+        _write_cache(path, cache)
     return out
 
 

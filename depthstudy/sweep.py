@@ -75,13 +75,21 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     return runs
 
 
-def _estimate(runs: list[PlannedRun], console: Console) -> None:
-    from depthstudy.estimate import estimate_runs  # torch: only for an estimate
+def _estimate(runs: list[PlannedRun], console: Console):
+    """Each unfinished run's Estimate (r.estimate), and the measured start-up of a run (or None)."""
+    from depthstudy.estimate import estimate_runs, startup_seconds  # torch: only for an estimate
 
     todo = [r for r in runs if r.status not in FINAL_STATUSES]
     threads = _threads_per_worker(runs)
     for r, e in zip(todo, estimate_runs([config.without_hydra(r.cfg) for r in todo], console.print, threads)):
         r.estimate = e
+    probe = next((r for r in todo if not r.cfg.model.get("init_from")), None)  # a run that needs no other run
+    if probe is None:
+        return None
+    startup = startup_seconds(config.without_hydra(probe.cfg), probe.overrides, probe.estimate.step_s, console.print)
+    for r in todo if startup else []:
+        r.estimate.seconds += startup.job_s
+    return startup
 
 
 def _other_runs_configs(runs: list[PlannedRun]) -> list[dict]:
@@ -121,17 +129,18 @@ def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
 
 
-def _say_total(runs: list[PlannedRun], console: Console) -> None:
+def _say_total(runs: list[PlannedRun], console: Console, startup=None) -> None:
     from depthstudy.estimate import duration
 
     todo = [r for r in runs if r.estimate is not None]
     if not todo:
         console.print("nothing to train: every run is done")
         return
-    total = sum(r.estimate.seconds for r in todo)
+    total = sum(r.estimate.seconds for r in todo) + (startup.import_s if startup else 0.0)
     source = "cached calibration" if all(r.estimate.cached for r in todo) else "calibration just now"
-    how = (f"{source}: a few eager training steps of each net on trainer.device={todo[0].cfg.trainer.device}, plus "
-           "evaluation; each run's start-up adds a few seconds")
+    how = f"{source}: a few eager training steps of each net on trainer.device={todo[0].cfg.trainer.device}, evaluation"
+    how += (f", {startup.job_s:.1f} s of start-up per run and {startup.import_s:.1f} s of imports per process "
+            "(one-iteration runs, measured)") if startup else "; each run's start-up adds a few seconds (not measured)"
     threads = _threads_per_worker(runs)
     if threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
         workers = _workers(runs, runs[0].launcher_jobs)
@@ -139,7 +148,7 @@ def _say_total(runs: list[PlannedRun], console: Console) -> None:
         for _, grid_runs in _by_grid(runs):  # grids run one after another
             times = [r.estimate.seconds for r in grid_runs if r.estimate is not None]
             if times:
-                wall += max(sum(times) / min(workers, len(times)), max(times))
+                wall += max(sum(times) / min(workers, len(times)), max(times)) + (startup.import_s if startup else 0.0)
         line = (f"estimated: {duration(wall)} for {len(todo)} runs, {workers} at a time with {threads} "
                 f"CPU thread{'s' if threads > 1 else ''} each ({duration(total)} of run time; {how})")
     else:
@@ -155,11 +164,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         packed = _gpu_jobs(runs, config.normalize_overrides(overrides)) if _in_workers(runs) else None
         if packed:
             console.print(packed[2])
-        if estimate:
-            _estimate(runs, console)
+        startup = _estimate(runs, console) if estimate else None
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
         if estimate:
-            _say_total(runs, console)
+            _say_total(runs, console, startup)
         return runs
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "

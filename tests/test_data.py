@@ -183,3 +183,28 @@ def test_pad_fill_pads_black_pixels_or_the_mean_colour(fill):
         assert torch.allclose(corner, (-d.mean * d.scale).expand(1, 1, 8, 8)[0, 0, 0, 0].expand(32))
         expected = d.normalize(torch.nn.functional.pad(images, (1, 0, 1, 0))[:, :, :8, :8])
         assert torch.allclose(inside, expected[:, 0, 1:, 1:])
+
+
+def test_digits_are_kept_in_the_cache_so_a_process_need_not_import_scikit_learn(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from depthstudy.data import _digits
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    images, labels, classes = _digits()
+    d = load_digits()
+    assert classes == 10 and np.array_equal(labels.numpy(), d.target)
+    assert np.array_equal(images.numpy()[:, 0], np.rint(d.images * 255 / 16).astype(np.uint8))
+    (kept,) = (tmp_path / "depthstudy").glob("digits-sklearn-*.npz")
+    probe = "import sys; from depthstudy.data import _digits; x = _digits(); print('sklearn' in sys.modules, int(x[0].sum()))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ})
+    assert out.stdout.split() == ["False", str(int(images.sum()))], out.stderr
+    kept.write_bytes(b"damaged")  # read from scikit-learn again, and kept again
+    again, again_labels, _ = _digits()
+    assert torch.equal(again, images) and torch.equal(again_labels, labels)
+    assert np.load(kept)["images"].shape == (1797, 1, 8, 8)

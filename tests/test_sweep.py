@@ -158,10 +158,16 @@ def test_dry_run_estimates_each_run_from_a_calibration_and_caches_it(cli, tmp_pa
     assert result.exit_code == 0, result.output
     assert "est. time" in result.output and "estimated:" in result.output and "calibration just now" in result.output
     assert result.output.count("calibrating") == 4  # one per distinct net
+    # a run's start-up: two real one-iteration runs in a child process, once per machine, data set and device
+    assert result.output.count("measuring a run's start-up") == 1
+    assert re.search(r"\d+\.\d s of start-up per run and \d+\.\d s of imports per process", " ".join(result.output.split()))
     cache = json.loads((tmp_path / "cache" / "depthstudy" / "step_times.json").read_text())
-    assert len(cache) == 4 and all(v > 0 for v in cache.values())
+    startup = [v for k, v in cache.items() if '"startup": "digits"' in k]
+    assert len(cache) == 5 and len(startup) == 1 and all(t >= 0 for t in startup[0])
+    assert all(v > 0 for k, v in cache.items() if "startup" not in k)
     again = cli("sweep", *GRID, *TINY_SWEEP, "--dry-run")
-    assert "calibrating" not in again.output and "cached calibration" in again.output
+    assert "calibrating" not in again.output and "measuring" not in again.output
+    assert "cached calibration" in again.output
     # the arithmetic: iterations x step time + evaluations x held-out images at a third of a trained image's cost
     cfg = without_hydra(compose([*TINY, "model.depth=8", "trainer.eval_every=2"]))
     (estimate,) = estimate_runs([cfg])
