@@ -29,7 +29,7 @@ def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, override, message)
 
 
 def test_plus_experiment_is_accepted(cli, tmp_path):
-    result = cli("sweep", "+experiment=quick", "--dry-run")
+    result = cli("sweep", "+experiment=quick", "--dry-run", "--no-estimate")
     assert result.exit_code == 0, result.output
 
 

@@ -37,17 +37,25 @@ def test_a_measurement_is_kept_and_the_nearest_net_decides():
     assert packing.measured_k(packing.setting_key(FAKE, "bf16", "cuda_graphs"), 20) is None  # another setting
 
 
-def test_a_joblib_sweep_runs_k_jobs_on_each_gpu(cli, tmp_path, two_fake_gpus):
+def test_a_joblib_sweep_runs_k_jobs_on_each_gpu(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(packing, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(packing, "gpu_name", lambda: FAKE)
     key = packing.setting_key(FAKE, "fp32", "cuda_graphs")  # trainer.cuda_graphs=auto: on for CUDA
     packing.record(key, "resnet8", 8, {1: 1000.0, 2: 1900.0, 4: 1800.0})
-    result = cli("sweep", "model.depth=8", "seed=0,1,2,3", *TINY, "name=packed", "hydra/launcher=joblib")
+    result = cli("sweep", "model.depth=8", "seed=0,1", *TINY, "name=packed", "hydra/launcher=joblib")
     assert result.exit_code == 0, result.output
-    assert "sweep: 2 runs at once on each of 2 GPUs (bench --concurrent, resnet8: 2 at once 1.90x" in result.output
+    assert "sweep: 2 runs at once on each of 1 GPU (bench --concurrent, resnet8: 2 at once 1.90x" in result.output
     sweep = OmegaConf.load(tmp_path / "runs" / "packed" / "multirun.yaml")
-    assert sweep.hydra.launcher.n_jobs == 4  # 2 per GPU x 2 GPUs
+    assert sweep.hydra.launcher.n_jobs == 2  # 2 per GPU x 1 GPU
     runs = [p for p in (tmp_path / "runs" / "packed").iterdir() if (p / "config.yaml").exists()]
-    assert len(runs) == 4 and all(OmegaConf.load(p / "config.yaml").trainer.jobs_per_gpu == 2 for p in runs)
+    assert len(runs) == 2 and all(OmegaConf.load(p / "config.yaml").trainer.jobs_per_gpu == 2 for p in runs)
     assert not any("jobs_per_gpu" in p.name for p in runs)  # where it runs is not part of the run's name
+    # with 2 GPUs the same sweep takes 2 x 2 workers (planned, not run: 4 workers on 2 cores are slow)
+    monkeypatch.setattr(packing, "visible_gpus", lambda: 2)
+    from depthstudy.sweep import _gpu_jobs, plan
+
+    n_jobs, overrides, line = _gpu_jobs(plan(["model.depth=8", "seed=0,1,2,3", "hydra/launcher=joblib"]), [])
+    assert (n_jobs, overrides) == (4, ["trainer.jobs_per_gpu=2"]) and "each of 2 GPUs" in line
 
 
 def test_without_a_measurement_one_job_per_gpu_and_the_way_to_measure(cli, two_fake_gpus):

@@ -48,11 +48,12 @@ def test_sweep_trains_every_point_then_skips_them(cli, tmp_path, launcher):
     assert again.exit_code == 0 and "4 already done, 0 to train" in again.output
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
-                         ids=["basic", "joblib"])
-def test_a_partly_finished_sweep_launches_only_its_unfinished_runs(cli, tmp_path, launcher):
-    """On a cluster a launched finished run would wait in the queue only to say it is finished."""
+def test_a_partly_finished_sweep_launches_only_its_unfinished_runs(cli, tmp_path):
+    """On a cluster a launched finished run would wait in the queue only to say it is finished (test_slurm: the
+    same on a real SLURM)."""
     import shutil
+
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
     assert cli("sweep", *GRID, *TINY_SWEEP, *launcher).exit_code == 0
     gone = next(p for p in sweep_dir(tmp_path).iterdir() if p.name.startswith("resA-d14"))
