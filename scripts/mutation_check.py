@@ -108,8 +108,16 @@ MUTATIONS = [
     # --- the things users read: names, estimates, TensorBoard ---
     Mutation("run_dir_without_hash", "depthstudy/config.py", 'return f"{run_name}{slug}-{digest}"', 'return f"{run_name}{slug}"'),
     Mutation("estimate_ignores_evaluation", "depthstudy/estimate.py",
-             "out.append(Estimate(iterations * step_s + eval_s, step_s, cached))",
+             "out.append(Estimate(iterations * step_s + _eval_seconds(cfg, step_s, evaluations), step_s, cached))",
              "out.append(Estimate(iterations * step_s, step_s, cached))"),
+    # --- sweeps: what is launched, what counts as the same experiment, Ctrl-C, runs per GPU ---
+    Mutation("sweep_launches_finished_runs", "depthstudy/sweep.py",
+             "todo = [r for r in grid_runs if r.status not in FINAL_STATUSES]", "todo = list(grid_runs)"),
+    Mutation("unrecorded_keys_compared_strictly", "depthstudy/rundir.py",
+             "a.update({k: b[k] for k in unrecorded if k in default and default[k] == b[k]})", "pass"),
+    Mutation("stop_file_per_sweep", "depthstudy/interrupt.py",
+             'f"depthstudy-sweep-{os.getpid()}.stop"', 'f"depthstudy-sweep-{os.getpid()}-{id(self)}.stop"'),
+    Mutation("gpu_jobs_ignore_k", "depthstudy/sweep.py", "return k * gpus, ", "return gpus, "),
     Mutation("hparams_booleans_as_numbers", "depthstudy/events.py",
              "    if isinstance(v, bool):  # before int: a bool is an int to Python\n        return struct_pb2.Value(bool_value=v)\n",
              ""),
