@@ -270,24 +270,31 @@ def _summary(times: list[float], train_flop_per_image: float) -> dict:
 
 def bench_model(spec: ModelSpec, data: Data, batches, device: torch.device, steps: int, warmup: int,
                 rounds: int, precision: str, mode: str, compile_optimizer: bool = False) -> dict:
-    """Warm both paths up, then time them in alternating rounds; one result row."""
+    """Warm the paths up, then time them in alternating rounds; one result row. With a precision other than fp32,
+    ours in fp32 is timed too (same compile mode), so that a precision that does not pay says so."""
     probe = spec.build()
     macs, params = count_macs(probe, IMAGE_SHAPE), count_params(probe)
     train_flop = 3 * 2 * macs  # forward: 2 FLOP per MAC; backward: about twice the forward
     paths = {"ours": ours_step(spec, data, device, precision, mode, compile_optimizer),
              "reference": reference_step(spec, batches, device)}
+    if precision != "fp32":
+        paths["ours_fp32"] = ours_step(spec, data, device, "fp32", mode, compile_optimizer)
     for step in paths.values():
         time_steps(step, warmup, device)  # first steps: allocator, kernel choice, momentum buffers, loader workers
     times = {name: [] for name in paths}
     for r in range(rounds):
-        # Alternate which path goes first, so that neither always runs right after the other.
-        for name in (("ours", "reference") if r % 2 == 0 else ("reference", "ours")):
+        # Alternate the order, so that no path always runs right after the same other one.
+        for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
             times[name] += time_steps(paths[name], steps, device)
     ours, ref = _summary(times["ours"], train_flop), _summary(times["reference"], train_flop)
-    return {"model": spec.name, "depth": spec.depth, "shortcut": spec.shortcut,
-            "params": params,
-            "forward_macs_per_image": macs, "train_flop_per_image": train_flop,
-            "ours": ours, "reference": ref, "ratio": ours["images_per_s"] / ref["images_per_s"]}
+    row = {"model": spec.name, "depth": spec.depth, "shortcut": spec.shortcut,
+           "params": params,
+           "forward_macs_per_image": macs, "train_flop_per_image": train_flop,
+           "ours": ours, "reference": ref, "ratio": ours["images_per_s"] / ref["images_per_s"]}
+    if "ours_fp32" in times:
+        row["ours_fp32"] = _summary(times["ours_fp32"], train_flop)
+        row["precision_speedup"] = ours["images_per_s"] / row["ours_fp32"]["images_per_s"]
+    return row
 
 
 def print_results(console, out: dict) -> None:
@@ -300,18 +307,26 @@ def print_results(console, out: dict) -> None:
                         f"{', compiled update' if s.get('compile_optimizer') else ''}, "
                         f"{'channels_last' if s['channels_last'] else 'NCHW'}, data on device; "
                         "reference: fp32 NCHW, DataLoader)")
-    for col in ("model", "ours img/s", "reference img/s", "ours / reference", "ours GFLOP/s", "% of matmul peak"):
+    against_fp32 = s["precision"] != "fp32"
+    for col in ("model", "ours img/s", "reference img/s", "ours / reference", "ours GFLOP/s", "% of matmul peak",
+                *([f"ours {s['precision']} / fp32"] if against_fp32 else [])):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in out["models"]:
         table.add_row(row["model"], f"{row['ours']['images_per_s']:.0f}", f"{row['reference']['images_per_s']:.0f}",
                       f"{row['ratio']:.2f}x", f"{row['ours']['gflop_per_s']:.1f}",
-                      f"{100 * row['ours_fraction_of_peak']:.1f}%")
+                      f"{100 * row['ours_fraction_of_peak']:.1f}%",
+                      *([f"{row['precision_speedup']:.2f}x"] if against_fp32 else []))
     console.print(table)
     peaks = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in out["matmul_peak_flop_per_s"].items())
     (start, *_), (end, *_) = out["loadavg_start"], out["loadavg_end"]
     console.print(f"matmul peak (2048^3 matmuls, measured): {peaks}; device {s['device']} ({out['device_name']}), "
                   f"{s['threads']} threads, torch {out['torch_version']}; load average {start:.1f} at start, "
                   f"{end:.1f} at end", highlight=False)
+    slower = [f"{r['model']} {r['precision_speedup']:.2f}x" for r in out["models"] if r.get("precision_speedup", 1) < 1]
+    if slower:  # a speed opt-in that loses speed must say so, model by model
+        console.print(f"warning: {s['precision']} is slower than fp32 here for {', '.join(slower)} (ours, "
+                      f"{s['precision']} images/s / fp32 images/s, same compile mode): train those in fp32",
+                      style="yellow")
     peak = out["matmul_peak_flop_per_s"]
     if "bf16" in peak and peak["bf16"] < peak["fp32"]:
         # No bf16 units (e.g. AVX2-only CPUs): autocast emulates bf16 and runs slower than fp32.

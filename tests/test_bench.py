@@ -150,3 +150,17 @@ def test_concurrent_runs_on_cuda_are_kept_for_jobs_per_gpu(cli, no_cifar):
     assert "kept for trainer.jobs_per_gpu=auto" in result.output
     key = packing.setting_key(torch.cuda.get_device_name(0), "fp32", "off")
     assert packing.measured_k(key, 8)[0] in (1, 2)
+
+
+def test_a_precision_that_does_not_pay_says_so(cli, no_cifar):
+    """bf16 on this CPU is emulated: slower than fp32, and bench must say so rather than report it as an option."""
+    result = cli(*QUICK, "--precision", "bf16", "--device", "cpu", "--json", "bf16.json")
+    assert result.exit_code == 0, result.output
+    out = json.loads((no_cifar / "bf16.json").read_text())
+    (row,) = out["models"]
+    assert row["precision_speedup"] == pytest.approx(row["ours"]["images_per_s"] / row["ours_fp32"]["images_per_s"])
+    text = " ".join(result.output.split())
+    assert "ours bf16 / fp32" in text
+    peak = out["matmul_peak_flop_per_s"]
+    if peak["bf16"] < peak["fp32"]:  # no bf16 hardware (this machine): autocast emulates it
+        assert row["precision_speedup"] < 1 and "warning: bf16 is slower than fp32 here for resnet8" in text
