@@ -14,7 +14,7 @@ def pick_device(device: str, job_num: int | None) -> torch.device:
     if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        # Jobs of a parallel sweep on one machine spread over its GPUs.
+        # Jobs of a parallel sweep on one machine spread over its GPUs (packing.gpu_slot picks job_num for them).
         return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")

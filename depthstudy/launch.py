@@ -44,7 +44,10 @@ def run_job(cfg: DictConfig) -> dict:
         return {"status": "skipped"}
     try:
         validate(cfg)
-        return train(cfg, run_dir, job_num=hc.job.num if in_sweep else None, key_defaults=key_defaults)
+        from depthstudy.packing import gpu_slot
+
+        with gpu_slot(hc.job.num if in_sweep else None, str(cfg.trainer.device)) as job_num:
+            return train(cfg, run_dir, job_num=job_num, key_defaults=key_defaults)
     except KeyboardInterrupt:
         if interrupt.sweep_is_gone():  # checkpoint and summary saved; nobody is left to report to
             os._exit(1)

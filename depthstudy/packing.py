@@ -9,12 +9,15 @@ torch version, precision and compile mode); `trainer.jobs_per_gpu=auto` takes th
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-import re
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 MIN_GAIN = 1.1  # a k whose aggregate is not at least 10% above one run's is not worth sharing a GPU for
+MAX_SLOTS = 64  # runs of one sweep at once on one GPU, at most
 
 
 def visible_gpus() -> int:
@@ -90,3 +93,38 @@ def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tup
     found = measured_k(setting_key(name, precision, compile_mode), depth)
     return found or (1, f"nothing measured on {name} with {precision}, {compile_mode} yet: "
                         "`depthstudy bench --concurrent 1,2,4` measures it")
+
+
+@contextmanager
+def gpu_slot(job_num: int | None, device: str):
+    """The number device.pick_device spreads a job over the GPUs by. For a job of a joblib sweep on several GPUs
+    (trainer.device=auto): the GPU that runs the fewest of this sweep's jobs right now, held by a lock file while
+    the job runs. job_num % GPUs would pile jobs on one GPU when their lengths differ (ResNet-110 beside
+    ResNet-20). Anywhere else: job_num, unchanged."""
+    from depthstudy.interrupt import SWEEP_PID_ENV
+
+    sweep = os.environ.get(SWEEP_PID_ENV, "")
+    gpus = visible_gpus() if job_num is not None and sweep and device == "auto" else 0
+    held = _claim(Path(tempfile.gettempdir()) / f"depthstudy-gpus-{sweep}", gpus) if gpus > 1 else None
+    if held is None:
+        yield job_num
+        return
+    gpu, lock = held
+    try:
+        yield gpu
+    finally:
+        lock.close()  # releases the lock
+
+
+def _claim(folder: Path, gpus: int):
+    """(GPU index, the open lock file) of the first free slot, slot 0 of every GPU first; None if all are taken."""
+    folder.mkdir(exist_ok=True)
+    for slot in range(MAX_SLOTS):
+        for gpu in range(gpus):
+            lock = open(folder / f"gpu{gpu}-slot{slot}.lock", "a")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: exclusive between processes
+                return gpu, lock
+            except BlockingIOError:
+                lock.close()
+    return None

@@ -75,3 +75,26 @@ def test_given_settings_win(cli, two_fake_gpus):
     assert "at once on each" not in result.output  # the command line's n_jobs is the user's choice
     result = cli("sweep", "model.depth=8", "seed=0,1", "trainer.jobs_per_gpu=0", "--dry-run")
     assert result.exit_code == 2 and "trainer.jobs_per_gpu=0: auto or an integer > 0" in result.output
+
+
+def test_jobs_of_a_sweep_go_to_the_gpu_running_the_fewest(monkeypatch):
+    """Real lock files. job_num % GPUs would send job 3 to GPU 1, busy, while GPU 0 is idle."""
+    from contextlib import ExitStack
+
+    from depthstudy.interrupt import SWEEP_PID_ENV
+
+    monkeypatch.setattr(packing, "visible_gpus", lambda: 2)
+    monkeypatch.setenv(SWEEP_PID_ENV, f"test-{id(monkeypatch)}")  # as in a joblib worker of a sweep
+    with ExitStack() as job0, ExitStack() as job1:
+        assert job0.enter_context(packing.gpu_slot(0, "auto")) == 0
+        assert job1.enter_context(packing.gpu_slot(1, "auto")) == 1
+        with packing.gpu_slot(2, "auto") as both_busy:
+            assert both_busy == 0  # GPU 0's second slot
+        job0.close()  # job 0 (GPU 0) ends first; job 1 runs on
+        with packing.gpu_slot(3, "auto") as job3:
+            assert job3 == 0
+    with packing.gpu_slot(None, "auto") as single, packing.gpu_slot(7, "cuda:1") as pinned:
+        assert (single, pinned) == (None, 7)  # a single run, or a device the user chose: unchanged
+    monkeypatch.delenv(SWEEP_PID_ENV)
+    with packing.gpu_slot(3, "auto") as basic:
+        assert basic == 3  # not a joblib worker (the basic launcher runs one job at a time)
