@@ -69,8 +69,9 @@ def best_k(aggregate: dict[int, float]) -> int:
     return k if one and aggregate[k] >= MIN_GAIN * one else 1
 
 
-def measured_k(key: str, depth: int) -> tuple[int, str] | None:
-    """(k, what it comes from) from the measurement of the benchmarked net nearest in depth, or None."""
+def measured_k(key: str, depth: int) -> tuple[int, str, float] | None:
+    """(k, what it comes from, k runs' aggregate images/s over one run's) from the measurement of the benchmarked
+    net nearest in depth, or None."""
     try:
         models = json.loads(_cache_path().read_text()).get(key) or {}
     except (OSError, ValueError):
@@ -80,19 +81,21 @@ def measured_k(key: str, depth: int) -> tuple[int, str] | None:
     model, entry = min(models.items(), key=lambda item: abs(item[1]["depth"] - depth))
     aggregate = {int(k): v for k, v in entry["aggregate_images_per_s"].items()}
     k = best_k(aggregate)
-    return k, f"bench --concurrent, {model}: {k} at once {aggregate[k] / aggregate[1]:.2f}x one run's images/s"
+    gain = aggregate[k] / aggregate[1]
+    return k, f"bench --concurrent, {model}: {k} at once {gain:.2f}x one run's images/s", gain
 
 
-def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tuple[int, str]:
-    """(jobs per GPU, why) for a sweep's runs: trainer.jobs_per_gpu if it is a number, else what bench measured
-    on this GPU model for the benchmarked net nearest the sweep's median depth, else 1."""
+def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tuple[int, str, float | None]:
+    """(jobs per GPU, why, their measured gain over one run or None) for a sweep's runs: trainer.jobs_per_gpu if it
+    is a number, else what bench measured on this GPU model for the benchmarked net nearest the sweep's median
+    depth, else 1."""
     if setting != "auto":
-        return int(setting), "trainer.jobs_per_gpu"
+        return int(setting), "trainer.jobs_per_gpu", None
     name = gpu_name()
     depth = sorted(depths)[len(depths) // 2]
     found = measured_k(setting_key(name, precision, compile_mode), depth)
     return found or (1, f"nothing measured on {name} with {precision}, {compile_mode} yet: "
-                        "`depthstudy bench --concurrent 1,2,4` measures it")
+                        "`depthstudy bench --concurrent 1,2,4` measures it", 1.0)
 
 
 @contextmanager

@@ -129,7 +129,7 @@ def _threads_per_worker(runs: list[PlannedRun]) -> int | None:
     return max(1, len(os.sched_getaffinity(0)) // _workers(runs, runs[0].launcher_jobs))
 
 
-def _say_total(runs: list[PlannedRun], console: Console, startup=None) -> None:
+def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=None) -> None:
     from depthstudy.estimate import duration
 
     todo = [r for r in runs if r.estimate is not None]
@@ -142,7 +142,12 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None) -> None:
     how += (f", {startup.job_s:.1f} s of start-up per run and {startup.import_s:.1f} s of imports per process "
             "(one-iteration runs, measured)") if startup else "; each run's start-up adds a few seconds (not measured)"
     threads = _threads_per_worker(runs)
-    if threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
+    if packed:  # a joblib sweep on GPUs: its runs share them (_gpu_jobs)
+        pace = ("" if packed.per_gpu == 1 else f"{packed.gain:.2f}x one run's pace on a GPU, measured; " if packed.gain
+                else "their gain on a GPU not measured, counted as none; ")
+        line = (f"estimated: {duration(total / packed.speedup)} for {len(todo)} runs, {packed.at_once} ({pace}"
+                f"{duration(total)} of run time; {how})")
+    elif threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
         workers = _workers(runs, runs[0].launcher_jobs)
         wall = 0.0
         for _, grid_runs in _by_grid(runs):  # grids run one after another
@@ -163,11 +168,11 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     if dry_run:
         packed = _gpu_jobs(runs, config.normalize_overrides(overrides)) if _in_workers(runs) else None
         if packed:
-            console.print(packed[2])
+            console.print(packed.line)
         startup = _estimate(runs, console) if estimate else None
         console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
         if estimate:
-            _say_total(runs, console, startup)
+            _say_total(runs, console, startup, packed)
         return runs
     todo = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
@@ -185,9 +190,9 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     launcher_jobs = runs[0].launcher_jobs
     packed = _gpu_jobs(runs, args) if in_workers else None
     if packed:
-        launcher_jobs, packing_overrides, line = packed
-        extras += packing_overrides
-        console.print(line)
+        launcher_jobs = packed.n_jobs
+        extras += packed.overrides
+        console.print(packed.line)
     args += extras
     from depthstudy.events import write_study_experiment
 
@@ -290,9 +295,38 @@ class SweepProgress:
         return False
 
 
-def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> tuple[int, list[str], str] | None:
-    """A joblib sweep on a machine with GPUs: (its n_jobs, overrides for its jobs, the line that says so), from
-    trainer.jobs_per_gpu (depthstudy.packing); None on a CPU, or where the command line gives n_jobs itself."""
+@dataclass
+class GpuPlan:
+    """How a joblib sweep shares this machine's GPUs (trainer.jobs_per_gpu, depthstudy.packing)."""
+
+    per_gpu: int  # runs at once on each GPU
+    gpus: int
+    why: str
+    gain: float | None  # per_gpu runs' images/s on one GPU over one run's, where measured
+    overrides: list[str]  # for its jobs
+
+    @property
+    def speedup(self) -> float:
+        """The sweep's pace over one run's: the GPUs side by side, each with its measured gain (none if unmeasured)."""
+        return self.gpus * (self.gain or 1.0)
+
+    @property
+    def n_jobs(self) -> int:
+        return self.per_gpu * self.gpus
+
+    @property
+    def at_once(self) -> str:
+        k, g = self.per_gpu, self.gpus
+        return f"{k} run{'s' if k > 1 else ''} at once on each of {g} GPU{'s' if g > 1 else ''}"
+
+    @property
+    def line(self) -> str:
+        return f"sweep: {self.at_once} ({self.why})"
+
+
+def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> GpuPlan | None:
+    """A joblib sweep on a machine with GPUs: how it shares them; None on a CPU, or where the command line gives
+    n_jobs itself."""
     cfg = runs[0].cfg
     device = str(cfg.trainer.device)
     if device == "cpu" or any(a.startswith("hydra.launcher.n_jobs=") for a in args):
@@ -302,15 +336,14 @@ def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> tuple[int, list[str], 
     gpus = packing.visible_gpus()
     if not gpus:
         return None
-    gpus = gpus if device == "auto" else 1  # auto spreads the jobs over the GPUs (device.pick_device); cuda:N does not
+    gpus = gpus if device == "auto" else 1  # auto spreads the jobs over the GPUs (packing.gpu_slot); cuda:N does not
     from depthstudy.device import compile_mode
     import torch
 
     mode = compile_mode(bool(cfg.trainer.compile), cfg.trainer.cuda_graphs, torch.device("cuda"))
     setting = cfg.trainer.jobs_per_gpu
-    k, why = packing.decide(setting, str(cfg.trainer.precision), mode, [int(r.cfg.model.depth) for r in runs])
-    line = f"sweep: {k} run{'s' if k > 1 else ''} at once on each of {gpus} GPU{'s' if gpus > 1 else ''} ({why})"
-    return k * gpus, [f"trainer.jobs_per_gpu={k}"] if setting == "auto" else [], line
+    k, why, gain = packing.decide(setting, str(cfg.trainer.precision), mode, [int(r.cfg.model.depth) for r in runs])
+    return GpuPlan(k, gpus, why, gain if k > 1 else None, [f"trainer.jobs_per_gpu={k}"] if setting == "auto" else [])
 
 
 def _workers(runs: list[PlannedRun], launcher_jobs: int) -> int:

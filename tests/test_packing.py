@@ -32,8 +32,8 @@ def test_a_measurement_is_kept_and_the_nearest_net_decides():
     packing.record(key, "resnet20", 20, {1: 30000.0, 2: 52000.0, 4: 81000.0})
     packing.record(key, "resnet110", 110, {1: 9000.0, 2: 9500.0})
     assert packing.measured_k(key, 32)[0] == 4
-    k, why = packing.measured_k(key, 100)
-    assert k == 1 and "resnet110" in why
+    k, why, gain = packing.measured_k(key, 100)
+    assert k == 1 and "resnet110" in why and gain == 1.0
     assert packing.measured_k(packing.setting_key(FAKE, "bf16", "cuda_graphs"), 20) is None  # another setting
 
 
@@ -54,8 +54,9 @@ def test_a_joblib_sweep_runs_k_jobs_on_each_gpu(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(packing, "visible_gpus", lambda: 2)
     from depthstudy.sweep import _gpu_jobs, plan
 
-    n_jobs, overrides, line = _gpu_jobs(plan(["model.depth=8", "seed=0,1,2,3", "hydra/launcher=joblib"]), [])
-    assert (n_jobs, overrides) == (4, ["trainer.jobs_per_gpu=2"]) and "each of 2 GPUs" in line
+    gpu_plan = _gpu_jobs(plan(["model.depth=8", "seed=0,1,2,3", "hydra/launcher=joblib"]), [])
+    assert (gpu_plan.n_jobs, gpu_plan.overrides) == (4, ["trainer.jobs_per_gpu=2"])
+    assert "each of 2 GPUs" in gpu_plan.line and gpu_plan.speedup == pytest.approx(2 * 1.9)  # 2 GPUs x the gain
 
 
 def test_without_a_measurement_one_job_per_gpu_and_the_way_to_measure(cli, two_fake_gpus):
@@ -98,3 +99,23 @@ def test_jobs_of_a_sweep_go_to_the_gpu_running_the_fewest(monkeypatch):
     monkeypatch.delenv(SWEEP_PID_ENV)
     with packing.gpu_slot(3, "auto") as basic:
         assert basic == 3  # not a joblib worker (the basic launcher runs one job at a time)
+
+
+def test_the_estimate_of_a_gpu_sweep_divides_by_the_measured_pace(two_fake_gpus):
+    """Run time / (GPUs x the measured gain of k runs at once); not "one after another", not CPU workers."""
+    from rich.console import Console
+
+    from depthstudy.estimate import Estimate
+    from depthstudy.sweep import GpuPlan, _say_total, plan
+
+    runs = plan(["model.depth=8", "seed=0,1,2,3", "hydra/launcher=joblib"])
+    for r in runs:
+        r.estimate = Estimate(seconds=600.0, step_s=0.01, cached=True)
+    console = Console(record=True, width=200)
+    _say_total(runs, console, None, GpuPlan(2, 2, "measured", 1.5, []))
+    text = console.export_text()
+    assert "estimated: 13.3 min for 4 runs, 2 runs at once on each of 2 GPUs (1.50x one run's pace" in text  # 2400 / 3
+    console = Console(record=True, width=200)
+    _say_total(runs, console, None, GpuPlan(3, 2, "trainer.jobs_per_gpu", None, []))  # 2400 s / 2 GPUs
+    assert "estimated: 20.0 min for 4 runs, 3 runs at once on each of 2 GPUs (their gain on a GPU not measured" in (
+        console.export_text())
