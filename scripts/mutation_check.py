@@ -117,7 +117,7 @@ MUTATIONS = [
              "a.update({k: b[k] for k in unrecorded if k in default and default[k] == b[k]})", "pass"),
     Mutation("stop_file_per_sweep", "depthstudy/interrupt.py",
              'f"depthstudy-sweep-{os.getpid()}.stop"', 'f"depthstudy-sweep-{os.getpid()}-{id(self)}.stop"'),
-    Mutation("gpu_jobs_ignore_k", "depthstudy/sweep.py", "return k * gpus, ", "return gpus, "),
+    Mutation("gpu_jobs_ignore_k", "depthstudy/sweep.py", "return self.per_gpu * self.gpus", "return self.gpus"),
     Mutation("hparams_booleans_as_numbers", "depthstudy/events.py",
              "    if isinstance(v, bool):  # before int: a bool is an int to Python\n        return struct_pb2.Value(bool_value=v)\n",
              ""),
