@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (issue 14), for the `device` tool's machine: one NVIDIA GPU, no network, PyTorch
 # installed, depthstudy's other dependencies carried as wheels. Writes every number to $OUT/gpu_check.json
-# (or ./gpu_check.json) in about 6-8 minutes.
+# (or ./gpu_check.json) within its --budget (420 s by default; steps that do not fit are recorded as skipped).
 #
 # Once, here (a machine with pip access), in the repository root:
 #   echo /.whl/ >> .git/info/exclude

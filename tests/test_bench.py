@@ -162,5 +162,13 @@ def test_a_precision_that_does_not_pay_says_so(cli, no_cifar):
     text = " ".join(result.output.split())
     assert "ours bf16 / fp32" in text
     peak = out["matmul_peak_flop_per_s"]
-    if peak["bf16"] < peak["fp32"]:  # no bf16 hardware (this machine): autocast emulates it
+    if peak["bf16"] < peak["fp32"]:  # no bf16 hardware: autocast emulates it
         assert row["precision_speedup"] < 1 and "warning: bf16 is slower than fp32 here for resnet8" in text
+    # the warning itself, whatever this machine's bf16 units: a slower model is named, a faster one is not
+    from rich.console import Console
+
+    slow, fast = dict(row, model="resnet56", precision_speedup=0.61), dict(row, model="resnet20", precision_speedup=1.4)
+    console = Console(record=True, width=300)
+    bench.print_results(console, {**out, "models": [slow, fast]})
+    printed = console.export_text()
+    assert "warning: bf16 is slower than fp32 here for resnet56 0.61x" in printed and "resnet20 1.40x" not in printed
