@@ -64,11 +64,11 @@ def styled(name: str):
         _WIDTH[0] = 1.0
 
 
-def _size(width: float, height: float) -> tuple[float, float]:
+def size(width: float, height: float) -> tuple[float, float]:
     return width * _WIDTH[0], height * _WIDTH[0]
 
 
-def _family_style(family: str, i: int) -> dict:
+def family_style(family: str, i: int) -> dict:
     """plain / residual (A, B, C) look the same in every figure, for the CIFAR nets and the MLP alike."""
     base = family.split(" ", 1)[1] if family.startswith("mlp ") else family
     return FAMILY_STYLE.get(base, dict(color=matplotlib.colormaps["tab10"](i % 10), marker="v"))
@@ -87,7 +87,7 @@ def _eval_split(runs: list[Run]) -> str:
     return "test" if any(r.curves.get(events.TEST_ERROR) for r in runs) else "val"
 
 
-def _seed_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float], list[float], list[float]]:
+def seed_curve(runs: list[Run], tag: str) -> tuple[list[int], list[float], list[float], list[float]]:
     """(steps, median, min, max) over the runs at each logged step: the line and the seeds' spread."""
     by_step = defaultdict(list)
     for r in runs:
@@ -106,7 +106,7 @@ def _lr_drops(runs: list[Run]) -> list[int]:
     return list(drops.pop()) if len(drops) == 1 else []
 
 
-def _save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
+def save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
@@ -128,14 +128,14 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     all_runs = [r for g in groups for r in g.runs]
     split = _eval_split(all_runs)
     drops = _lr_drops([r for g in groups for r in g.ok_runs()])
-    fig, axes = plt.subplots(1, len(families), figsize=_size(4.6 * len(families) + 1.6, 4.2), sharey=True,
+    fig, axes = plt.subplots(1, len(families), figsize=size(4.6 * len(families) + 1.6, 4.2), sharey=True,
                              squeeze=False, layout="constrained")
     top, labels, last = 0.0, {}, 0
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
             for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.0))):
-                steps, median, low, high = _seed_curve(runs, tag)
+                steps, median, low, high = seed_curve(runs, tag)
                 if not steps:
                     continue
                 held_out = tag != events.TRAIN_ERROR
@@ -162,11 +162,11 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    _caption(fig, all_runs, "diverged, failed and damaged runs left out")
-    return _save(fig, out, "curves", formats)
+    caption(fig, all_runs, "diverged, failed and damaged runs left out")
+    return save(fig, out, "curves", formats)
 
 
-def _depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> None:
+def depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> None:
     """One series per family (and extra values): the median over seeds as a line, every seed as a dot."""
     series = list(dict.fromkeys((g.family, g.extra) for g in groups))
     depths = sorted({g.depth for g in groups})
@@ -175,7 +175,7 @@ def _depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> N
         mine = [g for g in groups if (g.family, g.extra) == (family, extra) and g.finals(split)]
         if not mine:
             continue
-        style = _family_style(family, i) if not extra else dict(marker="os^Dv"[i % 5])
+        style = family_style(family, i) if not extra else dict(marker="os^Dv"[i % 5])
         (line,) = ax.plot([g.depth for g in mine], [g.median(split) for g in mine], lw=1.8, ms=7,
                           label=_label(family, extra, extra_keys), **style)
         for g in mine:
@@ -214,9 +214,9 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
     paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), sharey=False, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=size(11, 4.2), sharey=False, layout="constrained")
     for ax, which in zip(axes, ("train", split)):
-        _depth_axes(ax, groups, which, extra_keys)
+        depth_axes(ax, groups, which, extra_keys)
         if paper and which == "test":
             ax.scatter(*zip(*sorted(paper)), marker="*", s=90, facecolor="white", edgecolor="black", lw=1.0, zorder=4,
                        label="He 2015 Table 6 (ResNet, A)")
@@ -233,11 +233,11 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     if paper:
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
     fig.suptitle(title)
-    _caption(fig, [r for g in groups for r in g.runs])
-    return _save(fig, out, stem, formats)
+    caption(fig, [r for g in groups for r in g.runs])
+    return save(fig, out, stem, formats)
 
 
-def _caption(fig, runs: list[Run], note: str = "") -> None:
+def caption(fig, runs: list[Run], note: str = "") -> None:
     """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version."""
     fig.supxlabel(study_context(runs) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
 
@@ -248,19 +248,19 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     values = list(dict.fromkeys(g.extra[idx] for g in groups))
     rest = [k for k in extra_keys if k != key]
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(2, len(values), figsize=_size(4.2 * len(values), 7), sharey="row", squeeze=False,
+    fig, axes = plt.subplots(2, len(values), figsize=size(4.2 * len(values), 7), sharey="row", squeeze=False,
                              layout="constrained")
     for col, value in enumerate(values):
         sub = [Group(g.family, g.depth, g.extra[:idx] + g.extra[idx + 1:], g.runs) for g in groups if g.extra[idx] == value]
         for row, which in enumerate(("train", split)):
-            _depth_axes(axes[row][col], sub, which, rest)
+            depth_axes(axes[row][col], sub, which, rest)
             axes[row][col].set_title(f"{key.split('.')[-1]} = {value}: {'training' if which == 'train' else which}")
     for row in range(2):
         axes[row][0].set_ylabel("final error (%)")
     _from_zero(axes.flat)
     axes[0][0].legend(fontsize=8)
-    _caption(fig, [r for g in groups for r in g.runs])
-    return _save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
+    caption(fig, [r for g in groups for r in g.runs])
+    return save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 
 def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
@@ -277,7 +277,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     responses run orders of magnitude above the others (a plain net that diverged) is clipped at the top and
     named, so the trained nets' curves stay readable."""
     colours = _depth_colours([g.depth for g in groups])
-    fig, axes = plt.subplots(1, 2, figsize=_size(11, 4.2), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=size(11, 4.2), sharey=True, layout="constrained")
     series = []
     for i, g in enumerate(groups):
         stds = _final_indexed(g.ok_runs(), events.RESPONSE_PREFIX)
@@ -309,8 +309,8 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
-    _caption(fig, [r for g in groups for r in g.runs])
-    return _save(fig, out, "responses", formats)
+    caption(fig, [r for g in groups for r in g.runs])
+    return save(fig, out, "responses", formats)
 
 
 def _stage_starts(run: Run) -> list[int]:
@@ -331,7 +331,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         "gamma_rms", "RMS gamma = ||gamma|| / sqrt(C)")
     quantities = [("branch_ratio", "||F(x)|| / ||x||", "branch vs input (0 = identity block)"),
                   (gamma[0], gamma[1], "last BN of each branch")]
-    fig, axes = plt.subplots(1, 2, figsize=_size(12, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=size(12, 4.2), layout="constrained")
     colours = _depth_colours([g.depth for g in groups])
     drawn, stages = False, set()
     for i, g in enumerate(residual):
@@ -358,5 +358,5 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
-    _caption(fig, [r for g in groups for r in g.runs])
-    return _save(fig, out, "blocks", formats)
+    caption(fig, [r for g in groups for r in g.runs])
+    return save(fig, out, "blocks", formats)

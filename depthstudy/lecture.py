@@ -105,12 +105,12 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
         return lines + ["No depth at which every family has a finished run.", ""], []
     depth = common[len(common) // 2]  # a middle depth that every family has
     mine = finished
-    fig, ax = plt.subplots(figsize=figures._size(7.5, 3.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=figures.size(7.5, 3.8), layout="constrained")
     rows = []
     for i, family in enumerate(dict.fromkeys(r.family for r in mine)):
         run = next(r for r in mine if r.family == family and r.depth == depth)
         values = _final_blocks(run, "zeroed_change")
-        style = figures._family_style(family, i)
+        style = figures.family_style(family, i)
         ax.plot(range(1, len(values) + 1), values, label=f"{family}-{depth}", lw=1.5, ms=6, **style)
         finite = [v for v in values if math.isfinite(v)]  # nan: a plain block whose width changes
         rows.append((family, min(finite), max(finite), sum(v == 0.0 for v in finite), len(values)))
@@ -119,8 +119,8 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.suptitle("Claim 2: with W[l+2] = 0 and b[l+2] = 0, a residual block is the identity, a plain pair outputs 0")
-    figures._caption(fig, mine)
-    files = figures._save(fig, out, "lecture_2_identity", formats)
+    figures.caption(fig, mine)
+    files = figures.save(fig, out, "lecture_2_identity", formats)
     lines += [f"| family (depth {depth}) | smallest | largest | blocks exactly 0 | blocks |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {lo:.3g} | {hi:.3g} | {zeros} | {n} |" for f, lo, hi, zeros, n in rows]
     a_rows = [row for row in rows if row[0].endswith("(A)")]
@@ -174,7 +174,7 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
         return [], []
     families = list(dict.fromkeys(r.family for r in sorted(mine, key=lambda r: r.family)))
     colours = _wd_colours(mine)
-    fig, axes = plt.subplots(2, len(families), figsize=figures._size(5 * len(families), 6.4), squeeze=False,
+    fig, axes = plt.subplots(2, len(families), figsize=figures.size(5 * len(families), 6.4), squeeze=False,
                              sharey="row", layout="constrained")
     for col, family in enumerate(families):
         of = [r for r in mine if r.family == family]
@@ -185,8 +185,8 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
     axes[1][0].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
     axes[0][-1].legend(fontsize="small")
     fig.suptitle("Claim 3: weight decay and each block's last layer (MLP, no normalisation, He init)")
-    figures._caption(fig, mine)
-    files = figures._save(fig, out, "lecture_3_weight_decay", formats)
+    figures.caption(fig, mine)
+    files = figures.save(fig, out, "lecture_3_weight_decay", formats)
     lines = ["MLP without normalisation (where the lecture's argument holds literally), He-initialised so that "
              "there is something to shrink. Per weight decay, the mean over blocks of ||W[l+2]|| and of "
              "||a[l+2] - a[l]|| / ||a[l]|| (the change ratio; a plain block whose width changes has no input of its "
@@ -231,15 +231,15 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
     if not bn:
         return [], []
     colours = _wd_colours(bn)
-    fig, axes = plt.subplots(1, 2, figsize=figures._size(10, 3.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=figures.size(10, 3.8), layout="constrained")
     _wd_panel(axes[0], bn, "gamma_rms", colours)
     _wd_panel(axes[1], bn, "change_ratio", colours)
     axes[0].set_ylabel("RMS gamma of the branch's last BN")
     axes[1].set_ylabel("||a[l+2] - a[l]|| / ||a[l]||")
     axes[0].legend(fontsize="small")
     fig.suptitle("Claim 3 with BatchNorm: ResNet-20, the last BN's gamma per block")
-    figures._caption(fig, bn)
-    files = figures._save(fig, out, "lecture_3_bn", formats)
+    figures.caption(fig, bn)
+    files = figures.save(fig, out, "lecture_3_bn", formats)
     rows = []
     for r in sorted(bn, key=lambda r: r.config.get("optim.weight_decay")):
         change = [v for v in _final_blocks(r, "change_ratio") if math.isfinite(v)]
@@ -264,7 +264,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
         return lines + ["No runs of part=grow_base and part=grow.", ""], []
     base = base[0]
     offset = base.summary.get("iterations") or max(s for s, _ in base.curves.get(events.TRAIN_ERROR, [(0, 0)]))
-    fig, ax = plt.subplots(figsize=figures._size(8, 4), layout="constrained")
+    fig, ax = plt.subplots(figsize=figures.size(8, 4), layout="constrained")
     steps = [s for s, _ in base.curves.get(events.TRAIN_ERROR, [])]
     ax.plot(steps, [v for _, v in base.curves.get(events.TRAIN_ERROR, [])], color="#444444", lw=1.8,
             label=f"trained net, depth {base.depth}")
@@ -292,8 +292,8 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
     ax.grid(alpha=0.3)
     fig.legend(loc="outside right upper", fontsize="x-small")
     fig.suptitle("Claim 4: growing a trained MLP by inserting blocks")
-    figures._caption(fig, [base, *grown])
-    files = figures._save(fig, out, "lecture_4_grow", formats)
+    figures.caption(fig, [base, *grown])
+    files = figures.save(fig, out, "lecture_4_grow", formats)
     lines += [f"A residual MLP of depth {base.depth} trained for {offset} iterations, then grown (model.init_from) and "
               "trained on for the same budget. Training error (%, eval mode, every training image) right before and "
               "right after the insertion, the largest change of any logit, and the final training error "
@@ -342,14 +342,14 @@ def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[li
         return lines + ["No A and B runs of part=depth.", ""], []
     groups = group_runs(mine, [])
     deepest = max(g.depth for g in groups)
-    fig, axes = plt.subplots(1, 2, figsize=figures._size(11, 4), layout="constrained")
-    figures._depth_axes(axes[0], groups, "train", [])
+    fig, axes = plt.subplots(1, 2, figsize=figures.size(11, 4), layout="constrained")
+    figures.depth_axes(axes[0], groups, "train", [])
     axes[0].set_title("final training error")
     axes[0].set_ylabel("error (%)")
     axes[0].legend(fontsize="small")
     for i, g in enumerate(g for g in groups if g.depth == deepest):
-        steps, median, low, high = figures._seed_curve(g.ok_runs(), events.TRAIN_ERROR)
-        style = figures._family_style(g.family, i)
+        steps, median, low, high = figures.seed_curve(g.ok_runs(), events.TRAIN_ERROR)
+        style = figures.family_style(g.family, i)
         axes[1].plot(steps, median, color=style["color"], label=f"{g.family}-{deepest}")
         axes[1].fill_between(steps, low, high, color=style["color"], alpha=0.15, lw=0)
     axes[1].set_title(f"training error during training, depth {deepest} (median, seed range)")
@@ -358,8 +358,8 @@ def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[li
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle("Claim 5: the shortcut where the width changes 128 -> 256: zero padding (A) vs projection W_s (B)")
-    figures._caption(fig, mine)
-    files = figures._save(fig, out, "lecture_5_projection", formats)
+    figures.caption(fig, mine)
+    files = figures.save(fig, out, "lecture_5_projection", formats)
     table = {(g.family, g.depth): g for g in groups}
     depths = sorted({g.depth for g in groups})
     lines += ["| depth | A: train err % | B: train err % | A: test err % | B: test err % | B's extra parameters |",

@@ -141,7 +141,7 @@ def test_every_facet_shows_all_its_points(tmp_path, monkeypatch):
         for depth, err in zip((20, 56), errors):
             write_run(root, "A", depth, 0, err, err, wd=wd)
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem, formats: drawn.append(fig) or [])
     runs = load_runs(root)
     keys = varying_keys(runs)
     figures.plot_depth_by(group_runs(runs, keys), "optim.weight_decay", tmp_path, ["png"], keys)
@@ -248,7 +248,7 @@ def test_depth_plot_goes_symlog_only_when_errors_span_orders_of_magnitude(sweep,
     assert figures.depth_yscale(close, "train", "auto") == "linear"
     assert figures.depth_yscale(groups, "train", "linear") == "linear"
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem, formats: drawn.append(fig) or [])
     figures.plot_depth(groups, tmp_path, ["png"], [], "auto")
     # training errors 0.5-45% span orders of magnitude; the written test errors (3-45%) do not
     assert [ax.get_yscale() for ax in drawn[0].axes] == ["symlog", "linear"]
@@ -312,7 +312,7 @@ def test_curves_show_the_seed_range_the_lr_drops_and_a_legend_beside_the_panels(
         for seed in (0, 1):  # short schedule: 600 iterations, lr drops at 300 and 450
             write_run(root, shortcut, 20, seed, 5.0 + seed, 8.0, steps=(150, 300, 450, 600))
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem, formats: drawn.append(fig) or [])
     figures.plot_curves(group_runs(load_runs(root), []), tmp_path, ["png"])
     (fig,) = drawn
     fig.canvas.draw()
@@ -359,7 +359,7 @@ def test_blocks_show_rms_gamma_with_stage_boundaries_and_labelled_axes(tmp_path,
 
     _instrumented(tmp_path / "b", "A", 20, [1.0] * 19, blocks=[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
     drawn = []
-    monkeypatch.setattr(figures, "_save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem, formats: drawn.append(fig) or [])
     figures.plot_blocks(group_runs(load_runs(tmp_path / "b"), []), tmp_path, ["png"], [])
     (fig,) = drawn
     ratio, gamma = [ax for ax in fig.axes if ax.get_title()]
