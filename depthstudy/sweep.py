@@ -59,6 +59,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         # A directory that holds another experiment is refused now, not halfway through the sweep.
         check_same_experiment(run_dir, OmegaConf.to_container(config.without_hydra(cfg), resolve=True),
                               bool(cfg.trainer.force_resume), config.key_defaults)
+        _check_sweeper(cfg)
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg, grid=grid))
@@ -73,6 +74,15 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         raise UsageError(f"two runs of this grid would share the directory {dup}; "
                                 "vary only keys that change the run (see run_name in configs/config.yaml)")
     return runs
+
+
+def _check_sweeper(cfg) -> None:
+    """The grid is expanded here as Hydra's basic sweeper would, and launched through depthstudy's own sweeper."""
+    target = str(cfg.hydra.sweeper.get("_target_", ""))
+    if not target.endswith(".DepthstudySweeper"):
+        raise UsageError(f"depthstudy sweep launches its grid through its own sweeper (hydra/sweeper=depthstudy: "
+                         f"Hydra's basic sweeper plus the list of unfinished runs), not {target.rsplit('.', 1)[-1]}; "
+                         "leave hydra/sweeper out")
 
 
 def _estimate(runs: list[PlannedRun], console: Console):

@@ -28,6 +28,12 @@ def test_dry_run_lists_exactly_the_grid(cli, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_another_sweeper_is_refused_in_one_line(cli, tmp_path):
+    result = cli("sweep", "model.depth=8", "seed=0,1", "hydra/sweeper=basic", *TINY_SWEEP)
+    assert result.exit_code == 2 and "not BasicSweeper; leave hydra/sweeper out" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_bad_value_anywhere_in_the_grid_stops_before_training(cli, tmp_path):
     result = cli("sweep", "model.depth=20,21", *TINY_SWEEP)
     assert result.exit_code == 2 and "model.depth=21 is not of the form 6n+2" in result.output
