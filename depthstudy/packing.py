@@ -1,4 +1,5 @@
-"""Several runs per GPU: how many jobs of a joblib sweep share each GPU (trainer.jobs_per_gpu).
+"""Several runs per GPU: how many jobs of a joblib sweep share each GPU (trainer.jobs_per_gpu), and which GPU
+each job takes (gpu_slot).
 
 Small nets at batch 128 leave a GPU mostly idle (launch-bound), so a sweep can run k of them on each GPU at
 once. k is a measurement, not a guess: `depthstudy bench --concurrent 1,2,4` times k concurrent training
@@ -22,7 +23,7 @@ MAX_SLOTS = 64  # runs of one sweep at once on one GPU, at most
 
 def visible_gpus() -> int:
     """NVIDIA GPUs this process may use, without importing torch (0 on a machine without NVIDIA devices)."""
-    if not list(Path("/dev").glob("nvidia[0-9]*")):
+    if not (list(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists()):  # Linux; WSL's GPU device
         return 0
     import torch
 
