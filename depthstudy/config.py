@@ -350,7 +350,7 @@ def _validate_fit(cfg: DictConfig) -> None:
         _check(torch.cuda.is_available() or not device.startswith("cuda"),
                f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
         device = device if torch.cuda.is_available() else "cpu"
-    _check(cfg.trainer.cuda_graphs is not True or device != "cpu", f"CUDA graphs need a CUDA device, and this run is on "
+    _check(cfg.trainer.cuda_graphs is not True or device != "cpu", "CUDA graphs need a CUDA device, and this run is on "
            "cpu; use trainer.device=cuda, or leave CUDA graphs off")
 
 

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from depthstudy import rundir
 from depthstudy.device import memory_format
+from depthstudy.rundir import cache_root
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.schema import DATASETS
 
@@ -65,11 +67,6 @@ class Data:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float32 network input."""
         return (images.float() - self.mean) * self.scale
-
-
-def cache_root() -> Path:
-    """depthstudy's folder in the user cache ($XDG_CACHE_HOME, else ~/.cache)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy"
 
 
 def default_root() -> Path:
@@ -150,9 +147,8 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
     labels = d.target.astype(np.int64)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.npz")
-        np.savez(tmp, images=images, labels=labels)
-        os.replace(tmp, cached)  # atomic: a concurrent worker reads the whole file or none
+        # atomic: a concurrent worker reads the whole file or none
+        rundir.atomic_write_bytes(cached, lambda f: np.savez(f, images=images, labels=labels))
     except OSError:
         pass  # a read-only cache only costs the import next time
     return torch.from_numpy(images), torch.from_numpy(labels), 10

@@ -17,6 +17,9 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from depthstudy.rundir import read_cached, write_cached
+
+CACHE = "concurrency.json"  # in the user cache
 MIN_GAIN = 1.1  # a k whose aggregate is not at least 10% above one run's is not worth sharing a GPU for
 MAX_SLOTS = 64  # runs of one sweep at once on one GPU, at most
 
@@ -36,12 +39,6 @@ def gpu_name() -> str:
     return torch.cuda.get_device_name(0)
 
 
-def _cache_path() -> Path:
-    from depthstudy.data import cache_root
-
-    return cache_root() / "concurrency.json"
-
-
 def setting_key(device_name: str, precision: str, compile_mode: str) -> str:
     import torch
 
@@ -51,16 +48,9 @@ def setting_key(device_name: str, precision: str, compile_mode: str) -> str:
 
 def record(key: str, model: str, depth: int, aggregate: dict[int, float]) -> None:
     """Keep a bench --concurrent measurement: aggregate images/s by number of concurrent runs."""
-    path = _cache_path()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = read_cached(CACHE)
     cache.setdefault(key, {})[model] = {"depth": depth, "aggregate_images_per_s": {str(k): v for k, v in aggregate.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    os.replace(tmp, path)
+    write_cached(CACHE, cache)
 
 
 def best_k(aggregate: dict[int, float]) -> int:
@@ -73,10 +63,7 @@ def best_k(aggregate: dict[int, float]) -> int:
 def measured_k(key: str, depth: int) -> tuple[int, str, float] | None:
     """(k, what it comes from, k runs' aggregate images/s over one run's) from the measurement of the benchmarked
     net nearest in depth, or None."""
-    try:
-        models = json.loads(_cache_path().read_text()).get(key) or {}
-    except (OSError, ValueError):
-        return None
+    models = read_cached(CACHE).get(key) or {}
     if not models:
         return None
     model, entry = min(models.items(), key=lambda item: abs(item[1]["depth"] - depth))

@@ -84,6 +84,30 @@ def _finite(obj):
     return obj
 
 
+# --- the user cache: calibrations and measurements kept between commands (losing one costs a re-measure) ---
+
+def cache_root() -> Path:
+    """depthstudy's folder in the user cache ($XDG_CACHE_HOME, else ~/.cache)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "depthstudy"
+
+
+def read_cached(name: str) -> dict:
+    """A JSON file of the user cache; {} if it is not there or not readable."""
+    try:
+        return json.loads((cache_root() / name).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cached(name: str, obj: dict) -> None:
+    """Atomically (concurrent sweeps and benches share the cache); a read-only cache is not an error."""
+    try:
+        (cache_root()).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache_root() / name, obj)
+    except OSError:
+        pass
+
+
 # --- the lock ---
 
 @contextmanager

@@ -73,8 +73,6 @@ def test_every_config_group_composes_and_validates(group, options):
 
 
 def test_config_groups_on_disk_are_all_tested():
-    from pathlib import Path
-
     from depthstudy.config import CONFIG_DIR as root
     found = {p.parent.name + "/" + p.stem for p in root.glob("*/*.yaml")}
     tested = {"model/resnet", "model/mlp", "data/digits", "data/cifar10", "data/cifar100", "optim/sgd", "schedule/short",
