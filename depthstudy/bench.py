@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from depthstudy import rundir
@@ -35,7 +34,7 @@ from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, memory_format,
                                pick_device)
-from depthstudy.optim import CompiledUpdate, make_optimizer
+from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import train_step
 
@@ -169,10 +168,9 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     model = spec.build().to(device, memory_format=memory_format(channels_last))
     forward = compiled(model, mode, device)
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
-    fused = trainer_default("fused_optimizer") and not compile_optimizer  # as optim.fused_update
-    optimizer = make_optimizer(model, optim_cfg, say=lambda s: None, fused=fused)
-    if compile_optimizer:
-        optimizer = CompiledUpdate(optimizer, mode == "cuda_graphs")
+    trainer = OmegaConf.create({"fused_optimizer": trainer_default("fused_optimizer"),
+                                "compile_optimizer": compile_optimizer})
+    _, optimizer = make_update(model, optim_cfg, trainer, lambda s: None, mode == "cuda_graphs")
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last)
     autocast = autocast_for(device, precision)
     win, one = torch.zeros(3, device=device), torch.ones((), device=device)

@@ -12,20 +12,21 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import schema
-from depthstudy.data import Data, Split, TrainStream, cache_root, normalization
+from depthstudy.data import Data, Split, normalization
 from depthstudy.bench import time_steps
 from depthstudy.device import autocast_for, configure_device, memory_format, pick_device
 from depthstudy.models import build_model
+from depthstudy.rundir import read_cached, write_cached
 from depthstudy.optim import fused_update, make_optimizer
-from depthstudy.train import train_step
+from depthstudy.train import make_stream, train_step
 
+CACHE = "step_times.json"  # in the user cache: step calibrations and start-up measurements
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only, no backward)
 
 
@@ -58,7 +59,7 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     data = data.to(device)
     model = build_model(cfg.model, shape, classes).to(device, memory_format=memory_format(bool(t.channels_last)))
     optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=fused_update(t))
-    stream = TrainStream(data, batch, 0, bool(cfg.data.augment), int(cfg.data.pad), channels_last=bool(t.channels_last))
+    stream = make_stream(cfg, data)
     window, one = torch.zeros(3, device=device), torch.ones((), device=device)
     autocast, batches = autocast_for(device, str(t.precision)), iter(range(warmup + steps))
     model.train()
@@ -104,7 +105,7 @@ def startup_seconds(cfg: DictConfig, overrides: list[str], step_s: float, say=la
     device = pick_device(str(cfg.trainer.device), None)
     key = json.dumps({"startup": str(cfg.data.name), "device": str(device), "torch": torch.__version__,
                       "machine": platform.node()}, sort_keys=True)
-    path, cache = _read_cache()
+    cache = read_cached(CACHE)
     if key in cache:
         return Startup(*cache[key], cached=True)
     say(f"measuring a run's start-up on {device} (two runs of one iteration of {cfg.run_name}, in a child process)")
@@ -121,24 +122,8 @@ def startup_seconds(cfg: DictConfig, overrides: list[str], step_s: float, say=la
         return None
     job_s = max(0.0, measured["job_s"] - step_s - _eval_seconds(cfg, step_s, 1))
     cache[key] = [measured["import_s"], job_s]
-    _write_cache(path, cache)
+    write_cached(CACHE, cache)
     return Startup(measured["import_s"], job_s, cached=False)
-
-
-def _read_cache():
-    path = cache_root() / "step_times.json"
-    try:
-        return path, json.loads(path.read_text())
-    except (OSError, ValueError):
-        return path, {}
-
-
-def _write_cache(path, cache: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(cache, indent=1))
-    except OSError:
-        pass  # a read-only cache only costs a calibration next time
 
 
 def _eval_seconds(cfg: DictConfig, step_s: float, evaluations: int) -> float:
@@ -150,7 +135,7 @@ def _eval_seconds(cfg: DictConfig, step_s: float, evaluations: int) -> float:
 def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
     """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache).
     threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads."""
-    path, cache = _read_cache()
+    cache = read_cached(CACHE)
     out, fresh = [], False
     for cfg in cfgs:
         if threads is not None and cfg.trainer.threads == "auto":
@@ -169,7 +154,7 @@ def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -
         evaluations = ((iterations - 1) // every if every else 0) + 1
         out.append(Estimate(iterations * step_s + _eval_seconds(cfg, step_s, evaluations), step_s, cached))
     if fresh:
-        _write_cache(path, cache)
+        write_cached(CACHE, cache)
     return out
 
 

@@ -12,11 +12,14 @@ from depthstudy.errors import UsageError
 from depthstudy.schema import milestone_iterations
 
 
-def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = False) -> torch.optim.SGD:
+def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = False,
+                   lr_as_tensor: bool = False) -> torch.optim.SGD:
     """SGD; the one place that decides which parameters weight decay applies to.
 
     fused: one kernel updates every tensor (trainer.fused_optimizer). PyTorch's default on CPU is a
     Python loop over tensors, ~3x slower for ResNet-110's 329 tensors; the update is the same.
+    lr_as_tensor: the learning rate as a 0-d tensor on the parameters' device, changed in place (set_lr), so
+    that a compiled update (CompiledUpdate) reads it instead of baking it in: no recompile at a milestone.
     """
     decay, no_decay = [], []
     for p in model.parameters():
@@ -27,6 +30,8 @@ def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = Fal
     say(f"weight decay {o.weight_decay:g} ({o.wd_scope}) on {len(decay)} tensors ({n(decay):,} params)"
         + (f"; none on {len(no_decay)} tensors ({n(no_decay):,} params)" if no_decay else ""))
     params = [g for g in groups if g["params"]]
+    for g in params if lr_as_tensor else []:
+        g["lr"] = torch.tensor(float(o.lr), device=g["params"][0].device)
     try:
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, fused=fused or None)
     except RuntimeError as e:  # this torch has no fused SGD for the device
@@ -40,10 +45,37 @@ def fused_update(trainer: DictConfig) -> bool:
     return bool(trainer.fused_optimizer) and not bool(trainer.get("compile_optimizer", False))
 
 
+def make_update(model: torch.nn.Module, o: DictConfig, trainer: DictConfig, say, cuda_graphs: bool):
+    """(the SGD optimizer, what train_step updates with): the optimizer itself, or, with trainer.compile_optimizer,
+    its step compiled (CompiledUpdate, from foreach SGD with the lr as a tensor)."""
+    compile_update = bool(trainer.get("compile_optimizer", False))
+    optimizer = make_optimizer(model, o, say, fused=fused_update(trainer), lr_as_tensor=compile_update)
+    return optimizer, CompiledUpdate(optimizer, cuda_graphs) if compile_update else optimizer
+
+
+def load_state(optimizer: torch.optim.SGD, saved: dict) -> None:
+    """A checkpoint's optimizer state (momentum buffers, the lr) into this run's optimizer, which keeps how it
+    computes the update (fused, foreach, the lr as a tensor): the checkpoint's groups carry the old run's choice."""
+    kept = [{k: g[k] for k in ("fused", "foreach", "lr") if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, mine in zip(optimizer.param_groups, kept):
+        lr = float(group["lr"])
+        group.update(mine)
+        _put_lr(group, lr)
+
+
+def _put_lr(group: dict, lr: float) -> None:
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(lr)  # in place: a compiled update reads this tensor
+    else:
+        group["lr"] = lr
+
+
 class CompiledUpdate:
     """The optimizer as train_step uses it (zero_grad, step), with its step compiled by torch.compile: with CUDA
-    graphs (mode reduce-overhead) the update replays as a graph too. A learning-rate change recompiles it once
-    (the lr is a Python number in the graph's guards): a schedule has a few."""
+    graphs (mode reduce-overhead) the update replays as a graph too. Its lr is a tensor (make_optimizer's
+    lr_as_tensor), so a learning-rate change is a new value, not a recompile: compiling happens in the first
+    calls only, where device.WithFallback covers a failure."""
 
     def __init__(self, optimizer: torch.optim.SGD, cuda_graphs: bool):
         self.optimizer = optimizer
@@ -58,14 +90,14 @@ class CompiledUpdate:
 
 def set_lr(optimizer: torch.optim.SGD, lr: float, caffe_momentum: bool) -> None:
     for group in optimizer.param_groups:
-        old = group["lr"]
+        old = float(group["lr"])  # a tensor lr: one host sync, at the few lr changes only
         if caffe_momentum and old != lr:
             # Caffe's v = m*v + lr*g equals PyTorch's v = m*v + g with v rescaled by old/new at a change.
             for p in group["params"]:
                 buf = optimizer.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
                     buf.mul_(old / lr)
-        group["lr"] = lr
+        _put_lr(group, lr)
 
 
 class Schedule:

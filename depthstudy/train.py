@@ -27,7 +27,7 @@ from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
-from depthstudy.optim import CompiledUpdate, Schedule, fused_update, make_optimizer, set_lr
+from depthstudy.optim import Schedule, load_state, make_update, set_lr
 from depthstudy.progress import RunProgress
 
 
@@ -111,22 +111,26 @@ def build_net(cfg: DictConfig, device: torch.device, fresh: bool, grown: dict | 
     return data, model.to(device, memory_format=memory_format(bool(t.channels_last))), grown_from
 
 
+def make_stream(cfg: DictConfig, data: Data) -> TrainStream:
+    """The run's training batches: its batch size, seed, augmentation, padding and layout."""
+    return TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
+                       channels_last=bool(cfg.trainer.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
+
+
 def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True,
           grown: dict | None = None) -> Run:
     t = cfg.trainer
     device = pick_device(str(t.device), job_num)
     torch.manual_seed(cfg.seed)
     data, model, grown_from = build_net(cfg, device, fresh, grown)
-    optimizer = make_optimizer(model, cfg.optim, say, fused=fused_update(t))
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
+    optimizer, update = make_update(model, cfg.optim, t, say, mode == "cuda_graphs")
     iteration = partial(train_step, model, optimizer)
-    if mode != "off" or t.get("compile_optimizer"):  # a failure compiling or capturing falls back to eager, in one line
-        update = CompiledUpdate(optimizer, mode == "cuda_graphs") if t.get("compile_optimizer") else optimizer
+    if mode != "off" or update is not optimizer:  # a failure compiling or capturing falls back to eager, in one line
         iteration = WithFallback(partial(train_step, compiled(model, mode, device), update), iteration, print,
                                  "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
-    stream = TrainStream(data, cfg.optim.batch_size, cfg.seed, bool(cfg.data.augment), int(cfg.data.pad),
-                         channels_last=bool(t.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
+    stream = make_stream(cfg, data)
     probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]
     return Run(cfg, run_dir, device, data, model, iteration, autocast_for(device, str(t.precision)), optimizer,
                schedule, stream, probe, grown_from)
@@ -159,9 +163,7 @@ class RunState:
         if saved is None:
             return cls(window=torch.zeros(3, device=run.device))
         run.model.load_state_dict(saved["model"])
-        run.optimizer.load_state_dict(saved["optimizer"])
-        for group in run.optimizer.param_groups:  # the checkpoint's groups carry the old run's choice
-            group["fused"] = fused_update(run.cfg.trainer) or None
+        load_state(run.optimizer, saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
         if run.device.type == "cuda" and saved.get("cuda_rng"):
             torch.cuda.set_rng_state_all(saved["cuda_rng"])

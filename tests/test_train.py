@@ -1,4 +1,3 @@
-import json
 import re
 
 import pytest
@@ -249,14 +248,22 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
 @pytest.mark.slow
 def test_a_compiled_update_gives_the_eager_loss_curve_across_an_lr_drop(cli, tmp_path):
     """trainer.compile_optimizer: torch.compile builds the SGD update (inductor, on this CPU ~40 s to compile); it must
-    match PyTorch's foreach SGD, and the lr drop at iteration 4 must reach it (a recompile, not a stale lr)."""
-    args = ["model.depth=8", "schedule.iterations=8", "schedule.milestones=[4]", "trainer.log_every=1",
-            "trainer.progress=none", "trainer.fused_optimizer=false"]
-    assert cli("train", *args, "name=eager").exit_code == 0
-    result = cli("train", *args, "name=compiled", "trainer.compile_optimizer=true")
-    assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
-    eager, compiled = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS]
-                       for n in ("eager", "compiled"))
+    match PyTorch's foreach SGD, and the lr drop at iteration 4 must reach it as a new value of its lr tensor, not
+    a recompile (a recompile at a milestone, past WithFallback's first calls, would be a run-ending failure)."""
+    from torch._dynamo.utils import counters
+
+    args = ["model.depth=8", "schedule.iterations=8", "trainer.log_every=1", "trainer.progress=none",
+            "trainer.fused_optimizer=false"]
+    assert cli("train", *args, "schedule.milestones=[4]", "name=eager").exit_code == 0
+    graphs = {}
+    for milestones in ("[4]", "[]"):
+        counters.clear()
+        result = cli("train", *args, f"schedule.milestones={milestones}", f"name=compiled{len(milestones)}",
+                     "trainer.compile_optimizer=true")
+        assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
+        graphs[milestones] = counters["stats"]["unique_graphs"]
+    assert graphs["[4]"] == graphs["[]"] > 0  # the lr drop compiled nothing new
+    eager, compiled = (events.read_scalars(only_run(tmp_path, n))[events.TRAIN_LOSS] for n in ("eager", "compiled3"))
     assert len(compiled) == 8 and [v for _, v in compiled] == pytest.approx([v for _, v in eager], rel=1e-4)
 
 
@@ -477,3 +484,25 @@ def test_the_progress_bar_draws_at_80_columns_with_the_numbers_whole(capsys):
     p.close()
     last = console.file.getvalue().replace("\r", "\n").splitlines()[-2:]
     assert any("3200/6400" in line and "err 12.5%" in line for line in last), last
+
+
+def test_a_checkpoints_optimizer_state_keeps_how_this_run_updates():
+    """The checkpoint gives the momentum buffers and the lr; fused / foreach and a tensor lr stay this run's."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from depthstudy.optim import load_state, make_optimizer, set_lr
+
+    o = OmegaConf.create({"wd_scope": "all", "weight_decay": 1e-4, "lr": 0.1, "momentum": 0.9})
+    model = torch.nn.Linear(3, 2)
+    old = make_optimizer(model, o, say=lambda s: None, fused=True)
+    model(torch.ones(4, 3)).sum().backward()
+    old.step()
+    set_lr(old, 0.01, caffe_momentum=False)
+    new = make_optimizer(model, o, say=lambda s: None, fused=False, lr_as_tensor=True)
+    lr = new.param_groups[0]["lr"]
+    load_state(new, old.state_dict())
+    group = new.param_groups[0]
+    assert group["lr"] is lr and float(lr) == pytest.approx(0.01)  # the same tensor, the checkpoint's value
+    assert not group["fused"]
+    assert torch.equal(new.state[model.weight]["momentum_buffer"], old.state[model.weight]["momentum_buffer"])
