@@ -99,10 +99,9 @@ class Run:
 
 def build_net(cfg: DictConfig, device: torch.device, fresh: bool, grown: dict | None):
     """(data on the device, the run's net on the device, what growing it did or None): the part of a run that
-    training and `depthstudy eval` share. fresh: a new run (a grown net copies its source's weights); else the
+    training and `depthstudy eval` share (each configures the device first: device.configure_device). fresh: a new run (a grown net copies its source's weights); else the
     run's checkpoint will hold them, and `grown` (its summary's grown_from) says how it was grown."""
     t = cfg.trainer
-    configure_device(device, str(t.precision), t.threads, t.get("jobs_per_gpu", 1))
     data = load_data(cfg.data).to(device)
     model = build_model(cfg.model, data.shape, data.num_classes)
     grown_from = None
@@ -121,6 +120,8 @@ def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool 
           grown: dict | None = None) -> Run:
     t = cfg.trainer
     device = pick_device(str(t.device), job_num)
+    # This job's threads and precision; its share of the GPU where it shares one (not for `depthstudy eval`).
+    configure_device(device, str(t.precision), t.threads, t.get("jobs_per_gpu", 1))
     torch.manual_seed(cfg.seed)
     data, model, grown_from = build_net(cfg, device, fresh, grown)
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)

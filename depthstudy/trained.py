@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, rundir
 from depthstudy.data import Data
-from depthstudy.device import autocast_for, pick_device
+from depthstudy.device import autocast_for, configure_device, pick_device
 from depthstudy.errors import UsageError
 
 
@@ -40,6 +40,7 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     from depthstudy.train import build_net
 
     dev = pick_device(device, None)
+    configure_device(dev, str(cfg.trainer.precision), "auto")  # the run's numerics, this machine's threads
     data, model, _ = build_net(cfg, dev, fresh=False, grown=(rundir.read_summary(run_dir) or {}).get("grown_from"))
     model.load_state_dict(saved["model"])
     return Trained(cfg, data, model, int(saved["step"]), dev)
