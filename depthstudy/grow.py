@@ -106,7 +106,7 @@ def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh
     """
     if not fresh and recorded and "inserted_blocks" in recorded:
         rebuild(model, recorded)
-        return {k: v for k, v in recorded.items() if k in ("run", "depth", "grow_init", "inserted_blocks")}
+        return dict(recorded)  # with the measurements of the run's start, which a resumed run keeps
     from pathlib import Path
 
     from omegaconf import OmegaConf

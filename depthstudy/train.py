@@ -240,9 +240,8 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None, key_defaults=Non
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": params, "device": str(run.device), "precision": cfg.trainer.precision}
     if run.grown_from is not None:
-        # a resumed run keeps what its first process recorded (the measurements of its start)
-        summary["grown_from"] = ((previous or {}).get("grown_from") if resuming else None) or run.grown_from
-        if "max_logit_change" in run.grown_from:
+        summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
+        if not resuming:
             g = run.grown_from
             said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
                         f"({g['grow_init']}); training error {g['train_error_before']:.2f}% -> "
