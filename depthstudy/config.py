@@ -84,6 +84,11 @@ for _name, _fn in {"ds.run_name": _run_name, "ds.dir_name": _dir_name, "ds.dirna
 schema.register()  # configs/model/*.yaml extend the typed schema of depthstudy.schema
 
 
+def quoted(value) -> str:
+    """A value (a path) as a Hydra override value, whatever characters it holds."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def normalize_overrides(overrides: list[str] | None) -> list[str]:
     """Accept `+experiment=X` as well as `experiment=X` (the group is already in the defaults list)."""
     return [o[1:] if o.startswith("+experiment=") else o for o in (overrides or [])]

@@ -77,10 +77,11 @@ _STARTUP_RUN = """
 import json, sys, time
 t0 = time.perf_counter()
 from depthstudy.api import train_run
+from depthstudy.config import quoted
 t1 = time.perf_counter()
-first = train_run(sys.argv[2:] + [f"hydra.run.dir={sys.argv[1]}/first"])
+first = train_run(sys.argv[2:] + [f"hydra.run.dir={quoted(sys.argv[1] + '/first')}"])
 t2 = time.perf_counter()
-second = train_run(sys.argv[2:] + [f"hydra.run.dir={sys.argv[1]}/second"])
+second = train_run(sys.argv[2:] + [f"hydra.run.dir={quoted(sys.argv[1] + '/second')}"])
 t3 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0 + (t2 - t1) - (t3 - t2), "job_s": t3 - t2,
                   "status": [first.get("status"), second.get("status")]}))

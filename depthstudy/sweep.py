@@ -59,10 +59,10 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         # A directory that holds another experiment is refused now, not halfway through the sweep.
         check_same_experiment(run_dir, OmegaConf.to_container(config.without_hydra(cfg), resolve=True),
                               bool(cfg.trainer.force_resume), config.key_defaults)
-        _check_sweeper(cfg)
         launcher = cfg.hydra.launcher
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg, grid=grid))
+    _check_sweeper(runs[0].cfg)
     dirs = [r.run_dir for r in runs]
     earlier: dict[Path, object] = {}  # runs of earlier grids: trained before this grid starts
     for _, grid_runs in _by_grid(runs):  # a run to grow from exists, or an earlier grid trains it
@@ -153,8 +153,8 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
             "(one-iteration runs, measured)") if startup else "; each run's start-up adds a few seconds (not measured)"
     threads = _threads_per_worker(runs)
     if packed:  # a joblib sweep on GPUs: its runs share them (_gpu_jobs)
-        pace = ("" if packed.per_gpu == 1 else f"{packed.gain:.2f}x one run's pace on a GPU, measured; " if packed.gain
-                else "their gain on a GPU not measured, counted as none; ")
+        pace = (f"{packed.gain:.2f}x one run's pace on a GPU, measured; " if packed.gain else  # None for one per GPU
+                "" if packed.per_gpu == 1 else "their gain on a GPU not measured, counted as none; ")
         line = (f"estimated: {duration(total / packed.speedup)} for {len(todo)} runs, {packed.at_once} ({pace}"
                 f"{duration(total)} of run time; {how})")
     elif threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
@@ -176,7 +176,7 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
 def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, estimate: bool = True) -> list[PlannedRun]:
     runs = plan(overrides)
     if dry_run:
-        packed = _gpu_jobs(runs, config.normalize_overrides(overrides)) if _in_workers(runs) else None
+        packed = _gpu_jobs(runs, config.normalize_overrides(overrides))
         if packed:
             console.print(packed.line)
         startup = _estimate(runs, console) if estimate else None
@@ -184,26 +184,28 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         if estimate:
             _say_total(runs, console, startup, packed)
         return runs
-    todo = sum(r.status not in FINAL_STATUSES for r in runs)
-    console.print(f"sweep: {len(runs)} runs, {len(runs) - todo} already done, {todo} to train, "
+    to_train = sum(r.status not in FINAL_STATUSES for r in runs)
+    console.print(f"sweep: {len(runs)} runs, {len(runs) - to_train} already done, {to_train} to train, "
                   f"under {runs[0].run_dir.parent}")
-    if not todo:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
+    if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
         return runs
     in_workers = _in_workers(runs)
     args = config.normalize_overrides(overrides)
-    # The sweep directory as an absolute path: joblib's worker processes outlive one sweep in a long-lived
+    # The sweep's own settings go on Hydra's command line (Hydra applies its hydra.* overrides to every job): the
+    # sweep directory as an absolute path, since joblib's worker processes outlive one sweep in a long-lived
     # process (a notebook, the tests) and keep the working directory they started in.
-    extras = [f"hydra.sweep.dir={_quoted(runs[0].run_dir.parent.resolve())}"]
+    args.append(f"hydra.sweep.dir={config.quoted(runs[0].run_dir.parent.resolve())}")
+    # The jobs' own settings go into their override lists (the sweeper launches those lists as they are).
+    job_extras = []
     if in_workers and not any(a.startswith("trainer.progress=") for a in args):
-        extras.append("trainer.progress=lines")  # bars of parallel runs would overwrite each other
+        job_extras.append("trainer.progress=lines")  # bars of parallel runs would overwrite each other
     launcher_jobs = runs[0].launcher_jobs
-    packed = _gpu_jobs(runs, args) if in_workers else None
+    packed = _gpu_jobs(runs, args)
     if packed:
         launcher_jobs = packed.n_jobs
-        extras += packed.overrides
+        job_extras += packed.overrides
         console.print(packed.line)
-    args += extras
     from depthstudy.events import write_study_experiment
 
     # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns.
@@ -223,9 +225,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                         continue
                     # an idle worker would die of a Ctrl-C: no more workers than this grid's jobs
                     workers = [f"hydra.launcher.n_jobs={_workers(todo, launcher_jobs)}"] if in_workers else []
-                    with _jobs_file([r.overrides + extras + workers for r in todo]) as jobs:
+                    with _jobs_file([r.overrides + job_extras for r in todo]) as jobs:
                         # one grid after another (init_from's come first), only its unfinished runs
-                        run_hydra(grid + args + workers + [f"hydra.sweeper.jobs_file={_quoted(jobs)}"], multirun=True)
+                        run_hydra(grid + args + workers + [f"hydra.sweeper.jobs_file={config.quoted(jobs)}"],
+                                  multirun=True)
             except Exception:
                 if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise
@@ -246,11 +249,6 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
             for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
             + ". Fix the cause and run the same command again: finished runs are skipped")
     return runs
-
-
-def _quoted(path: Path) -> str:
-    """A path as a Hydra override value, whatever characters it holds."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @contextmanager
@@ -335,11 +333,11 @@ class GpuPlan:
 
 
 def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> GpuPlan | None:
-    """A joblib sweep on a machine with GPUs: how it shares them; None on a CPU, or where the command line gives
-    n_jobs itself."""
+    """A joblib sweep on a machine with GPUs: how it shares them; None for other launchers, on a CPU, or where the
+    command line gives n_jobs itself."""
     cfg = runs[0].cfg
     device = str(cfg.trainer.device)
-    if device == "cpu" or any(a.startswith("hydra.launcher.n_jobs=") for a in args):
+    if not _in_workers(runs) or device == "cpu" or any(a.startswith("hydra.launcher.n_jobs=") for a in args):
         return None
     from depthstudy import packing
 
