@@ -10,6 +10,7 @@ job checks once per iteration.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -18,6 +19,13 @@ from pathlib import Path
 
 STOP_FILE_ENV = "DEPTHSTUDY_STOP_FILE"
 SWEEP_PID_ENV = "DEPTHSTUDY_SWEEP_PID"  # the sweep process that started this worker
+
+
+def sweep_temp_dir(pid=None) -> Path:
+    """A sweeping process's own temporary folder (its stop file, its GPU slots), removed when the sweep ends. Per
+    process, not per sweep directory: joblib keeps its worker processes, with the environment they started with,
+    for the next sweep of a long-lived process (a notebook, the API)."""
+    return Path(tempfile.gettempdir()) / f"depthstudy-sweep-{pid or os.getpid()}"
 
 
 def sweep_asked_to_stop() -> bool:
@@ -95,13 +103,11 @@ class StopWorkersOnCtrlC:
     """
 
     def __init__(self):
-        # One stop file per sweeping process, not per sweep directory: joblib keeps its worker processes, with
-        # the environment they started with, for the next sweep of a long-lived process (a notebook, the API).
-        self.stop_file = Path(tempfile.gettempdir()) / f"depthstudy-sweep-{os.getpid()}.stop"
-        self.interrupted = False
+        self.stop_file, self.interrupted = sweep_temp_dir() / "stop", False
 
     def __enter__(self):
         self.stop_file.unlink(missing_ok=True)
+        self.stop_file.parent.mkdir(exist_ok=True)
         os.environ[STOP_FILE_ENV] = str(self.stop_file)
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
         self._old_handler = signal.signal(signal.SIGINT, self._handle)
@@ -119,5 +125,5 @@ class StopWorkersOnCtrlC:
         signal.signal(signal.SIGINT, self._old_handler)
         os.environ.pop(STOP_FILE_ENV, None)
         os.environ.pop(SWEEP_PID_ENV, None)
-        self.stop_file.unlink(missing_ok=True)
+        shutil.rmtree(self.stop_file.parent, ignore_errors=True)  # the stop file and the jobs' GPU slots
         return False

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,11 +91,11 @@ def gpu_slot(job_num: int | None, device: str):
     (trainer.device=auto): the GPU that runs the fewest of this sweep's jobs right now, held by a lock file while
     the job runs. job_num % GPUs would pile jobs on one GPU when their lengths differ (ResNet-110 beside
     ResNet-20). Anywhere else: job_num, unchanged."""
-    from depthstudy.interrupt import SWEEP_PID_ENV
+    from depthstudy.interrupt import SWEEP_PID_ENV, sweep_temp_dir
 
     sweep = os.environ.get(SWEEP_PID_ENV, "")
     gpus = visible_gpus() if job_num is not None and sweep and device == "auto" else 0
-    held = _claim(Path(tempfile.gettempdir()) / f"depthstudy-gpus-{sweep}", gpus) if gpus > 1 else None
+    held = _claim(sweep_temp_dir(sweep) / "gpus", gpus) if gpus > 1 else None
     if held is None:
         yield job_num
         return
@@ -109,7 +108,7 @@ def gpu_slot(job_num: int | None, device: str):
 
 def _claim(folder: Path, gpus: int):
     """(GPU index, the open lock file) of the first free slot, slot 0 of every GPU first; None if all are taken."""
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     for slot in range(MAX_SLOTS):
         for gpu in range(gpus):
             lock = open(folder / f"gpu{gpu}-slot{slot}.lock", "a")
