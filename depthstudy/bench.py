@@ -16,7 +16,6 @@ import itertools
 import json
 import os
 import pickle
-import platform
 import re
 import statistics
 import time
@@ -32,8 +31,8 @@ from depthstudy.config import CONFIG_DIR
 from depthstudy.data import Data, TrainStream, cache_root, default_root, normalization, split_of
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
-from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, memory_format,
-                               pick_device)
+from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, device_name,
+                               memory_format, pick_device)
 from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import train_step
@@ -245,18 +244,6 @@ def matmul_rates(device: torch.device, dtype: torch.dtype, reps: int, n: int = 2
         return [2 * n**3 / t for t in time_steps(lambda: a @ b, reps, device)]
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _summary(times: list[float], train_flop_per_image: float) -> dict:

@@ -4,21 +4,36 @@ compilation. train and bench both set themselves up through these functions."""
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import torch
 
 from depthstudy.errors import UsageError
 
 
-def pick_device(device: str, job_num: int | None) -> torch.device:
+def pick_device(device: str, gpu: int | None) -> torch.device:
+    """gpu: which of the GPUs device=auto takes, for a job of a parallel sweep (packing.gpu_slot); None: the first."""
     if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        # Jobs of a parallel sweep on one machine spread over its GPUs (packing.gpu_slot picks job_num for them).
-        return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+        return torch.device("cuda", (gpu or 0) % torch.cuda.device_count())
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
     return torch.device(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's model name, as benchmarks and cached measurements record it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cpu_threads(setting) -> int:

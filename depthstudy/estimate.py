@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthstudy import schema
 from depthstudy.data import Data, Split, normalization
 from depthstudy.bench import time_steps
-from depthstudy.device import autocast_for, configure_device, memory_format, pick_device
+from depthstudy.device import autocast_for, device_name, configure_device, memory_format, pick_device
 from depthstudy.models import build_model
 from depthstudy.rundir import read_cached, write_cached
 from depthstudy.optim import fused_update, make_optimizer
@@ -42,7 +42,7 @@ def _key(cfg: DictConfig, device: torch.device) -> str:
     setting = {"model": OmegaConf.to_container(cfg.model, resolve=True), "data": str(cfg.data.name),
                "batch": int(cfg.optim.batch_size), "device": str(device), "precision": str(t.precision),
                "channels_last": bool(t.channels_last), "fused": fused_update(t), "threads": str(t.threads),
-               "torch": torch.__version__, "machine": platform.node(), "cpu": platform.processor()}
+               "torch": torch.__version__, "machine": platform.node(), "processor": device_name(device)}
     return json.dumps(setting, sort_keys=True)
 
 

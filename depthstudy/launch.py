@@ -46,8 +46,8 @@ def run_job(cfg: DictConfig) -> dict:
         validate(cfg)
         from depthstudy.packing import gpu_slot
 
-        with gpu_slot(hc.job.num if in_sweep else None, str(cfg.trainer.device)) as job_num:
-            return train(cfg, run_dir, job_num=job_num, key_defaults=key_defaults)
+        with gpu_slot(hc.job.num if in_sweep else None, str(cfg.trainer.device)) as gpu:
+            return train(cfg, run_dir, in_sweep, gpu, key_defaults=key_defaults)
     except KeyboardInterrupt:
         if interrupt.sweep_is_gone():  # checkpoint and summary saved; nobody is left to report to
             os._exit(1)

@@ -33,9 +33,12 @@ def visible_gpus() -> int:
 
 
 def gpu_name() -> str:
+    """The name bench --concurrent records its measurements under, for the GPU a sweep's jobs start on."""
     import torch
 
-    return torch.cuda.get_device_name(0)
+    from depthstudy.device import device_name
+
+    return device_name(torch.device("cuda", 0))
 
 
 def setting_key(device_name: str, precision: str, compile_mode: str) -> str:
@@ -87,10 +90,10 @@ def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tup
 
 @contextmanager
 def gpu_slot(job_num: int | None, device: str):
-    """The number device.pick_device spreads a job over the GPUs by. For a job of a joblib sweep on several GPUs
-    (trainer.device=auto): the GPU that runs the fewest of this sweep's jobs right now, held by a lock file while
-    the job runs. job_num % GPUs would pile jobs on one GPU when their lengths differ (ResNet-110 beside
-    ResNet-20). Anywhere else: job_num, unchanged."""
+    """The GPU a sweep's job takes with trainer.device=auto (device.pick_device's `gpu`). In a joblib sweep on several
+    GPUs: the one that runs the fewest of this sweep's jobs right now, held by a lock file while the job runs
+    (job_num % GPUs would pile jobs on one GPU when their lengths differ: ResNet-110 beside ResNet-20). Other
+    launchers: job_num (pick_device takes it modulo the GPUs); a single run: None."""
     from depthstudy.interrupt import SWEEP_PID_ENV, sweep_temp_dir
 
     sweep = os.environ.get(SWEEP_PID_ENV, "")

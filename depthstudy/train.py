@@ -116,10 +116,10 @@ def make_stream(cfg: DictConfig, data: Data) -> TrainStream:
                        channels_last=bool(cfg.trainer.channels_last), pad_fill=str(cfg.data.get("pad_fill", "zero")))
 
 
-def build(cfg: DictConfig, run_dir: Path, job_num: int | None, say, fresh: bool = True,
+def build(cfg: DictConfig, run_dir: Path, gpu: int | None, say, fresh: bool = True,
           grown: dict | None = None) -> Run:
     t = cfg.trainer
-    device = pick_device(str(t.device), job_num)
+    device = pick_device(str(t.device), gpu)
     # This job's threads and precision; its share of the GPU where it shares one (not for `depthstudy eval`).
     configure_device(device, str(t.precision), t.threads, t.get("jobs_per_gpu", 1))
     torch.manual_seed(cfg.seed)
@@ -201,14 +201,15 @@ class LogWindow:
 
 # --- the run ---
 
-def train(cfg: DictConfig, run_dir: Path, job_num: int | None = None, key_defaults=None) -> dict:
-    """key_defaults: as for rundir.config_changes (a run made before a key existed ran as its default)."""
+def train(cfg: DictConfig, run_dir: Path, in_sweep: bool = False, gpu: int | None = None, key_defaults=None) -> dict:
+    """gpu: as for device.pick_device. key_defaults: as for rundir.config_changes (a run made before a key existed
+    ran as its default)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.run_lock(run_dir):
-        return _train(cfg, run_dir, job_num, key_defaults)
+        return _train(cfg, run_dir, in_sweep, gpu, key_defaults)
 
 
-def _train(cfg: DictConfig, run_dir: Path, job_num: int | None, key_defaults=None) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_defaults=None) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     rundir.check_same_experiment(run_dir, config, bool(cfg.trainer.force_resume), key_defaults)
     previous = rundir.read_summary(run_dir)
@@ -221,7 +222,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None, key_defaults=Non
         rundir.write_config(run_dir, config)
 
     said = []
-    run = build(cfg, run_dir, job_num, said.append, fresh=not resuming, grown=(previous or {}).get("grown_from"))
+    run = build(cfg, run_dir, gpu, said.append, fresh=not resuming, grown=(previous or {}).get("grown_from"))
     saved = checkpoint.load(run_dir)
     try:
         state = RunState.restore(saved, run)
@@ -260,7 +261,7 @@ def _train(cfg: DictConfig, run_dir: Path, job_num: int | None, key_defaults=Non
     try:
         status, last, meter = loop(run, state, writer, progress)
         summary = finish(run, state, status, last, meter, writer, progress, summary)
-        if job_num is None:  # a single run: where it is and what to do next (a sweep prints its own table)
+        if not in_sweep:  # a single run: where it is and what to do next (a sweep prints its own table)
             progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
                            f"   |   depthstudy report {run.run_dir.parent}   |   depthstudy runs {run.run_dir.parent}")
         return summary
