@@ -382,13 +382,13 @@ def check_run_dir(cfg: DictConfig) -> None:
 
 def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:
     """model.init_from names a finished run whose net this one can grow from (schema.check_source), or one an
-    earlier grid of this sweep trains (`planned`: run directory -> its config): refused in one line before
+    earlier grid of this sweep trains (`planned`: resolved run directory -> its config): refused in one line before
     anything is written."""
     source = cfg.model.get("init_from")
     if not source:
         return
     path = Path(str(source)).expanduser()
-    earlier = {p.resolve(): c for p, c in planned.items()}.get(path.resolve())
+    earlier = planned.get(path.resolve())
     if earlier is not None:  # checked against the config it will have, as if it had finished
         schema.check_source(cfg.model, str(cfg.data.name), OmegaConf.to_container(without_hydra(earlier), resolve=True),
                             {"status": "finished"})

@@ -68,7 +68,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
     for _, grid_runs in _by_grid(runs):  # a run to grow from exists, or an earlier grid trains it
         for r in grid_runs:
             config.check_init_from(r.cfg, planned=earlier)
-        earlier.update({r.run_dir: r.cfg for r in grid_runs})
+        earlier.update({r.run_dir.resolve(): r.cfg for r in grid_runs})
     if len(set(dirs)) != len(dirs):
         dup = next(d for d in dirs if dirs.count(d) > 1)
         raise UsageError(f"two runs of this grid would share the directory {dup}; "
