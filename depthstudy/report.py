@@ -8,7 +8,6 @@ loads neither torch nor matplotlib).
 from __future__ import annotations
 
 import csv
-import functools
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
@@ -28,9 +27,8 @@ def _pm(mean, std, n) -> str:
     return "" if mean is None else f"{mean:.2f}" if n == 1 else f"{mean:.2f} \u00b1 {std:.2f}"
 
 
-@functools.lru_cache(maxsize=1)
 def _paper_recipe() -> dict:
-    """experiment=he2015's resolved config, flattened (a Hydra composition: once per process). Do not mutate."""
+    """experiment=he2015's resolved config, flattened (a Hydra composition: make_report composes it once)."""
     from omegaconf import OmegaConf
 
     from depthstudy.config import compose
@@ -47,11 +45,10 @@ def _paper_number(g: Group, recipe: dict) -> float | None:
     return PAPER_TABLE6.get(g.depth) if same else None
 
 
-def summary_rows(groups: list[Group], extra_keys: list[str]) -> tuple[list[str], list[list[str]]]:
+def summary_rows(groups: list[Group], extra_keys: list[str], paper: dict) -> tuple[list[str], list[list[str]]]:
+    """paper: id(group) -> Table 6's number or None (_paper_number)."""
     header = ["family", "depth", *[k.split(".")[-1] for k in extra_keys], "runs", "train err %", "val err %",
               "test err %"]
-    recipe = _paper_recipe()
-    paper = {id(g): _paper_number(g, recipe) for g in groups}
     with_paper = any(v is not None for v in paper.values())
     if with_paper:
         header += ["paper test %", "gap"]
@@ -150,9 +147,9 @@ def _cell(value):
     return json.dumps(value) if isinstance(value, (list, tuple)) else value
 
 
-def table_records(groups: list[Group], extra_keys: list[str]) -> list[dict]:
-    """The per-configuration table as data (table.csv, table.json): per split, the seeds' mean, std, median, n."""
-    recipe = _paper_recipe()
+def table_records(groups: list[Group], extra_keys: list[str], paper: dict) -> list[dict]:
+    """The per-configuration table as data (table.csv, table.json): per split, the seeds' mean, std, median, n;
+    paper as for summary_rows."""
     records = []
     for g in groups:
         rec = {"family": g.family, "depth": g.depth, **dict(zip(extra_keys, g.extra)), "runs": len(g.runs),
@@ -161,7 +158,7 @@ def table_records(groups: list[Group], extra_keys: list[str]) -> list[dict]:
             mean, std, n = g.stat(split)
             rec.update({f"{split}_error_mean": tidy(mean), f"{split}_error_std": tidy(std) if n > 1 else None,
                         f"{split}_error_median": tidy(g.median(split)), f"{split}_n": n})
-        rec["paper_test_error"] = _paper_number(g, recipe)
+        rec["paper_test_error"] = paper[id(g)]
         records.append(rec)
     return records
 
@@ -202,7 +199,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     groups = group_runs(runs, extra_keys)
     files = []
     recipe = _paper_recipe()
-    paper = sorted({(g.depth, n) for g in groups if (n := _paper_number(g, recipe)) is not None})
+    paper = {id(g): _paper_number(g, recipe) for g in groups}  # Table 6's number where the runs follow its recipe
+    paper_points = sorted({(g.depth, n) for g in groups if (n := paper[id(g)]) is not None})
     section: list[str] = []
     if readable and lecture.is_lecture(readable):  # experiment=lecture: a figure per claim instead of the study's
         with figures.styled(style):
@@ -211,18 +209,18 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     elif readable:
         with figures.styled(style):
             files += figures.plot_curves(groups, out, formats)
-            files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper)
+            files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper_points)
             for key in by:
                 if key in extra_keys:
                     files += figures.plot_depth_by(groups, key, out, formats, extra_keys)
             files += figures.plot_responses(groups, out, formats, extra_keys)
             files += figures.plot_blocks(groups, out, formats, extra_keys)
-    header, rows = summary_rows(groups, extra_keys)
+    header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems,
                    _provenance(runs, recipe, command or f"depthstudy report {root}"), section)
     write_csvs(out, runs, ["model.arch", "model.depth", "model.shortcut", "seed", *extra_keys])
-    write_table(out, table_records(groups, extra_keys))
+    write_table(out, table_records(groups, extra_keys, paper))
 
     from rich.table import Table
 
