@@ -24,6 +24,17 @@ def only_run(root: Path, name: str = "default") -> Path:
     return run
 
 
+def as_if_made_before(run: Path, *keys: str) -> None:
+    """Edit a run's config.yaml as depthstudy wrote it before these keys (e.g. "model.grow_init") existed."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run / "config.yaml")
+    for key in keys:
+        parent, _, leaf = key.rpartition(".")
+        del cfg[parent][leaf]
+    OmegaConf.save(cfg, run / "config.yaml")
+
+
 def write_cifar(root: Path, n: int = 24, name: str = "cifar10", seed: int = 0) -> Path:
     """Tiny CIFAR files in the real on-disk format (pickled dicts of uint8 rows), as torchvision reads them."""
     from torchvision.datasets import CIFAR10, CIFAR100

@@ -11,7 +11,7 @@ from depthstudy.config import compose, expand_grids
 from depthstudy.diagnostics import block_diagnostics
 from depthstudy.grow import grow
 from depthstudy.models import build_model
-from helpers import TINY, only_run, summary
+from helpers import TINY, as_if_made_before, only_run, summary
 
 MLP = ["model=mlp", "model.norm=none"]
 
@@ -132,7 +132,7 @@ def test_a_later_grid_grows_from_a_run_an_earlier_grid_trained(cli, tmp_path):
             "{part: grow, model.depth: 10, model.init_from: runs/g/base, model.grow_init: 'zero,plain_identity'}]"]
     result = cli(*args)
     assert result.exit_code == 0, result.output
-    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "g").glob("*/summary.json")]
+    runs = [summary(p.parent) for p in (tmp_path / "runs" / "g").glob("*/summary.json")]
     assert len(runs) == 3 and all(s["status"] == "finished" for s in runs)
     grown = [s["grown_from"] for s in runs if "grown_from" in s]
     assert [(g["inserted_blocks"], g["max_logit_change"]) for g in grown] == [([1, 3], 0.0)] * 2
@@ -219,13 +219,9 @@ def test_growth_is_checked_against_an_earlier_grids_run_before_anything_trains(c
 
 
 def test_a_source_saved_before_a_model_key_existed_can_still_be_grown_from(cli, tmp_path):
-    from omegaconf import OmegaConf
-
     assert cli("train", *TINY, *MLP, "model.depth=6", "name=base").exit_code == 0
     source = only_run(tmp_path, "base")
-    saved = OmegaConf.load(source / "config.yaml")
-    for key in ("scale_branch", "gate_bias", "shortcut_dropout", "init_from", "grow_init"):  # an older schema
-        del saved.model[key]
-    OmegaConf.save(saved, source / "config.yaml")
+    as_if_made_before(source, *(f"model.{k}" for k in ("scale_branch", "gate_bias", "shortcut_dropout", "init_from",
+                                                        "grow_init")))  # an older schema
     result = cli("train", *TINY, *MLP, "model.depth=10", f"model.init_from={source}", "name=grown")
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import only_run, summary, write_cifar
+from helpers import as_if_made_before, only_run, summary, write_cifar
 from depthstudy import events
 
 LONG = ["model.depth=8", "schedule.iterations=60", "schedule.milestones=[40]", "optim.batch_size=32",
@@ -164,17 +164,6 @@ def test_resuming_with_a_different_config_is_refused_unless_forced(cli, tmp_path
     assert forced.exit_code == 0
 
 
-def _as_if_made_before(run, *keys):
-    """Edit a run's config.yaml as depthstudy wrote it before these keys existed."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(run / "config.yaml")
-    for key in keys:
-        parent, _, leaf = key.rpartition(".")
-        del cfg[parent][leaf]
-    OmegaConf.save(cfg, run / "config.yaml")
-
-
 def test_a_run_made_before_a_key_existed_is_the_same_experiment_at_its_default(cli, tmp_path):
     """Upgrading depthstudy must not turn a study's runs into "a different config": a key the saved config lacks
     ran as its default. At another value it is a change, and refused."""
@@ -182,12 +171,12 @@ def test_a_run_made_before_a_key_existed_is_the_same_experiment_at_its_default(c
             "model.shortcut=none,A", "name=old"]
     assert cli("sweep", *args).exit_code == 0
     for run in (tmp_path / "runs" / "old").glob("*-d8-*"):
-        _as_if_made_before(run, "model.grow_init", "data.pad_fill")
+        as_if_made_before(run, "model.grow_init", "data.pad_fill")
     again = cli("sweep", *args)
     assert again.exit_code == 0 and "2 already done, 0 to train" in again.output, again.output
     one = [*args[:-2], f"hydra.run.dir={tmp_path / 'one'}"]
     assert cli("train", *one).exit_code == 0
-    _as_if_made_before(tmp_path / "one", "model.grow_init", "data.pad_fill")
+    as_if_made_before(tmp_path / "one", "model.grow_init", "data.pad_fill")
     rerun = cli("train", *one, "trainer.progress=lines")
     assert rerun.exit_code == 0 and "already finished" in rerun.output, rerun.output
     changed = cli("train", *one, "data.pad_fill=mean")

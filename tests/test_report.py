@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
+from helpers import summary
 from depthstudy import events
 from depthstudy.config import compose
 from depthstudy.report import make_report
@@ -263,9 +264,9 @@ def test_runs_csv_has_one_tidy_row_per_run_and_curves_csv_the_layer_index(sweep,
     run = write_run(sweep, "A", 110, 0, 91.33333587646484, 2.0, status="diverged")
     with SummaryWriter(str(run)) as w:
         w.add_scalar(events.response_tag(3), 0.25, 30)
-    summary = json.loads((run / "summary.json").read_text())
-    summary.update(params=1_730_714, wall_time_s=12.5, train_images_per_s=2048.0)
-    (run / "summary.json").write_text(json.dumps(summary))
+    record = summary(run)
+    record.update(params=1_730_714, wall_time_s=12.5, train_images_per_s=2048.0)
+    (run / "summary.json").write_text(json.dumps(record))
     assert cli("report", str(sweep)).exit_code == 0
     rows = {r["run"]: r for r in csv.DictReader(open(sweep / "report" / "runs.csv"))}
     row = rows[run.name]

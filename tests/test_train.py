@@ -241,7 +241,7 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     from torch._dynamo.utils import counters
 
     assert counters["inductor"]["cudagraph_skips"] == 0  # inductor falls back to no graphs silently
-    eager, graphs = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS] for n in ("eager", "graphs"))
+    eager, graphs = (events.read_scalars(only_run(tmp_path, n))[events.TRAIN_LOSS] for n in ("eager", "graphs"))
     assert [v for _, v in graphs] == pytest.approx([v for _, v in eager], rel=1e-3)
 
 
@@ -274,7 +274,7 @@ def test_a_compiled_update_under_cuda_graphs_gives_the_eager_loss_curve(cli, tmp
     assert cli("train", *args, "name=eager", "trainer.cuda_graphs=false").exit_code == 0
     result = cli("train", *args, "name=step", "trainer.compile_optimizer=true")
     assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
-    eager, step = (events.read_scalars(next((tmp_path / "runs" / n).iterdir()))[events.TRAIN_LOSS] for n in ("eager", "step"))
+    eager, step = (events.read_scalars(only_run(tmp_path, n))[events.TRAIN_LOSS] for n in ("eager", "step"))
     assert [v for _, v in step] == pytest.approx([v for _, v in eager], rel=1e-3)
 
 
