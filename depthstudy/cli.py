@@ -248,7 +248,7 @@ def bench(
     concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto.")] = None,
     debug: Debug = False,
 ) -> None:
-    """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak."""
+    """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak; --concurrent: k runs at once vs one."""
     from depthstudy.bench import run_bench, run_concurrent_bench
 
     if concurrent is not None:
