@@ -78,19 +78,12 @@ def block_diagnostics(model: nn.Module, x: torch.Tensor) -> list[dict[str, float
 def _change(block: ResidualBlock, a: torch.Tensor, zeroed: bool = False) -> float:
     """||block(a) - s|| / ||s|| with s what the shortcut passes on (a itself for a plain block of one width)."""
     s = block.shortcut(block.preactivate(a)) if block.shortcut is not None else a
-    saved = None
-    if zeroed:
-        last = block.last_layer()
-        saved = [p.detach().clone() for p in (last.weight, last.bias) if p is not None]
-        for p in (last.weight, last.bias):
-            if p is not None:
-                p.zero_()
-    try:
+    if zeroed:  # the block as zero_branch() would leave it, without touching its weights
+        last = {id(p) for p in block.last_layer().parameters(recurse=False)}
+        zeros = {n: torch.zeros_like(p) for n, p in block.named_parameters() if id(p) in last}
+        y = torch.func.functional_call(block, zeros, (a,))
+    else:
         y = block(a)
-    finally:
-        if saved is not None:
-            for p, v in zip((p for p in (last.weight, last.bias) if p is not None), saved):
-                p.copy_(v)
     if y.shape != s.shape:
         return math.nan
     return ((y.float() - s.float()).norm() / s.float().norm().clamp_min(1e-12)).item()

@@ -67,13 +67,9 @@ def _initialise(block: ResidualBlock, init: str) -> None:
         if block.shortcut is None:
             raise UsageError("model.grow_init=zero inserts residual blocks: the net has no shortcuts "
                              "(model.shortcut=none); use plain or plain_identity")
-        last = block.last_layer()
-        last.weight.zero_()
-        if last.bias is not None:
-            last.bias.zero_()
+        block.zero_branch()
         return
-    block.shortcut = None  # plain, plain_identity: a block without a shortcut inside the grown net
-    block.gate = None
+    block.make_plain()  # plain, plain_identity: a block without a shortcut inside the grown net
     if init == "plain_identity":
         layers = [m for m in block.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not all(isinstance(m, nn.Linear) and m.in_features == m.out_features for m in layers) or any(
@@ -90,8 +86,7 @@ def rebuild(model: nn.Module, record: dict) -> None:
     plain blocks lose their shortcut; the weights then come from the run's own checkpoint."""
     if record.get("grow_init") in ("plain", "plain_identity"):
         for j in record.get("inserted_blocks", []):
-            model.blocks[j].shortcut = None
-            model.blocks[j].gate = None
+            model.blocks[j].make_plain()
 
 
 def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh: bool, batch_size: int,

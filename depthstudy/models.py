@@ -130,6 +130,19 @@ class ResidualBlock(nn.Module):
                 out = F.dropout(s, self.spec.shortcut_dropout, self.training) + f
         return F.relu(out) if self.spec.block == "post" else out
 
+    @torch.no_grad()
+    def zero_branch(self) -> None:
+        """F(x) = 0: the branch's last scaled layer zeroed, weight and bias (branch_init=zero_gamma, grow_init=zero)."""
+        last = self.last_layer()
+        last.weight.zero_()
+        if last.bias is not None:
+            last.bias.zero_()
+
+    def make_plain(self) -> None:
+        """No shortcut and no gate: a plain block inside a residual net (grow_init=plain, plain_identity)."""
+        self.shortcut = None
+        self.gate = None
+
 
 def _conv_gate(spec: BlockSpec, cin: int, cout: int, stride: int) -> nn.Module | None:
     """The 1x1-conv gate of the gated combines (He 2016), None otherwise."""
@@ -342,9 +355,7 @@ def init_weights(model: nn.Module, spec: BlockSpec) -> None:
             if block.gate is not None:
                 nn.init.constant_(block.gate.bias, spec.gate_bias)
             if spec.branch_init == "zero_gamma" and block.shortcut is not None:
-                nn.init.zeros_(block.last_layer().weight)
-                if block.last_layer().bias is not None:
-                    nn.init.zeros_(block.last_layer().bias)
+                block.zero_branch()
 
 
 def build_model(model_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
