@@ -56,7 +56,7 @@ MUTATIONS = [
              "nn.init.constant_(block.gate.bias, spec.gate_bias)", "pass"),
     Mutation("he_init_fan_out", "depthstudy/models.py", 'mode="fan_in"', 'mode="fan_out"'),
     Mutation("zero_gamma_not_applied", "depthstudy/models.py",
-             "nn.init.zeros_(block.last_layer().weight)", "pass"),
+             "                block.zero_branch()", "                pass"),
     # --- data: splits, normalisation, the batch stream ---
     Mutation("test_split_overlaps_val", "depthstudy/data.py",
              "test = take(order[val_size:val_size + test_size])", "test = take(order[val_size - 10:val_size - 10 + test_size])"),
@@ -97,12 +97,14 @@ MUTATIONS = [
              "SummaryWriter(str(run_dir), purge_step=resume_step)", "SummaryWriter(str(run_dir))"),
     Mutation("purge_from_checkpoint_step", "depthstudy/train.py", "resume_step=state.step + 1", "resume_step=state.step"),
     Mutation("optimizer_state_not_restored", "depthstudy/train.py",
-             'run.optimizer.load_state_dict(saved["optimizer"])', "pass"),
+             'load_state(run.optimizer, saved["optimizer"])', "pass"),
     # --- growing a trained net, the lecture's instruments ---
-    Mutation("grown_zero_block_not_zeroed", "depthstudy/grow.py", "        last.weight.zero_()\n", "        pass\n"),
+    Mutation("grown_zero_block_not_zeroed", "depthstudy/grow.py", "        block.zero_branch()\n        return",
+             "        return"),
     Mutation("grown_blocks_inserted_first", "depthstudy/grow.py",
              "for i, j in zip(old, fresh):", "for i, j in zip(old, fresh[len(fresh) - len(old):]):"),
-    Mutation("zeroed_layer_not_restored", "depthstudy/diagnostics.py", "                p.copy_(v)", "                pass"),
+    Mutation("zeroed_branch_not_zeroed", "depthstudy/diagnostics.py", "zeros = {n: torch.zeros_like(p) for",
+             "zeros = {n: p.clone() for"),
     Mutation("gamma_rms_is_the_norm", "depthstudy/diagnostics.py",
              '"gamma_rms": gamma / math.sqrt(last.weight.numel())', '"gamma_rms": gamma'),
     # --- the things users read: names, estimates, TensorBoard ---
