@@ -393,16 +393,8 @@ def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:
         schema.check_source(cfg.model, str(cfg.data.name), OmegaConf.to_container(without_hydra(earlier), resolve=True),
                             {"status": "finished"})
         return
-    if not (path / rundir.CHECKPOINT_FILE).is_file() or not (path / rundir.CONFIG_FILE).is_file():
-        raise UsageError(f"model.init_from={source}: no trained run there (no {rundir.CHECKPOINT_FILE} and "
-                         f"{rundir.CONFIG_FILE}); give the directory of a trained run, e.g. "
-                         "runs/default/resA-d20-wd0.0001-s0")
-    try:
-        source_cfg = rundir.read_config(path)
-    except Exception as e:  # damaged YAML: the source is not a run we can read
-        raise UsageError(f"model.init_from={source}: its {rundir.CONFIG_FILE} is unreadable ({type(e).__name__})") from None
-    schema.check_source(cfg.model, str(cfg.data.name), source_cfg if isinstance(source_cfg, dict) else {},
-                        rundir.read_summary(path))
+    source_cfg = rundir.read_source_run(path, f"model.init_from={source}")
+    schema.check_source(cfg.model, str(cfg.data.name), source_cfg, rundir.read_summary(path))
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

@@ -110,18 +110,14 @@ def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh
     from depthstudy.models import build_model
 
     source = Path(str(model_cfg.init_from)).expanduser()
-    if not (source / rundir.CONFIG_FILE).is_file():
-        raise UsageError(f"model.init_from={source}: not a run directory (no {rundir.CONFIG_FILE}); give the directory "
-                         "of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
-    old_cfg = OmegaConf.create(rundir.read_config(source))
+    source_cfg = rundir.read_source_run(source, f"model.init_from={source}")  # config.check_init_from's check too
     if fresh:
-        schema.check_source(model_cfg, data.name, OmegaConf.to_container(old_cfg), rundir.read_summary(source))
+        schema.check_source(model_cfg, data.name, source_cfg, rundir.read_summary(source))
+    old_cfg = OmegaConf.create(source_cfg)
     trained = build_model(old_cfg.model, data.shape, data.num_classes)
     record = {"run": str(source), "depth": int(old_cfg.model.depth), "grow_init": str(model_cfg.grow_init)}
     if fresh:
         saved = checkpoint.load(source)
-        if saved is None:
-            raise UsageError(f"model.init_from={source} has no {rundir.CHECKPOINT_FILE}: train that run first")
         trained.load_state_dict(saved["model"])
         record["iterations"] = int(saved["step"])
     record["inserted_blocks"] = grow(trained, model, str(model_cfg.grow_init))

@@ -242,6 +242,19 @@ def write_config(run_dir: Path, config: dict) -> None:
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(config))
 
 
+def read_source_run(path: Path, setting: str) -> dict:
+    """The config of the trained run another run starts from (`setting`, e.g. model.init_from=...): a UsageError
+    in one line where there is none, or it cannot be read."""
+    if not (path / CHECKPOINT_FILE).is_file() or not (path / CONFIG_FILE).is_file():
+        raise UsageError(f"{setting}: no trained run there (no {CHECKPOINT_FILE} and {CONFIG_FILE}); give the "
+                         "directory of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
+    try:
+        cfg = read_config(path)
+    except Exception as e:  # damaged YAML: the source is not a run we can read
+        raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({type(e).__name__})") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
 def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
     """What differs between two resolved configs, ignoring keys that do not change the experiment.
 
