@@ -35,7 +35,7 @@ from depthstudy.device import (autocast_for, compile_mode, compiled, configure_d
                                memory_format, pick_device)
 from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
-from depthstudy.train import train_step
+from depthstudy.train import LossAndErrors, train_step
 
 DEFAULT_MODELS = "resnet20,resnet56,plain56,resnet110"
 BATCH_SIZE, NUM_CLASSES, IMAGE_SHAPE = 128, 10, (3, 32, 32)
@@ -165,20 +165,20 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     """One iteration of train.py's loop: its batch stream and its train_step()."""
     channels_last = trainer_default("channels_last")
     model = spec.build().to(device, memory_format=memory_format(channels_last))
-    forward = compiled(model, mode, device)
+    forward = compiled(LossAndErrors(model), mode, device)
     optim_cfg = OmegaConf.load(CONFIG_DIR / "optim" / "sgd.yaml")  # He 2015's SGD
     trainer = OmegaConf.create({"fused_optimizer": trainer_default("fused_optimizer"),
                                 "compile_optimizer": compile_optimizer})
     _, optimizer = make_update(model, optim_cfg, trainer, lambda s: None, mode == "cuda_graphs")
     stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last)
     autocast = autocast_for(device, precision)
-    win, one = torch.zeros(3, device=device), torch.ones((), device=device)
+    window = torch.zeros(3, device=device)
     counter = itertools.count()
     model.train()
 
     def step() -> None:
         x, y = stream.batch(next(counter))
-        train_step(forward, optimizer, x, y, autocast, win, one)
+        train_step(forward, optimizer, x, y, autocast, window)
 
     return step
 

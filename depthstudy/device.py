@@ -99,20 +99,20 @@ class WithFallback:
             return self.eager(*args)
 
 
-def compiled(model: torch.nn.Module, mode: str, device: torch.device):
-    """The model as the training step calls it: eager ("off"), torch.compile'd ("default"), or
-    compiled into CUDA graphs ("cuda_graphs": forward and backward each replay as one graph)."""
+def compiled(module: torch.nn.Module, mode: str, device: torch.device):
+    """The module (train.LossAndErrors) as the training step calls it: eager ("off"), torch.compile'd ("default"),
+    or compiled into CUDA graphs ("cuda_graphs": forward and backward each replay as one graph)."""
     if mode == "off":
-        return model
+        return module
     if mode == "default":
-        return torch.compile(model)
+        return torch.compile(module)
     if device.type != "cuda":
         raise UsageError(f"CUDA graphs need a CUDA device, and this run is on {device}; "
                          "use trainer.device=cuda, or leave CUDA graphs off")
-    graphed = torch.compile(model, mode="reduce-overhead")
+    graphed = torch.compile(module, mode="reduce-overhead")
 
-    def forward(x):
+    def forward(*inputs):
         torch.compiler.cudagraph_mark_step_begin()  # a new iteration: the last one's outputs may be overwritten
-        return graphed(x)
+        return graphed(*inputs)
 
     return forward

@@ -24,7 +24,7 @@ from depthstudy.device import autocast_for, device_name, configure_device, memor
 from depthstudy.models import build_model
 from depthstudy.rundir import read_cached, write_cached
 from depthstudy.optim import fused_update, make_optimizer
-from depthstudy.train import make_stream, train_step
+from depthstudy.train import LossAndErrors, make_stream, train_step
 
 CACHE = "step_times.json"  # in the user cache: step calibrations and start-up measurements
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only, no backward)
@@ -60,12 +60,12 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     model = build_model(cfg.model, shape, classes).to(device, memory_format=memory_format(bool(t.channels_last)))
     optimizer = make_optimizer(model, cfg.optim, say=lambda s: None, fused=fused_update(t))
     stream = make_stream(cfg, data)
-    window, one = torch.zeros(3, device=device), torch.ones((), device=device)
+    window, forward = torch.zeros(3, device=device), LossAndErrors(model)
     autocast, batches = autocast_for(device, str(t.precision)), iter(range(warmup + steps))
     model.train()
 
     def step() -> None:
-        train_step(model, optimizer, *stream.batch(next(batches)), autocast, window, one)
+        train_step(forward, optimizer, *stream.batch(next(batches)), autocast, window)
 
     time_steps(step, warmup, device)
     return statistics.median(time_steps(step, steps, device))  # one step slowed by another process does not move it

@@ -33,20 +33,36 @@ from depthstudy.progress import RunProgress
 
 # --- one iteration (the hot path; depthstudy bench times exactly this) ---
 
-def train_step(forward, optimizer, x, y, autocast, window: torch.Tensor, one: torch.Tensor) -> torch.Tensor:
-    """Forward, backward, SGD step; adds (loss, errors, 1) to `window` on the device (no host sync).
+class LossAndErrors(torch.nn.Module):
+    """The model with its training loss and the batch's error count: the forward half of an iteration, whole, so
+    that torch.compile (and CUDA graphs) take the loss and the counting in with the net instead of leaving a
+    dozen small kernels to run one by one around it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, [loss, misclassified images, 1]) -- the second detached, as the log window adds it up."""
+        logits = self.model(x).float()
+        loss = F.cross_entropy(logits, y)
+        wrong = (logits.detach().argmax(1) != y).sum()
+        return loss, torch.stack([loss.detach(), wrong.float(), torch.ones_like(loss.detach())])
+
+
+def train_step(forward, optimizer, x, y, autocast, window: torch.Tensor) -> torch.Tensor:
+    """Forward (a LossAndErrors, eager or compiled), backward, SGD step; adds (loss, errors, 1) to `window` on the
+    device (no host sync). The window is added to last: an iteration that fails before then changed nothing.
 
     Returns the number of misclassified images in the batch, as a device tensor.
     """
     with autocast():
-        logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss, counts = forward(x, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    wrong = (logits.detach().argmax(1) != y).sum()
-    window += torch.stack([loss.detach(), wrong.float(), one])
-    return wrong
+    window += counts
+    return counts[1]
 
 
 # --- evaluation ---
@@ -75,8 +91,8 @@ class Run:
     device: torch.device
     data: Data
     model: torch.nn.Module
-    iteration: object  # one training iteration: train_step through the eager or compiled model (x, y, autocast,
-    #                    window, one) -> wrong; a compiled one falls back to eager if compiling fails
+    iteration: object  # one training iteration: train_step through the eager or compiled LossAndErrors (x, y,
+    #                    autocast, window) -> wrong; a compiled one falls back to eager if compiling fails
     autocast: object
     optimizer: torch.optim.SGD
     schedule: Schedule
@@ -126,9 +142,10 @@ def build(cfg: DictConfig, run_dir: Path, gpu: int | None, say, fresh: bool = Tr
     data, model, grown_from = build_net(cfg, device, fresh, grown)
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     optimizer, update = make_update(model, cfg.optim, t, say, mode == "cuda_graphs")
-    iteration = partial(train_step, model, optimizer)
+    forward = LossAndErrors(model)
+    iteration = partial(train_step, forward, optimizer)
     if mode != "off" or update is not optimizer:  # a failure compiling or capturing falls back to eager, in one line
-        iteration = WithFallback(partial(train_step, compiled(model, mode, device), update), iteration, print,
+        iteration = WithFallback(partial(train_step, compiled(forward, mode, device), update), iteration, print,
                                  "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = make_stream(cfg, data)
@@ -179,7 +196,6 @@ class LogWindow:
 
     def __init__(self, sums: torch.Tensor, batch_size: int):
         self.sums, self.batch_size = sums, batch_size
-        self.one = torch.ones((), device=sums.device)
         self.carried = int(sums[2].item())  # batches of this window trained before an interruption
         self.started = time.perf_counter()
         self.images = 0  # trained by this process: its throughput
@@ -291,7 +307,7 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 set_lr(run.optimizer, new_lr, caffe)
                 lr = new_lr
             x, y = run.stream.batch(step)
-            wrong = run.iteration(x, y, run.autocast, meter.sums, meter.one)
+            wrong = run.iteration(x, y, run.autocast, meter.sums)
             state.step = done = step + 1
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).

@@ -14,7 +14,7 @@ import torch
 from depthstudy import config
 from depthstudy.models import build_model
 from depthstudy.device import autocast_for, cpu_threads
-from depthstudy.train import train_step
+from depthstudy.train import LossAndErrors, train_step
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     args = ap.parse_args()
     torch.set_num_threads(cpu_threads("auto"))
-    win, one, autocast = torch.zeros(3), torch.ones(()), autocast_for(torch.device("cpu"), "fp32")
+    win, autocast = torch.zeros(3), autocast_for(torch.device("cpu"), "fp32")
     for depth in (int(d) for d in args.depths.split(",")):
         cfg = config.compose([f"model.depth={depth}", "model.shortcut=A"])
         paths = {}
@@ -35,16 +35,16 @@ def main() -> None:
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4, fused=fused or None)
             x = torch.randn(args.batch, 3, 32, 32).contiguous(memory_format=fmt)
             y = torch.randint(0, 10, (args.batch,))
-            paths[name] = (model, opt, x, y)
+            paths[name] = (LossAndErrors(model), opt, x, y)
         rates = {name: [] for name in paths}
         for r in range(args.rounds):
             for name in (list(paths) if r % 2 == 0 else list(paths)[::-1]):
                 model, opt, x, y = paths[name]
-                train_step(model, opt, x, y, autocast, win, one)  # untimed: caches, buffers
+                train_step(model, opt, x, y, autocast, win)  # untimed: caches, buffers
                 times = []
                 for _ in range(args.steps):
                     t = time.perf_counter()
-                    train_step(model, opt, x, y, autocast, win, one)
+                    train_step(model, opt, x, y, autocast, win)
                     times.append(time.perf_counter() - t)
                 rates[name].append(args.batch / statistics.median(times))
         ours, eager = (statistics.median(rates[n]) for n in paths)

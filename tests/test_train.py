@@ -245,6 +245,43 @@ def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     assert [v for _, v in graphs] == pytest.approx([v for _, v in eager], rel=1e-3)
 
 
+def test_the_compiled_part_of_an_iteration_is_one_graph_with_the_loss_and_the_counting():
+    """What CUDA graphs replay whole: the net, its loss and the error count, with no graph break (a .item() or a
+    Python branch on a tensor would split it and leave the rest to run kernel by kernel)."""
+    import torch
+
+    from depthstudy.models import CifarResNet
+    from depthstudy.train import LossAndErrors
+
+    forward = LossAndErrors(CifarResNet(8, "A", 3, 10))
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    explained = torch._dynamo.explain(forward)(x, y)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    ops = str(explained.graphs[0].graph)
+    assert "cross_entropy" in ops and "argmax" in ops
+    loss, counts = forward(x, y)
+    assert counts.shape == (3,) and counts[0] == loss and counts[2] == 1 and 0 <= counts[1] <= 4
+
+
+@pytest.mark.slow
+def test_a_compiled_iteration_gives_the_eager_loss_and_error_curve(cli, tmp_path):
+    """trainer.compile=true: torch.compile takes the net with its loss and error counting (train.LossAndErrors), the
+    part CUDA graphs replay on a GPU; on this CPU the same compiled graph must give eager's losses and errors."""
+    from torch._dynamo.utils import counters
+
+    args = ["model.depth=8", "schedule.iterations=8", "schedule.milestones=[4]", "trainer.log_every=1",
+            "trainer.progress=none"]
+    assert cli("train", *args, "name=eager").exit_code == 0
+    counters.clear()
+    result = cli("train", *args, "name=compiled", "trainer.compile=true")
+    assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
+    assert counters["stats"]["unique_graphs"] == 1  # one graph: net, loss and counting, no break between them
+    eager, compiled = (events.read_scalars(only_run(tmp_path, n)) for n in ("eager", "compiled"))
+    for tag in (events.TRAIN_LOSS, events.TRAIN_ERROR):
+        assert len(compiled[tag]) == 8
+        assert [v for _, v in compiled[tag]] == pytest.approx([v for _, v in eager[tag]], rel=1e-4, abs=1e-6), tag
+
+
 @pytest.mark.slow
 def test_a_compiled_update_gives_the_eager_loss_curve_across_an_lr_drop(cli, tmp_path):
     """trainer.compile_optimizer: torch.compile builds the SGD update (inductor, on this CPU ~40 s to compile); it must
