@@ -312,20 +312,24 @@ class GpuPlan:
     why: str
     gain: float | None  # per_gpu runs' images/s on one GPU over one run's, where measured
     overrides: list[str]  # for its jobs
+    given_jobs: int | None = None  # the command line's hydra.launcher.n_jobs, where it gives one
 
     @property
     def speedup(self) -> float:
         """The sweep's pace over one run's: the GPUs side by side, each with its measured gain (none if unmeasured)."""
-        return self.gpus * (self.gain or 1.0)
+        return min(self.gpus, self.n_jobs) * (self.gain or 1.0)
 
     @property
     def n_jobs(self) -> int:
-        return self.per_gpu * self.gpus
+        return self.given_jobs or self.per_gpu * self.gpus
 
     @property
     def at_once(self) -> str:
         k, g = self.per_gpu, self.gpus
-        return f"{k} run{'s' if k > 1 else ''} at once on each of {g} GPU{'s' if g > 1 else ''}"
+        gpus = f"{g} GPU{'s' if g > 1 else ''}"
+        if self.given_jobs:
+            return f"{self.given_jobs} run{'s' if self.given_jobs > 1 else ''} at a time on {gpus}"
+        return f"{k} run{'s' if k > 1 else ''} at once on each of {gpus}"
 
     @property
     def line(self) -> str:
@@ -333,11 +337,11 @@ class GpuPlan:
 
 
 def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> GpuPlan | None:
-    """A joblib sweep on a machine with GPUs: how it shares them; None for other launchers, on a CPU, or where the
-    command line gives n_jobs itself."""
+    """A joblib sweep on a machine with GPUs: how it shares them; None for other launchers or on a CPU. Where the
+    command line gives n_jobs itself, that many run at a time, spread over the GPUs (their gain unmeasured)."""
     cfg = runs[0].cfg
     device = str(cfg.trainer.device)
-    if not _in_workers(runs) or device == "cpu" or any(a.startswith("hydra.launcher.n_jobs=") for a in args):
+    if not _in_workers(runs) or device == "cpu":
         return None
     from depthstudy import packing
 
@@ -345,6 +349,9 @@ def _gpu_jobs(runs: list[PlannedRun], args: list[str]) -> GpuPlan | None:
     if not gpus:
         return None
     gpus = gpus if device == "auto" else 1  # auto spreads the jobs over the GPUs (packing.gpu_slot); cuda:N does not
+    if any(a.startswith("hydra.launcher.n_jobs=") for a in args):  # the user's choice
+        given = _workers(runs, runs[0].launcher_jobs)
+        return GpuPlan(-(-given // gpus), gpus, "hydra.launcher.n_jobs", None, [], given_jobs=given)
     from depthstudy.device import compile_mode
     import torch
 

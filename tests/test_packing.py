@@ -73,7 +73,7 @@ def test_given_settings_win(cli, two_fake_gpus):
     assert "3 runs at once on each of 2 GPUs (trainer.jobs_per_gpu)" in result.output
     result = cli("sweep", "model.depth=8", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "--dry-run",
                  "--no-estimate")
-    assert "at once on each" not in result.output  # the command line's n_jobs is the user's choice
+    assert "sweep: 1 run at a time on 2 GPUs (hydra.launcher.n_jobs)" in result.output  # the user's choice
     result = cli("sweep", "model.depth=8", "seed=0,1", "trainer.jobs_per_gpu=0", "--dry-run")
     assert result.exit_code == 2 and "trainer.jobs_per_gpu=0: auto or an integer > 0" in result.output
 
@@ -119,3 +119,8 @@ def test_the_estimate_of_a_gpu_sweep_divides_by_the_measured_pace(two_fake_gpus)
     _say_total(runs, console, None, GpuPlan(3, 2, "trainer.jobs_per_gpu", None, []))  # 2400 s / 2 GPUs
     assert "estimated: 20.0 min for 4 runs, 3 runs at once on each of 2 GPUs (their gain on a GPU not measured" in (
         console.export_text())
+    # the command line's n_jobs: its runs spread over the GPUs, never more at once than it says (not CPU workers)
+    for given, minutes in ((1, "40.0"), (3, "20.0")):
+        console = Console(record=True, width=200)
+        _say_total(runs, console, None, GpuPlan(2, 2, "hydra.launcher.n_jobs", None, [], given_jobs=given))
+        assert f"estimated: {minutes} min for 4 runs, {given} run" in console.export_text()
