@@ -79,6 +79,13 @@ class CompiledUpdate:
 
     def __init__(self, optimizer: torch.optim.SGD, cuda_graphs: bool):
         self.optimizer = optimizer
+        # The momentum buffers exist before the first step, as zeros (the first step's v = m*0 + g is its v = g):
+        # made inside the first compiled step instead, they would live in the CUDA graphs' memory pool, and the
+        # next iteration's cudagraph_mark_step_begin frees them (and the step would recompile once without them).
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"] if group["momentum"] else []:
+                    optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
         self._step = torch.compile(optimizer.step, mode="reduce-overhead" if cuda_graphs else None)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -282,6 +282,29 @@ def test_a_compiled_iteration_gives_the_eager_loss_and_error_curve(cli, tmp_path
         assert [v for _, v in compiled[tag]] == pytest.approx([v for _, v in eager[tag]], rel=1e-4, abs=1e-6), tag
 
 
+def test_a_compiled_update_has_its_momentum_buffers_before_the_first_step():
+    """Made in the first compiled step, they would live in the CUDA graphs' pool and be freed at the next
+    iteration; made up front as zeros, the first steps are those of PyTorch's SGD, bit for bit."""
+    import torch
+
+    from depthstudy.optim import CompiledUpdate, make_optimizer
+
+    cfg = compose([])
+    nets = [torch.nn.Linear(3, 2) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    plain = make_optimizer(nets[0], cfg.optim, say=lambda s: None)
+    ahead = make_optimizer(nets[1], cfg.optim, say=lambda s: None, lr_as_tensor=True)
+    CompiledUpdate(ahead, cuda_graphs=False)  # its buffers; its step is not called here (no compile)
+    assert all(torch.equal(ahead.state[p]["momentum_buffer"], torch.zeros_like(p)) for p in nets[1].parameters())
+    x = torch.randn(4, 3)
+    for _ in range(3):
+        for net, opt in zip(nets, (plain, ahead)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+
+
 @pytest.mark.slow
 def test_a_compiled_update_gives_the_eager_loss_curve_across_an_lr_drop(cli, tmp_path):
     """trainer.compile_optimizer: torch.compile builds the SGD update (inductor, on this CPU ~40 s to compile); it must
