@@ -142,6 +142,11 @@ def build(cfg: DictConfig, run_dir: Path, gpu: int | None, say, fresh: bool = Tr
     data, model, grown_from = build_net(cfg, device, fresh, grown)
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     optimizer, update = make_update(model, cfg.optim, t, say, mode == "cuda_graphs")
+    if mode != "off" or update is not optimizer:
+        # This run compiles afresh, as in a new process: a process that trains run after run (a joblib worker)
+        # would otherwise reach torch.compile's limit of 8 nets per function and silently train the 9th
+        # eagerly; the earlier runs' CUDA graphs and their memory go too. Compiling is lazy: nothing is lost here.
+        torch._dynamo.reset()
     forward = LossAndErrors(model)
     iteration = partial(train_step, forward, optimizer)
     if mode != "off" or update is not optimizer:  # a failure compiling or capturing falls back to eager, in one line
