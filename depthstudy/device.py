@@ -80,23 +80,48 @@ def compile_mode(compile: bool, cuda_graphs, device: torch.device | None = None)
 class WithFallback:
     """Call `fast` (a training iteration through the compiled model); if it fails in its first `tries` calls
     (compiling or capturing the forward or the backward), say why in one line and use `eager` from then on. A
-    failed call changed nothing (the optimizer steps last), so the eager retry is the same iteration. Later
-    failures are real errors and propagate."""
+    failed call changed nothing: the optimizer steps last, and the buffers of `model` (BatchNorm's running
+    statistics, which a forward that ran before the failure updated) are put back, so the eager retry is the
+    same iteration. Later failures are real errors and propagate. After the first `tries` calls, `check` (if
+    given) may return a line on what compiling did not do without failing (CUDA graphs skipped), said once."""
 
-    def __init__(self, fast, eager, say, what: str, tries: int = 3):
-        self.fast, self.eager, self.say, self.what, self.tries = fast, eager, say, what, tries
+    def __init__(self, fast, eager, say, what: str, tries: int = 3, check=None, model: torch.nn.Module | None = None):
+        self.fast, self.eager, self.say, self.what, self.tries, self.check = fast, eager, say, what, tries, check
+        self.buffers = list(model.buffers()) if model is not None else []
 
     def __call__(self, *args):
         if self.tries <= 0:
             return self.fast(*args)
         self.tries -= 1
+        saved = [b.clone() for b in self.buffers]  # the first few calls only: a few small tensors
         try:
-            return self.fast(*args)
+            out = self.fast(*args)
         except Exception as e:  # noqa: BLE001 -- any compiler or capture failure: eager is always correct
+            with torch.no_grad():
+                for b, before in zip(self.buffers, saved):
+                    b.copy_(before)
             reason = " ".join(str(e).split())[:160] or type(e).__name__
             self.say(f"{self.what} failed ({type(e).__name__}: {reason}); training eagerly instead")
             self.fast, self.tries = self.eager, 0
             return self.eager(*args)
+        if self.tries == 0 and self.check and (line := self.check()):
+            self.say(line)
+        return out
+
+
+def graphs_skipped_check():
+    """A WithFallback check for CUDA graphs: inductor skips a graph it cannot capture (a CPU tensor, a mutated
+    input, dynamic shapes) without an error, and the iteration then runs compiled but kernel by kernel."""
+    from torch._dynamo.utils import counters
+
+    before = counters["inductor"]["cudagraph_skips"]
+
+    def check() -> str | None:
+        skipped = counters["inductor"]["cudagraph_skips"] - before
+        return (f"CUDA graphs: inductor skipped {skipped} of this run's graphs (TORCH_LOGS=perf_hints says why): "
+                "those parts run compiled but without graphs, slower") if skipped else None
+
+    return check
 
 
 def compiled(module: torch.nn.Module, mode: str, device: torch.device):

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, events, rundir
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
-from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device, memory_format,
-                               pick_device)
+from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device,
+                               graphs_skipped_check, memory_format, pick_device)
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
@@ -151,7 +151,8 @@ def build(cfg: DictConfig, run_dir: Path, gpu: int | None, say, fresh: bool = Tr
     iteration = partial(train_step, forward, optimizer)
     if mode != "off" or update is not optimizer:  # a failure compiling or capturing falls back to eager, in one line
         iteration = WithFallback(partial(train_step, compiled(forward, mode, device), update), iteration, print,
-                                 "CUDA graphs" if mode == "cuda_graphs" else "torch.compile")
+                                 "CUDA graphs" if mode == "cuda_graphs" else "torch.compile",
+                                 check=graphs_skipped_check() if mode == "cuda_graphs" else None, model=model)
     schedule = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
     stream = make_stream(cfg, data)
     probe = next(eval_batches(data, data.val or data.test or data.train, 500, bool(t.channels_last)))[0]

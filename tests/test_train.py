@@ -231,6 +231,38 @@ def test_a_compiler_failure_falls_back_to_eager_in_one_line():
         late(torch.ones(4, 5))
 
 
+def test_a_failed_compiled_call_leaves_the_batchnorm_statistics_as_they_were():
+    """The failed call's forward ran (and updated the running statistics) before its backward failed: the eager
+    retry must be the same iteration, not a second update of the running averages."""
+    import torch
+
+    from depthstudy.device import WithFallback
+
+    net, x = torch.nn.BatchNorm1d(3), torch.randn(8, 3)
+    reference = torch.nn.BatchNorm1d(3)
+    reference(x)
+
+    def forward_then_fail(inputs):
+        net(inputs)
+        raise RuntimeError("backward compile failed")
+
+    WithFallback(forward_then_fail, net, lambda line: None, "torch.compile", model=net)(x)
+    assert torch.equal(net.running_mean, reference.running_mean) and int(net.num_batches_tracked) == 1
+
+
+def test_compiled_but_skipped_cuda_graphs_are_said_once():
+    import torch
+
+    from depthstudy.device import WithFallback
+
+    said, calls = [], []
+    check = lambda: "CUDA graphs: inductor skipped 1 of this run's graphs" if len(calls) == 2 else None  # noqa: E731
+    forward = WithFallback(calls.append, calls.append, said.append, "CUDA graphs", tries=2, check=check)
+    for i in range(4):
+        forward(torch.ones(1))
+    assert said == ["CUDA graphs: inductor skipped 1 of this run's graphs"]  # checked once, after the first calls
+
+
 @pytest.mark.cuda
 def test_cuda_graphs_run_gives_the_eager_loss_curve(cli, tmp_path):
     args = ["model.depth=8", "schedule.iterations=12", "schedule.milestones=[8]", "trainer.device=cuda", "trainer.log_every=1",
