@@ -53,6 +53,8 @@ def configure_device(device: torch.device, precision: str, threads, jobs_per_gpu
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(threads))
         return
+    if device.index is not None:  # the current device too: code that names none (CUDA graph trees' synchronize)
+        torch.cuda.set_device(device)  # would otherwise open a context on GPU 0 and wait for it
     if isinstance(jobs_per_gpu, int) and jobs_per_gpu > 1:
         torch.cuda.set_per_process_memory_fraction(1 / jobs_per_gpu, device)
     torch.backends.cudnn.benchmark = True
