@@ -1,7 +1,8 @@
 """`depthstudy bench`: training throughput of depthstudy's own path vs a reference loop written the common way.
 
 Ours is what train.py does per iteration: uint8 images held on the device, batched crop/flip/normalise
-(TrainStream), a channels_last model, fused SGD from make_optimizer, losses and errors accumulated on the device.
+(TrainStream), a channels_last model, fused SGD from make_optimizer, losses and errors accumulated on the device,
+and on CUDA, as train's default, the forward and backward as CUDA graphs (--no-cuda-graphs: eager).
 The reference is the textbook loop: torchvision's CIFAR10 with PIL transforms, a DataLoader with one
 worker per core, an fp32 NCHW model, torch.optim.SGD. Both train the same architecture on the same images
 in the same process; their measurements alternate so that machine noise hits both alike.
@@ -327,7 +328,7 @@ def print_results(console, out: dict) -> None:
 # --- the command ---
 
 def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, rounds: int = 1,
-              precision: str = "fp32", compile_model: bool = False, cuda_graphs: bool = False, device: str = "auto",
+              precision: str = "fp32", compile_model: bool = False, cuda_graphs: bool | None = None, device: str = "auto",
               data_root: Path | None = None, json_path: Path | None = None, console=None,
               compile_optimizer: bool = False) -> dict:
     """Benchmark every model, print the table, write the JSON; returns what the JSON holds."""
@@ -387,8 +388,9 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
 
 
 def _check_bench_args(steps: int, warmup: int, rounds: int, precision: str, device: str, compile_model: bool,
-                      cuda_graphs: bool, json_path: Path | None) -> tuple[torch.device, str, Path | None]:
-    """(the device, the compile mode, the JSON path): every option checked before minutes of measuring."""
+                      cuda_graphs: bool | None, json_path: Path | None) -> tuple[torch.device, str, Path | None]:
+    """(the device, the compile mode, the JSON path): every option checked before minutes of measuring.
+    cuda_graphs None: as train's default (trainer.cuda_graphs=auto: on for CUDA), so that bench times what runs."""
     if steps < 1 or warmup < 0 or rounds < 1:
         raise UsageError(f"--steps ({steps}) and --rounds ({rounds}) must be >= 1 and --warmup ({warmup}) >= 0")
     if precision not in PRECISIONS:
@@ -401,7 +403,7 @@ def _check_bench_args(steps: int, warmup: int, rounds: int, precision: str, devi
             raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
         rundir.check_writable(json_path.parent)
     dev = pick_device(device, None)
-    mode = compile_mode(compile_model, cuda_graphs)
+    mode = compile_mode(compile_model, "auto" if cuda_graphs is None else cuda_graphs, dev)
     if mode == "cuda_graphs" and dev.type != "cuda":
         raise UsageError(f"--cuda-graphs needs a CUDA device, and this bench runs on {dev}; add --device cuda")
     return dev, mode, json_path
@@ -480,7 +482,7 @@ def time_concurrent(spec: ModelSpec, k: int, data_root, dev: torch.device, preci
 
 
 def run_concurrent_bench(models: str, concurrency: str, steps: int = 10, warmup: int = 2, precision: str = "fp32",
-                         compile_model: bool = False, cuda_graphs: bool = False, device: str = "auto",
+                         compile_model: bool = False, cuda_graphs: bool | None = None, device: str = "auto",
                          data_root: Path | None = None, json_path: Path | None = None, console=None) -> dict:
     """Aggregate images/s of k concurrent training processes on one device against one; on a GPU the result is
     kept for trainer.jobs_per_gpu=auto (depthstudy.packing)."""

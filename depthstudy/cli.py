@@ -240,7 +240,7 @@ def bench(
     rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
     precision: Annotated[str, typer.Option("--precision", help="fp32, tf32 (CUDA: TF32 convs and matmuls) or bf16 (autocast); as trainer.precision.")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile our model (ours only; compile time falls in the warm-up).")] = False,
-    cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="CUDA only: our forward and backward as CUDA graphs (torch.compile mode=reduce-overhead), as trainer.cuda_graphs.")] = False,
+    cuda_graphs: Annotated[Optional[bool], typer.Option("--cuda-graphs/--no-cuda-graphs", help="Our iteration's forward and backward as CUDA graphs (torch.compile mode=reduce-overhead), as trainer.cuda_graphs; default: on for CUDA, off on a CPU, as train runs.", show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,

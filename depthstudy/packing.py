@@ -84,8 +84,9 @@ def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tup
     name = gpu_name()
     depth = sorted(depths)[len(depths) // 2]
     found = measured_k(setting_key(name, precision, compile_mode), depth)
+    flags = {"cuda_graphs": "", "default": " --compile --no-cuda-graphs", "off": " --no-cuda-graphs"}[compile_mode]
     return found or (1, f"nothing measured on {name} with {precision}, {compile_mode} yet: "
-                        "`depthstudy bench --concurrent 1,2,4` measures it", 1.0)
+                        f"`depthstudy bench --concurrent 1,2,4 --precision {precision}{flags}` measures it", 1.0)
 
 
 @contextmanager

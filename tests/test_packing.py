@@ -64,7 +64,7 @@ def test_without_a_measurement_one_job_per_gpu_and_the_way_to_measure(cli, two_f
                  "--no-estimate")
     assert result.exit_code == 0, result.output
     assert "1 run at once on each of 2 GPUs (nothing measured on Fake GPU 80GB" in result.output
-    assert "depthstudy bench --concurrent 1,2,4" in result.output
+    assert "depthstudy bench --concurrent 1,2,4 --precision fp32` measures it" in " ".join(result.output.split())
 
 
 def test_given_settings_win(cli, two_fake_gpus):
