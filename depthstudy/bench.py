@@ -33,7 +33,7 @@ from depthstudy.data import Data, TrainStream, cache_root, default_root, normali
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, device_name,
-                               memory_format, pick_device)
+                               memory_format, pick_device, synchronize)
 from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import LossAndErrors, train_step
@@ -215,11 +215,6 @@ def reference_batches(dataset, device: torch.device):
 
 # --- timing ---
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # CUDA runs asynchronously: the clock must wait for the GPU
-
-
 STEPS_PER_SYNC = 10  # on a GPU: training syncs once per log window, so the host queues steps ahead of the GPU
 
 
@@ -229,13 +224,13 @@ def time_steps(step, n: int, device: torch.device) -> list[float]:
     from launching the next step while the GPU works, which training never does."""
     block = STEPS_PER_SYNC if device.type == "cuda" else 1
     times, done = [], 0
-    _sync(device)
+    synchronize(device)
     while done < n:
         k = min(block, n - done)
         t0 = time.perf_counter()
         for _ in range(k):
             step()
-        _sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - t0) / k)
         done += k
     return times

@@ -61,6 +61,12 @@ def configure_device(device: torch.device, precision: str, threads, jobs_per_gpu
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device: CUDA runs asynchronously, so a clock read without this does not time the GPU's work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def memory_format(channels_last: bool) -> torch.memory_format:
     """The layout of images and conv weights (trainer.channels_last): the same numbers, another speed."""
     return torch.channels_last if channels_last else torch.contiguous_format

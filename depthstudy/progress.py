@@ -36,8 +36,10 @@ class RunProgress:
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
 
-    def update(self, done: int, loss: float, error: float, images_per_s: float, lr: float) -> None:
-        metrics = f"loss {loss:.3f} err {error:4.1f}% lr {lr:g} {images_per_s:,.0f} img/s"  # fits 80 columns
+    def update(self, done: int, loss: float, error: float, images_per_s: float | None, lr: float) -> None:
+        """images_per_s None: none of the window's iterations counts (they compiled)."""
+        speed = f"{images_per_s:,.0f} img/s" if images_per_s is not None else "compiling"
+        metrics = f"loss {loss:.3f} err {error:4.1f}% lr {lr:g} {speed}"  # fits 80 columns
         if self._bar is not None:
             self._bar.update(self._task, completed=done, metrics=metrics)
         elif self.mode == "lines" and (done >= self._next_line or done == self.total):

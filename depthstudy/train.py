@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from depthstudy import checkpoint, events, rundir
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
 from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device,
-                               graphs_skipped_check, memory_format, pick_device)
+                               graphs_skipped_check, memory_format, pick_device, synchronize)
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
@@ -168,8 +168,14 @@ class RunState:
     step: int = 0  # iterations done
     earlier_s: float = 0.0  # wall time of the processes before this one
     eval_s: float = 0.0  # seconds spent evaluating, all processes
+    compile_s: float = 0.0  # seconds of the iterations that compiled (torch.compile, CUDA graphs), all processes
     started: float = field(default_factory=time.perf_counter)  # when this process began training
     eval_s_at_start: float = 0.0
+    compile_s_at_start: float = 0.0
+
+    def excluded_s(self) -> float:
+        """This process's time that was not training: evaluating, saving, compiling."""
+        return self.eval_s - self.eval_s_at_start + self.compile_s - self.compile_s_at_start
 
     def elapsed(self) -> float:
         return self.earlier_s + time.perf_counter() - self.started
@@ -179,7 +185,7 @@ class RunState:
         return {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "step": self.step,
                 "elapsed_s": self.elapsed(), **run.schedule.state(), "window": self.window.cpu(),
                 "torch_rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
-                "eval_s": self.eval_s}
+                "eval_s": self.eval_s, "compile_s": self.compile_s}
 
     @classmethod
     def restore(cls, saved: dict | None, run: Run) -> RunState:
@@ -193,7 +199,7 @@ class RunState:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         run.schedule.restore(saved)
         return cls(window=saved["window"].to(run.device), step=saved["step"], earlier_s=saved["elapsed_s"],
-                   eval_s=saved.get("eval_s", 0.0))
+                   eval_s=saved.get("eval_s", 0.0), compile_s=saved.get("compile_s", 0.0))
 
 
 class LogWindow:
@@ -206,16 +212,18 @@ class LogWindow:
         self.started = time.perf_counter()
         self.images = 0  # trained by this process: its throughput
 
-    def exclude(self, seconds: float) -> None:
-        """Evaluation and saving do not count as training time."""
+    def exclude(self, seconds: float, batches: int = 0) -> None:
+        """Evaluation and saving do not count as training time; compiling iterations count neither their time nor
+        their batches."""
         self.started += seconds
+        self.carried += batches
 
-    def read(self) -> tuple[dict, float]:
-        """The window's {train_loss, train_error} and images/s; then a new window starts."""
+    def read(self) -> tuple[dict, float | None]:
+        """The window's {train_loss, train_error} and images/s (None: no batch of it counts); then a new window."""
         loss_sum, wrong_sum, batches = self.sums.tolist()
         now = time.perf_counter()
         fresh, self.carried = int(batches) - self.carried, 0  # only this process's batches count as its speed
-        ips = fresh * self.batch_size / max(now - self.started, 1e-9)
+        ips = fresh * self.batch_size / max(now - self.started, 1e-9) if fresh > 0 else None
         self.started, self.images = now, self.images + fresh * self.batch_size
         self.sums.zero_()
         return {"train_loss": loss_sum / batches, "train_error": 100.0 * wrong_sum / (batches * self.batch_size)}, ips
@@ -303,8 +311,10 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
     caffe = run.cfg.optim.momentum_form == "caffe"
     meter = LogWindow(state.window, batch_size)
     state.started = meter.started = time.perf_counter()
-    state.eval_s_at_start = state.eval_s
-    last, lr = {}, None
+    state.eval_s_at_start, state.compile_s_at_start = state.eval_s, state.compile_s
+    # The iterations that compile (WithFallback's first calls) are timed apart, with a device sync each.
+    compiling = isinstance(run.iteration, WithFallback) and run.iteration.tries > 0
+    first, last, lr = state.step, {}, None
     run.model.train()
     with stop_on_interrupt() as stop:
         for step in range(state.step, total):
@@ -313,8 +323,18 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 set_lr(run.optimizer, new_lr, caffe)
                 lr = new_lr
             x, y = run.stream.batch(step)
+            began = time.perf_counter()
             wrong = run.iteration(x, y, run.autocast, meter.sums)
             state.step = done = step + 1
+            if compiling:
+                synchronize(run.device)
+                seconds = time.perf_counter() - began
+                state.compile_s += seconds
+                meter.exclude(seconds, batches=1)
+                compiling = run.iteration.tries > 0
+                if not compiling:
+                    progress.print(f"{run.name}: the first {done - first} iterations (compiling) took "
+                                   f"{state.compile_s - state.compile_s_at_start:.1f} s, not counted in images/s")
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).
             if schedule.warming and schedule.end_warmup_if_due(done, 100.0 * wrong.item() / batch_size):
@@ -326,7 +346,7 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                     progress.print(f"{run.name}: loss is {last['train_loss']} at iteration {done}: diverged, stopping")
                     return "diverged", last, meter
                 writer.scalars(done, {events.TRAIN_LOSS: last["train_loss"], events.TRAIN_ERROR: last["train_error"],
-                                      events.LR: lr, events.THROUGHPUT: ips})
+                                      events.LR: lr, **({events.THROUGHPUT: ips} if ips is not None else {})})
                 progress.update(done, last["train_loss"], last["train_error"], ips, lr)
             if done == total:
                 break
@@ -363,7 +383,7 @@ def evaluate_and_log(run: Run, state: RunState, writer, progress) -> dict:
 def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow, writer, progress,
            summary: dict) -> dict:
     """Final evaluation and checkpoint of a finished run; summary.json for every ending."""
-    train_time = time.perf_counter() - state.started - (state.eval_s - state.eval_s_at_start)
+    train_time = time.perf_counter() - state.started - state.excluded_s()
     if status == "interrupted":
         progress.close()
         writer.close()
@@ -386,6 +406,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     summary.update(
         status=status, iterations=state.step,
         wall_time_s=round(state.elapsed(), 2), eval_time_s=round(state.eval_s, 2),
+        compile_time_s=round(state.compile_s, 2) if state.compile_s else None,
         train_images_per_s=round(meter.images / max(train_time, 1e-9), 1) if meter.images else None,
         warmup_ended_at=warmup_ended if warmup_ended >= 0 else None,
     )

@@ -312,6 +312,13 @@ def test_a_compiled_iteration_gives_the_eager_loss_and_error_curve(cli, tmp_path
     for tag in (events.TRAIN_LOSS, events.TRAIN_ERROR):
         assert len(compiled[tag]) == 8
         assert [v for _, v in compiled[tag]] == pytest.approx([v for _, v in eager[tag]], rel=1e-4, abs=1e-6), tag
+    # Compiling is timed apart: the first 3 iterations (WithFallback's tries) count neither in images/s nor in
+    # the summary's training speed; the summary says how long they took.
+    assert [step for step, _ in compiled[events.THROUGHPUT]] == [4, 5, 6, 7, 8]
+    assert len(eager[events.THROUGHPUT]) == 8
+    s, e = summary(only_run(tmp_path, "compiled")), summary(only_run(tmp_path, "eager"))
+    assert s["compile_time_s"] > 0 and e["compile_time_s"] is None
+    assert s["compile_time_s"] < s["wall_time_s"] and s["train_images_per_s"] > 0
 
 
 def test_a_compiled_update_has_its_momentum_buffers_before_the_first_step():
