@@ -56,3 +56,21 @@ def test_report_writes_figures_and_bad_input_raises_the_clis_message(two_runs, t
         depthstudy.train_run(["model.depth=9"])
     with pytest.raises(UsageError, match="does not exist"):
         depthstudy.load_runs(tmp_path / "nowhere")
+
+
+def test_the_readmes_python_example_runs_as_printed(tmp_path, monkeypatch):
+    """Its train_run line as printed (100 iterations), then its load_curves columns as the README lists them."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    line = next(x for x in block.splitlines() if x.startswith("summary = depthstudy.train_run("))
+    namespace = {"depthstudy": depthstudy}
+    exec(line.replace("])", ', "trainer.progress=none", "trainer.threads=1"])'), namespace)  # noqa: S102
+    assert namespace["summary"]["status"] == "finished" and namespace["summary"]["iterations"] == 100
+    listed = re.search(r"columns: (.*?)\n(#.*?)\n", block, re.S)
+    columns = [c.strip() for c in (listed.group(1) + listed.group(2).lstrip("# ")).split(",")]
+    curves = depthstudy.load_curves(tmp_path / "runs" / "default")
+    assert list(curves.columns) == [c for c in columns if not c.startswith("(")]  # one run: no other key varies
