@@ -136,6 +136,8 @@ def config(
 
         _, cfg = configs.load_checked(overrides)
         typer.echo(OmegaConf.to_yaml(configs.without_hydra(cfg), resolve=True), nl=False)
+        # run_name is the readable part; other overrides add a slug and hash to the directory (still valid YAML)
+        typer.echo(f"# run directory: {cfg.hydra.run.dir}")
 
     _guard(go, debug)
 

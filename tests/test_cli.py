@@ -110,6 +110,11 @@ def test_config_prints_the_composed_config_without_training(cli, tmp_path):
     cfg = OmegaConf.create(result.output)
     assert cfg.model.depth == 110 and cfg.data.val_size == 0 and cfg.schedule.warmup.max_iterations == 400
     assert not (tmp_path / "runs").exists()
+    # the directory `depthstudy train` with the same arguments writes to, slug and hash included
+    args = ["model.depth=8", "optim.lr=0.05", "schedule.iterations=6", "schedule.milestones=[4]", "trainer.progress=none"]
+    shown = cli("config", *args).output.strip().splitlines()[-1].removeprefix("# run directory: ")
+    assert cli("train", *args).exit_code == 0
+    assert shown.startswith("runs/default/resA-d8-wd0.0001-s0-lr0.05-") and (tmp_path / shown / "summary.json").exists()
     groups = cli("config", "--groups").output
     assert "experiment: he2015, he2015_fig6, he2015_table6, he2015_val," in groups and "model: mlp, resnet" in groups
 
