@@ -169,6 +169,9 @@ def runs(
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
         _console().print(table)
+        for r in rows:  # why a run failed or cannot be read, and what to do
+            if r["error"] and r["status"] in ("failed", "damaged"):
+                _console().print(f"[yellow]{r['run']}: {r['error']}[/]", highlight=False)
 
     _guard(go, debug)
 

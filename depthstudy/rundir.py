@@ -230,10 +230,21 @@ def flatten(d: dict, prefix: str = "", lists_as_str: bool = True) -> dict:
 
 
 def read_config(run_dir: Path) -> dict:
-    """The run's resolved config, as saved (nested dicts)."""
+    """The run's resolved config, as saved (nested dicts). A damaged file (torn YAML, not a mapping) raises a
+    DepthstudyError that names it and says what to do; a missing one, FileNotFoundError."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(run_dir / CONFIG_FILE))
+    path = run_dir / CONFIG_FILE
+    try:
+        config = OmegaConf.to_container(OmegaConf.load(path))
+        if not isinstance(config, dict):
+            raise ValueError("not a mapping")
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # YAML scanner and parser errors, OmegaConf errors, a list or a scalar
+        raise DepthstudyError(f"{path} is unreadable ({type(e).__name__}): what the run is cannot be known; move "
+                              "its directory away and run the command again to train it afresh") from e
+    return config
 
 
 def write_config(run_dir: Path, config: dict) -> None:
@@ -250,8 +261,8 @@ def read_source_run(path: Path, setting: str) -> dict:
                          "directory of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
     try:
         cfg = read_config(path)
-    except Exception as e:  # damaged YAML: the source is not a run we can read
-        raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({type(e).__name__})") from None
+    except DepthstudyError as e:  # damaged YAML: the source is not a run we can read
+        raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({type(e.__cause__).__name__})") from None
     return cfg if isinstance(cfg, dict) else {}
 
 

@@ -68,13 +68,12 @@ def read_run(path: Path) -> Run:
     problems = []
     try:
         config = read_config(path)
-        if not isinstance(config, dict):
-            raise ValueError("not a mapping")
         lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
         config = flatten(config)
     except Exception as e:
         config, lists = {}, {}
-        problems.append(f"{CONFIG_FILE} unreadable ({type(e).__name__})")
+        problems.append(f"{CONFIG_FILE} unreadable ({type(e.__cause__ or e).__name__}): move the run away and "
+                        "run its sweep again to train it afresh")
     summary = read_summary(path)
     if summary is None and (path / SUMMARY_FILE).exists():
         problems.append(f"{SUMMARY_FILE} unreadable")
@@ -83,7 +82,8 @@ def read_run(path: Path) -> Run:
     try:
         run.curves, run.wall_times = events.read_scalars(path, with_wall_times=True)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
-        problems.append(f"event file unreadable: {e}")
+        problems.append(f"event file unreadable: {e}; its curves are lost: move the run away and run its sweep "
+                        "again to train it afresh")
     if not problems:
         problems += disagreements(run)
     run.problem = "; ".join(problems)
@@ -94,6 +94,13 @@ def disagreements(run: Run) -> list[str]:
     """Where a finished run's curves and its summary.json disagree (an event file damaged in a way its
     checksums cannot show, or curves from another run): the last step and the final errors must match."""
     s = run.summary
+    if not s:  # no summary.json (another writer's run, or it was lost): its curves must reach the planned end
+        total = run.config.get("schedule.iterations")
+        steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
+        if isinstance(total, int) and steps and steps[-1] < total:
+            return [f"no {SUMMARY_FILE}, and the event files end at iteration {steps[-1]} of {total}: an unfinished "
+                    "run; run its sweep again to finish it"]
+        return []
     if s.get("status") not in ("finished", "diverged"):
         return []
     out = []
@@ -178,8 +185,9 @@ STUDY_KEYS = ["model.arch", "model.depth", "model.shortcut", "seed"]  # every st
 
 
 def all_keys(runs: list[Run]) -> set[str]:
-    """The config keys every run has."""
-    return set.intersection(*(set(r.config) for r in runs))
+    """The config keys every run with a readable config has."""
+    configs = [set(r.config) for r in runs if r.config]
+    return set.intersection(*configs) if configs else set()
 
 
 @dataclass
@@ -215,8 +223,9 @@ class Group:
 
 
 def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
+    """The runs by configuration; a run whose config.yaml is unreadable belongs to none (its problem names it)."""
     groups = defaultdict(list)
-    for r in runs:
+    for r in (r for r in runs if r.config):
         groups[(r.family, r.depth, tuple(r.config.get(k) for k in extra_keys))].append(r)
     order = lambda key: (not key[0].startswith("plain"), key[0], [str(x) for x in key[2]], key[1])  # noqa: E731
     return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]
@@ -245,9 +254,18 @@ def list_runs(root: Path) -> list[dict]:
         summary = read_summary(path) or {}
         lock = path / ".lock"
         pid = lock.read_text().strip() if lock.exists() else ""
-        rows.append({"run": path.name, "path": str(path), "status": status_of(path, summary) if summary else "new",
+        status, error = (status_of(path, summary), summary.get("error")) if summary else _without_summary(path)
+        rows.append({"run": path.name, "path": str(path), "status": status,
                      "pid": pid.partition("@")[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
-                     "wall_time_s": summary.get("wall_time_s"), "error": summary.get("error")})
+                     "wall_time_s": summary.get("wall_time_s"), "error": error})
     return rows
+
+
+def _without_summary(path: Path) -> tuple[str, str | None]:
+    """(status, why) of a run directory whose summary.json is missing or damaged."""
+    if (path / SUMMARY_FILE).exists():
+        return "damaged", (f"{SUMMARY_FILE} unreadable; running its command (or sweep) again resumes from the "
+                           "checkpoint and rewrites it")
+    return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"

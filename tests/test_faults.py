@@ -54,6 +54,8 @@ def test_an_unreadable_summary_names_the_file_and_the_rest_goes_on(cli, tmp_path
     assert f"{run.name}: summary.json unreadable" in md
     dry = cli("sweep", *TINY, "model.depth=8", "seed=0,1", "--dry-run")  # planning reads it too
     assert dry.exit_code == 0, dry.output
+    (row,) = [r for r in json.loads(cli("runs", str(tmp_path / "runs"), "--json").output) if r["run"] == run.name]
+    assert row["status"] == "damaged" and "summary.json unreadable" in row["error"]  # not "new"
 
 
 def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path, trained):
@@ -61,6 +63,29 @@ def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path,
     result, md = report_md(cli, tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert f"{trained[0].name}: config.yaml unreadable" in md and "| 1/1 |" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and "None" not in md  # the header and the one real group: no made-up depth-0 group
+    # a sweep that would resume it says which file and what to do, in one line
+    again = cli("sweep", *TINY, "model.depth=8", "trainer.log_every=1", "seed=0,1")
+    assert again.exit_code == 1 and f"{trained[0].name}/config.yaml is unreadable (UnicodeDecodeError)" in again.output
+    assert "move its directory away" in again.output and "Traceback" not in again.output
+
+
+def test_a_run_without_summary_json_counts_only_if_its_curves_reach_the_end(cli, tmp_path, trained):
+    """No summary.json: read as another writer's run, but one whose curves stop short is not a result."""
+    from omegaconf import OmegaConf
+
+    run = trained[0]
+    (run / "summary.json").unlink()
+    result, md = report_md(cli, tmp_path / "runs")
+    assert "unreadable" not in md and "| 2/2 |" in md  # complete curves: a result
+    (row,) = [r for r in json.loads(cli("runs", str(tmp_path / "runs"), "--json").output) if r["run"] == run.name]
+    assert row["status"] == "external" and "no summary.json" in row["error"]
+    cfg = OmegaConf.load(run / "config.yaml")
+    cfg.schedule.iterations = 12  # planned 12, logged 6
+    OmegaConf.save(cfg, run / "config.yaml")
+    result, md = report_md(cli, tmp_path / "runs")
+    assert f"{run.name}: no summary.json, and the event files end at iteration 6 of 12" in md and "| 1/1 |" in md
 
 
 def test_a_torn_tail_in_a_superseded_event_file_stays_in_the_report(cli, tmp_path, trained):
