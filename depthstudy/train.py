@@ -391,6 +391,10 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         rundir.write_summary(run.run_dir, summary)
         print(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved, run the same command to resume")
         raise KeyboardInterrupt
+    if status == "finished" and "train_loss" not in last:  # resumed at its end (its summary.json was lost): the
+        logged = events.read_scalars(run.run_dir)  # last window's training numbers are those the event files hold
+        last.update({key: logged[tag][-1][1] for key, tag in (("train_loss", events.TRAIN_LOSS),
+                                                              ("train_error", events.TRAIN_ERROR)) if logged.get(tag)})
     if status == "finished":
         with stop_on_interrupt():  # a first Ctrl-C now waits for the final evaluation and checkpoint
             last.update(evaluate_and_log(run, state, writer, progress))

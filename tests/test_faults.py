@@ -71,6 +71,19 @@ def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path,
     assert "move its directory away" in again.output and "Traceback" not in again.output
 
 
+def test_a_lost_summary_is_rebuilt_whole_by_running_the_command_again(cli, tmp_path, trained):
+    """The run resumes at its last iteration from its checkpoint: nothing to train, so the last training numbers
+    come from its event files; the held-out errors from a fresh evaluation of the same weights."""
+    run = trained[0]
+    before = summary(run)
+    (run / "summary.json").unlink()
+    assert cli("train", *TINY, "model.depth=8", "trainer.log_every=1", "seed=0").exit_code == 0
+    after = summary(run)
+    assert (after["status"], after["iterations"]) == ("finished", before["iterations"])
+    for key in ("train_loss", "train_error", "val_error", "test_error"):
+        assert after[key] == pytest.approx(before[key], rel=1e-6), key
+
+
 def test_a_run_without_summary_json_counts_only_if_its_curves_reach_the_end(cli, tmp_path, trained):
     """No summary.json: read as another writer's run, but one whose curves stop short is not a result."""
     from omegaconf import OmegaConf
