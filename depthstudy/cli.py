@@ -74,6 +74,21 @@ def _fail(error: BaseException, debug: bool) -> None:
     raise typer.Exit(code)
 
 
+def _overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
+    """The command's overrides; a mistyped option (ignore_unknown_options passes it on as one) refused in one line."""
+    import difflib
+
+    from depthstudy.errors import UsageError
+
+    for arg in overrides or []:
+        if arg.startswith("-"):
+            names = [n for p in ctx.command.params for n in p.opts if n.startswith("--")]
+            close = difflib.get_close_matches(arg.split("=")[0], names, n=1)
+            raise UsageError(f"{arg} is not an option of `depthstudy {ctx.info_name}`; "
+                             + (f"did you mean {close[0]}?" if close else f"its options: {', '.join(names)}"))
+    return list(overrides or [])
+
+
 def _guard(fn, debug: bool):
     try:
         return fn()
@@ -91,11 +106,11 @@ def _guard(fn, debug: bool):
     ("plain-56", "depthstudy train model.depth=56 model.shortcut=none"),
     ("the paper, on CIFAR-10", "depthstudy train experiment=he2015 model.depth=110 data.download=true"),
     note="Running the same command again resumes an interrupted run and skips a finished one."))
-def train(overrides: Overrides = None, debug: Debug = False) -> None:
+def train(ctx: typer.Context, overrides: Overrides = None, debug: Debug = False) -> None:
     """Train one plain or residual net; logs, config, checkpoint and summary go to its run directory."""
     from depthstudy.launch import train_one
 
-    _guard(lambda: train_one(overrides), debug)
+    _guard(lambda: train_one(_overrides(ctx, overrides)), debug)
 
 
 @app.command(context_settings=OVERRIDES, epilog=_examples(
@@ -105,6 +120,7 @@ def train(overrides: Overrides = None, debug: Debug = False) -> None:
     ("on a cluster", "depthstudy sweep experiment=he2015_fig6 hydra/launcher=submitit_slurm"),
     note="Re-running a sweep skips finished runs and resumes interrupted ones."))
 def sweep(
+    ctx: typer.Context,
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the runs (and which are done) and estimate their time on this machine, without training.")] = False,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="With --dry-run: time a few training steps of each net to estimate the sweep (cached per machine).")] = True,
@@ -113,13 +129,14 @@ def sweep(
     """Train a grid of runs (Hydra multirun: comma lists sweep, any Hydra launcher runs them)."""
     from depthstudy.sweep import run_sweep
 
-    _guard(lambda: run_sweep(overrides, dry_run, _console(), estimate), debug)
+    _guard(lambda: run_sweep(_overrides(ctx, overrides), dry_run, _console(), estimate), debug)
 
 
 @app.command(context_settings=OVERRIDES, epilog=_examples(
     ("the config that command would train", "depthstudy config experiment=he2015 model.depth=110"),
     ("every config group and its options", "depthstudy config --groups")))
 def config(
+    ctx: typer.Context,
     overrides: Overrides = None,
     groups: Annotated[bool, typer.Option("--groups", help="List the config groups and their options.")] = False,
     debug: Debug = False,
@@ -134,7 +151,7 @@ def config(
             return
         from omegaconf import OmegaConf
 
-        _, cfg = configs.load_checked(overrides)
+        _, cfg = configs.load_checked(_overrides(ctx, overrides))
         typer.echo(OmegaConf.to_yaml(configs.without_hydra(cfg), resolve=True), nl=False)
         # run_name is the readable part; other overrides add a slug and hash to the directory (still valid YAML)
         typer.echo(f"# run directory: {cfg.hydra.run.dir}")

@@ -100,16 +100,45 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    _refuse_new_keys(overrides)
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         message = one_line(e)
+        if message.startswith("Could not override '"):  # a mistyped key; Hydra's advice (append it with +) is wrong here
+            raise _unknown_key(message.split("'")[1]) from None
         if message.startswith("Ambiguous value for argument"):  # a comma list given to a single run
             arg = message.split("'")[1]
             message = (f"{arg} lists several values: to train each, use `depthstudy sweep {arg}`; "
                        f"for one list value write {arg.split('=')[0]}=[{arg.split('=', 1)[1]}]")
         raise UsageError(message) from None
+
+
+def _refuse_new_keys(overrides: list[str]) -> None:
+    """`+key=value` adds a key no code reads (Hydra suggests it for a mistyped key): refused, except for config
+    groups (+experiment=quick) and Hydra's own settings."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # noqa: BLE001 -- a syntax error: Hydra's own message, from compose
+        return
+    for o in parsed:
+        key = o.key_or_group
+        if (o.is_add() or o.is_force_add()) and not o.is_hydra_override() and not (CONFIG_DIR / key).is_dir():
+            defaults, absent = compose([]), object()
+            if OmegaConf.select(defaults, key, default=absent) is absent:
+                raise _unknown_key(key, defaults)
+
+
+def _unknown_key(key: str, defaults: DictConfig | None = None) -> UsageError:
+    import difflib
+
+    known = list(rundir.flatten(OmegaConf.to_container(defaults or compose([]))))
+    close = difflib.get_close_matches(key, known, n=1)
+    return UsageError(f"{key} is not a config key" + (f"; did you mean {close[0]}?" if close else "")
+                      + " (`depthstudy config` prints every key)")
 
 
 def config_groups() -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from helpers import TINY
     ("optim.batch_size=0", "optim.batch_size=0 must be an integer > 0"),
     ("data.name=mnist", "data.name='mnist' is not a known data set; choose one of: digits, cifar10, cifar100"),
     ("data=mnist", "Could not find 'data/mnist'"),
-    ("model.nonsense=3", "Could not override 'model.nonsense'"),
+    ("model.nonsense=3", "model.nonsense is not a config key"),
     ("model.depth=", "model.depth= is not of the form 6n+2"),
     ("model.depth=[20", "override_grammar"),
     ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer='maybe' must be true or false"),
@@ -135,6 +135,20 @@ def test_a_shortened_run_keeps_its_lr_drops_or_is_refused(cli):
 
     s = compose(["schedule.iterations=200", "schedule.milestones=[0.5,0.75]"]).schedule
     assert Schedule(s, 0.1, 20).milestones == [100, 150]
+
+
+@pytest.mark.parametrize("args, line", [
+    (["model.dept=20"], "model.dept is not a config key; did you mean model.depth?"),
+    (["+model.dept=20"], "model.dept is not a config key; did you mean model.depth?"),  # Hydra's advice, taken
+    (["++trainer.threds=2"], "trainer.threds is not a config key; did you mean trainer.threads?"),
+    (["--dryrun"], "--dryrun is not an option of `depthstudy sweep`; did you mean --dry-run?"),
+])
+def test_a_mistyped_key_or_option_is_one_line_that_names_the_right_one(cli, tmp_path, args, line):
+    """Not Hydra's "append it with +" (which trained with a key nothing reads) nor its grammar error."""
+    result = cli("sweep", *args, "--no-estimate")
+    assert result.exit_code == 2 and line in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+    assert cli("config", "+experiment=quick").exit_code == 0  # a config group may still be added with +
 
 
 def test_a_comma_list_given_to_train_points_to_sweep(cli):

@@ -96,7 +96,7 @@ def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path):
 @pytest.mark.parametrize("grid", [
     ["experiment=quick"],
     ["experiment=identity_variants"],
-    ["model=resnet,mlp", "model.depth=8,14", "optim.lr=0.1,0.05", "+extra=1", "hydra/launcher=joblib",
+    ["model=resnet,mlp", "model.depth=8,14", "optim.lr=0.1,0.05", "hydra/launcher=joblib",
      "hydra.launcher.n_jobs=2", "trainer.threads=1"],
     ["model.depth=8,14", "model={depth:20}", "~optim.lr", "++trainer.threads=1"],
 ], ids=["quick", "variants", "groups-values-hydra", "order-sensitive"])
