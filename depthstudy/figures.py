@@ -19,7 +19,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from depthstudy import events  # noqa: E402
-from depthstudy.runs import Group, Run, study_context  # noqa: E402
+from depthstudy.runs import STATUS_IN_MEANS, Group, Run, study_context  # noqa: E402
 from depthstudy.schema import milestone_iterations  # noqa: E402
 
 FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
@@ -130,10 +130,12 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     drops = _lr_drops([r for g in groups for r in g.ok_runs()])
     fig, axes = plt.subplots(1, len(families), figsize=size(4.6 * len(families) + 1.6, 4.2), sharey=True,
                              squeeze=False, layout="constrained")
-    top, labels, last = 0.0, {}, 0
+    top, labels, last, counts = 0.0, {}, 0, []
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
+            if any(r.curves.get(events.TRAIN_ERROR) or r.curves.get(events.ERROR_TAGS[split]) for r in runs):
+                counts.append(len(runs))
             for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.0))):
                 steps, median, low, high = seed_curve(runs, tag)
                 if not steps:
@@ -162,7 +164,8 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    caption(fig, all_runs, "diverged, failed and damaged runs left out")
+    caption(fig, all_runs, left_out(all_runs) or "diverged, failed and damaged runs left out",
+            seeds_per_point(all_runs, counts, "curve"))
     return save(fig, out, "curves", formats)
 
 
@@ -233,13 +236,46 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     if paper:
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
     fig.suptitle(title)
-    caption(fig, [r for g in groups for r in g.runs])
+    depth_caption(fig, groups, ("train", split))
     return save(fig, out, stem, formats)
 
 
-def caption(fig, runs: list[Run], note: str = "") -> None:
-    """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version."""
-    fig.supxlabel(study_context(runs) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
+def caption(fig, runs: list[Run], note: str = "", seeds: str | None = None) -> None:
+    """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version.
+    seeds: what to say instead of the number of distinct seeds (seeds_per_point)."""
+    fig.supxlabel(study_context(runs, seeds) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
+
+
+def seeds_per_point(runs: list[Run], counts: list[int], what: str = "point") -> str | None:
+    """How many seeds each drawn point (or curve) stands for, when that is not simply every seed of the runs:
+    "2-3 seeds per point" where runs were left out of some points; None where every point has them all."""
+    counts = sorted(set(counts))
+    seeds = len({r.config.get("seed") for r in runs})
+    if not counts or counts == [seeds]:
+        return None
+    n = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
+    return f"{n} seed{'s' if counts[-1] != 1 else ''} per {what}"
+
+
+def left_out(runs: list[Run]) -> str:
+    """The runs a figure does not draw, counted by why: "5 damaged runs left out", "1 diverged, 2 damaged runs
+    left out"; "" where none was."""
+    why = defaultdict(int)
+    for r in runs:
+        if r.problem:
+            why["damaged"] += 1
+        elif r.status not in STATUS_IN_MEANS:
+            why[r.status] += 1
+    total = sum(why.values())
+    order = sorted(why, key=lambda k: (k == "damaged", k))  # damaged last: "1 diverged, 5 damaged runs"
+    return f"{', '.join(f'{why[k]} {k}' for k in order)} run{'s' if total != 1 else ''} left out" if total else ""
+
+
+def depth_caption(fig, groups: list[Group], splits) -> None:
+    """A depth plot's caption: the seeds each point averages where that varies, and the runs left out."""
+    runs = [r for g in groups for r in g.runs]
+    counts = [len(v) for g in groups for s in splits if (v := g.finals(s))]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts))
 
 
 def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
@@ -259,7 +295,7 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
         axes[row][0].set_ylabel("final error (%)")
     _from_zero(axes.flat)
     axes[0][0].legend(fontsize=8)
-    caption(fig, [r for g in groups for r in g.runs])
+    depth_caption(fig, groups, ("train", split))
     return save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from helpers import summary
-from depthstudy import events
+from depthstudy import __version__, events
 from depthstudy.config import compose
 from depthstudy.report import make_report
 
@@ -414,3 +414,26 @@ def test_instruments_sort_after_the_curves_and_older_runs_tags_are_still_read(tm
     groups = sorted({tag.split("/")[0] for tag in [events.TRAIN_ERROR, events.VAL_ERROR, events.THROUGHPUT,
                                                     events.response_tag(0), events.block_tag("gamma_rms", 0)]})
     assert groups[-1] == events.INSTRUMENTS.rstrip("/")  # TensorBoard's Time Series lists its groups sorted
+
+
+def _caption(svg_path):
+    """The caption line of a figure (SVG text stays text)."""
+    import re
+
+    return next(t for t in re.findall(r">([^<>]*depthstudy \d[^<>]*)<", svg_path.read_text()))
+
+
+def test_depth_caption_says_the_seeds_per_point_and_the_damaged_runs_left_out(sweep, cli):
+    assert cli("report", str(sweep)).exit_code == 0
+    whole = _caption(sweep / "report" / "depth.svg")
+    assert whole.endswith(", 2 seeds; depthstudy " + __version__) and "per point" not in whole
+    assert "left out" not in whole  # nothing was
+    for shortcut, depth, seed in (("none", 20, 1), ("A", 56, 0)):  # two points now stand for 1 seed, not 2
+        bad = sweep / f"{'plain' if shortcut == 'none' else 'resA'}-d{depth}-wd0.0001-s{seed}"
+        event_file = next(bad.glob("events.out.tfevents.*"))
+        event_file.write_bytes(event_file.read_bytes()[:-7])
+    write_run(sweep, "none", 110, 0, 90.0, 90.0, status="diverged")
+    assert cli("report", str(sweep)).exit_code == 0
+    for stem, what in (("depth", "point"), ("curves", "curve")):
+        text = _caption(sweep / "report" / f"{stem}.svg")
+        assert f", 1-2 seeds per {what}; depthstudy " in text and text.endswith("; 1 diverged, 2 damaged runs left out")
