@@ -211,6 +211,14 @@ def depth_yscale(groups: list[Group], split: str, asked: str) -> str:
     return "symlog" if positive and max(medians) / max(min(positive), 0.1) > 30 else "linear"
 
 
+def percent_symlog(ax) -> None:
+    """An error axis in %, linear below 1% and logarithmic above, ticked in plain numbers (0, 0.5, 1, 2, 5, ...)."""
+    ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.set_ylim(0, 100)  # errors are percentages: the whole range, so no point sits on the frame
+    ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+
+
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
                yscale: str = "auto", paper: list[tuple[int, float]] | None = None, stem: str = "depth",
                title: str = "Error vs depth (line: median over seeds; dots: each seed)") -> list[Path]:
@@ -227,10 +235,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
         if scale == "symlog":
-            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
-            ax.set_ylim(0, 100)  # errors are percentages: the whole range, so no point sits on the frame
-            ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+            percent_symlog(ax)
     _from_zero(axes)
     axes[0].legend(fontsize="small")
     if paper:

@@ -282,15 +282,17 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
         rows.append((label, g.get("train_error_before"), g.get("train_error_after"), g.get("max_logit_change"),
                      r.final("train"), control))
     ax.axvline(offset, color="#888888", ls=":", lw=0.9)
-    ax.annotate("blocks inserted", (offset, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                textcoords="offset points", fontsize="x-small", color="#666666")
-    ax.set_xlabel("iterations: the trained net's, then the grown net's (their first point: eval-mode error right "
+    ax.annotate("blocks inserted", (offset, 1), xycoords=("data", "axes fraction"), xytext=(-3, -12), ha="right",
+                textcoords="offset points", fontsize="x-small", color="#666666")  # left of the line: the grown
+    # nets' curves start at its top right
+    ax.set_xlabel("iterations: the trained net's, then the grown net's\n(their first point: eval-mode error right "
                   "after insertion)")
-    ax.set_ylabel("training error (%)")
-    ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
-    ax.set_ylim(0, 100)
+    ax.set_ylabel("training error (%, log above 1%)")
+    figures.percent_symlog(ax)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize="x-small")
+    # Beside the axes at mid-height: in the upper corner it ran into the figure's title, which is centred over
+    # the axes and the legend together.
+    fig.legend(loc="outside right center", fontsize="x-small")
     fig.suptitle("Claim 4: growing a trained MLP by inserting blocks")
     figures.caption(fig, [base, *grown])
     files = figures.save(fig, out, "lecture_4_grow", formats)
