@@ -304,6 +304,11 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     return save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 
+def _with_indexed(runs: list[Run], prefix: str) -> int:
+    """How many of the runs logged an indexed tag under prefix (the runs _final_indexed averages)."""
+    return sum(1 for r in runs if events.indexed(r.curves, prefix))
+
+
 def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
     """Mean over runs of the last value of each indexed tag (layer or block order)."""
     per_run = [[pts[-1][1] for _, pts in events.indexed(r.curves, prefix)] for r in runs]
@@ -350,7 +355,9 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
-    caption(fig, [r for g in groups for r in g.runs])
+    runs = [r for g in groups for r in g.runs]
+    counts = [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "responses", formats)
 
 
@@ -374,7 +381,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
                   (gamma[0], gamma[1], "last BN of each branch")]
     fig, axes = plt.subplots(1, 2, figsize=size(12, 4.2), layout="constrained")
     colours = _depth_colours([g.depth for g in groups])
-    drawn, stages = False, set()
+    drawn, stages, counts = False, set(), []
     for i, g in enumerate(residual):
         # One colour per depth, as in every figure; where another key varies too, one colour per group.
         colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
@@ -384,6 +391,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
                 ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)
                 drawn = True
+                counts.append(_with_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/"))
                 if g.ok_runs():
                     stages.update((colour, b) for b in _stage_starts(g.ok_runs()[0]))
     if not drawn:
@@ -399,5 +407,6 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
-    caption(fig, [r for g in groups for r in g.runs])
+    runs = [r for g in groups for r in g.runs]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "blocks", formats)

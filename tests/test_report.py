@@ -424,16 +424,20 @@ def _caption(svg_path):
 
 
 def test_depth_caption_says_the_seeds_per_point_and_the_damaged_runs_left_out(sweep, cli):
+    for run in sweep.iterdir():  # layer responses too, for responses.png
+        with SummaryWriter(str(run), filename_suffix=".responses") as w:
+            for layer in range(3):
+                w.add_scalar(events.response_tag(layer), 1.0 + layer, 30)
     assert cli("report", str(sweep)).exit_code == 0
     whole = _caption(sweep / "report" / "depth.svg")
     assert whole.endswith(", 2 seeds; depthstudy " + __version__) and "per point" not in whole
     assert "left out" not in whole  # nothing was
     for shortcut, depth, seed in (("none", 20, 1), ("A", 56, 0)):  # two points now stand for 1 seed, not 2
         bad = sweep / f"{'plain' if shortcut == 'none' else 'resA'}-d{depth}-wd0.0001-s{seed}"
-        event_file = next(bad.glob("events.out.tfevents.*"))
+        event_file = sorted(bad.glob("events.out.tfevents.*"))[-1]  # the newest: an older one may end torn
         event_file.write_bytes(event_file.read_bytes()[:-7])
     write_run(sweep, "none", 110, 0, 90.0, 90.0, status="diverged")
     assert cli("report", str(sweep)).exit_code == 0
-    for stem, what in (("depth", "point"), ("curves", "curve")):
+    for stem, what in (("depth", "point"), ("curves", "curve"), ("responses", "curve")):
         text = _caption(sweep / "report" / f"{stem}.svg")
         assert f", 1-2 seeds per {what}; depthstudy " in text and text.endswith("; 1 diverged, 2 damaged runs left out")
