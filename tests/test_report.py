@@ -441,3 +441,16 @@ def test_depth_caption_says_the_seeds_per_point_and_the_damaged_runs_left_out(sw
     for stem, what in (("depth", "point"), ("curves", "curve"), ("responses", "curve")):
         text = _caption(sweep / "report" / f"{stem}.svg")
         assert f", 1-2 seeds per {what}; depthstudy " in text and text.endswith("; 1 diverged, 2 damaged runs left out")
+
+
+def test_report_md_links_the_figures_in_the_formats_written(sweep, cli, tmp_path):
+    """--format pdf wrote figures report.md did not link (it linked PNGs only)."""
+    stems = ("curves", "depth")
+    for formats, link in (("pdf", "[{0} (PDF)]({0}.pdf)"), ("svg,pdf", "![{0}]({0}.svg)"),
+                          ("pdf,svg,png", "![{0}]({0}.png)")):
+        out = tmp_path / formats
+        assert cli("report", str(sweep), "--style", "paper", "--format", formats, "--out", str(out)).exit_code == 0
+        md = (out / "report.md").read_text()
+        for stem in stems:
+            assert link.format(stem) in md and (out / link.format(stem).rpartition("(")[2].rstrip(")")).exists()
+        assert md.count(".pdf)") == (2 if formats == "pdf" else 0)  # one link per figure, the best format only
