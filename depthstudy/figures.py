@@ -19,7 +19,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from depthstudy import events  # noqa: E402
-from depthstudy.runs import Group, Run, study_context  # noqa: E402
+from depthstudy.runs import STATUS_IN_MEANS, Group, Run, study_context  # noqa: E402
 from depthstudy.schema import milestone_iterations  # noqa: E402
 
 FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
@@ -130,10 +130,12 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
     drops = _lr_drops([r for g in groups for r in g.ok_runs()])
     fig, axes = plt.subplots(1, len(families), figsize=size(4.6 * len(families) + 1.6, 4.2), sharey=True,
                              squeeze=False, layout="constrained")
-    top, labels, last = 0.0, {}, 0
+    top, labels, last, counts = 0.0, {}, 0, []
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
+            if any(r.curves.get(events.TRAIN_ERROR) or r.curves.get(events.ERROR_TAGS[split]) for r in runs):
+                counts.append(len(runs))
             for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.0))):
                 steps, median, low, high = seed_curve(runs, tag)
                 if not steps:
@@ -162,7 +164,8 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    caption(fig, all_runs, "diverged, failed and damaged runs left out")
+    caption(fig, all_runs, left_out(all_runs) or "diverged, failed and damaged runs left out",
+            seeds_per_point(all_runs, counts, "curve"))
     return save(fig, out, "curves", formats)
 
 
@@ -208,6 +211,14 @@ def depth_yscale(groups: list[Group], split: str, asked: str) -> str:
     return "symlog" if positive and max(medians) / max(min(positive), 0.1) > 30 else "linear"
 
 
+def percent_symlog(ax) -> None:
+    """An error axis in %, linear below 1% and logarithmic above, ticked in plain numbers (0, 0.5, 1, 2, 5, ...)."""
+    ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.set_ylim(0, 100)  # errors are percentages: the whole range, so no point sits on the frame
+    ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+
+
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
                yscale: str = "auto", paper: list[tuple[int, float]] | None = None, stem: str = "depth",
                title: str = "Error vs depth (line: median over seeds; dots: each seed)") -> list[Path]:
@@ -224,22 +235,52 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
         if scale == "symlog":
-            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
-            ax.set_ylim(0, 100)  # errors are percentages: the whole range, so no point sits on the frame
-            ax.set_yticks([0, 0.5, 1, 2, 5, 10, 20, 50, 100])
-            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+            percent_symlog(ax)
     _from_zero(axes)
     axes[0].legend(fontsize="small")
     if paper:
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
     fig.suptitle(title)
-    caption(fig, [r for g in groups for r in g.runs])
+    depth_caption(fig, groups, ("train", split))
     return save(fig, out, stem, formats)
 
 
-def caption(fig, runs: list[Run], note: str = "") -> None:
-    """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version."""
-    fig.supxlabel(study_context(runs) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
+def caption(fig, runs: list[Run], note: str = "", seeds: str | None = None) -> None:
+    """The context that must travel with a figure pasted elsewhere: data set, budget, seeds, version.
+    seeds: what to say instead of the number of distinct seeds (seeds_per_point)."""
+    fig.supxlabel(study_context(runs, seeds) + (f"; {note}" if note else ""), fontsize="x-small", color="#555555")
+
+
+def seeds_per_point(runs: list[Run], counts: list[int], what: str = "point") -> str | None:
+    """How many seeds each drawn point (or curve) stands for, when that is not simply every seed of the runs:
+    "2-3 seeds per point" where runs were left out of some points; None where every point has them all."""
+    counts = sorted(set(counts))
+    seeds = len({r.config.get("seed") for r in runs})
+    if not counts or counts == [seeds]:
+        return None
+    n = f"{counts[0]}-{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
+    return f"{n} seed{'s' if counts[-1] != 1 else ''} per {what}"
+
+
+def left_out(runs: list[Run]) -> str:
+    """The runs a figure does not draw, counted by why: "5 damaged runs left out", "1 diverged, 2 damaged runs
+    left out"; "" where none was."""
+    why = defaultdict(int)
+    for r in runs:
+        if r.problem:
+            why["damaged"] += 1
+        elif r.status not in STATUS_IN_MEANS:
+            why[r.status] += 1
+    total = sum(why.values())
+    order = sorted(why, key=lambda k: (k == "damaged", k))  # damaged last: "1 diverged, 5 damaged runs"
+    return f"{', '.join(f'{why[k]} {k}' for k in order)} run{'s' if total != 1 else ''} left out" if total else ""
+
+
+def depth_caption(fig, groups: list[Group], splits) -> None:
+    """A depth plot's caption: the seeds each point averages where that varies, and the runs left out."""
+    runs = [r for g in groups for r in g.runs]
+    counts = [len(v) for g in groups for s in splits if (v := g.finals(s))]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts))
 
 
 def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
@@ -259,8 +300,13 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
         axes[row][0].set_ylabel("final error (%)")
     _from_zero(axes.flat)
     axes[0][0].legend(fontsize=8)
-    caption(fig, [r for g in groups for r in g.runs])
+    depth_caption(fig, groups, ("train", split))
     return save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
+
+
+def _with_indexed(runs: list[Run], prefix: str) -> int:
+    """How many of the runs logged an indexed tag under prefix (the runs _final_indexed averages)."""
+    return sum(1 for r in runs if events.indexed(r.curves, prefix))
 
 
 def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
@@ -309,7 +355,9 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
-    caption(fig, [r for g in groups for r in g.runs])
+    runs = [r for g in groups for r in g.runs]
+    counts = [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "responses", formats)
 
 
@@ -333,7 +381,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
                   (gamma[0], gamma[1], "last BN of each branch")]
     fig, axes = plt.subplots(1, 2, figsize=size(12, 4.2), layout="constrained")
     colours = _depth_colours([g.depth for g in groups])
-    drawn, stages = False, set()
+    drawn, stages, counts = False, set(), []
     for i, g in enumerate(residual):
         # One colour per depth, as in every figure; where another key varies too, one colour per group.
         colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
@@ -343,6 +391,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
                 ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)
                 drawn = True
+                counts.append(_with_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/"))
                 if g.ok_runs():
                     stages.update((colour, b) for b in _stage_starts(g.ok_runs()[0]))
     if not drawn:
@@ -358,5 +407,6 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
-    caption(fig, [r for g in groups for r in g.runs])
+    runs = [r for g in groups for r in g.runs]
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "blocks", formats)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.runs import Run, group_runs
+from depthstudy.report import figure_link
 
 PARTS = ("depth", "weight_decay", "weight_decay_bn", "grow_base", "grow")
 
@@ -82,7 +83,7 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
                    + ("This agrees with the claim." if holds else
                       "**This disagrees with the claim** at this budget (rule: the deepest plain net at least 10 points "
                       "worse than the best plain depth, the deepest residual within 2 points of the best residual)."))
-    return lines + ["", verdict, "", "![claim 1](lecture_1_depth.png)", ""], files
+    return lines + ["", verdict, "", figure_link("lecture_1_depth", formats, "claim 1"), ""], files
 
 
 def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -133,7 +134,8 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
                    "the two families has no run; see the table. ")
               + "Where the width changes and the shortcut is a learned projection W_s (B), zeroing W[l+2] gives "
                 "g(W_s a[l]), not W_s a[l]: the ReLU cuts the projection's negative part, so that block is not exactly "
-                "the identity of its shortcut (the table's B row).", "", "![claim 2](lecture_2_identity.png)", ""]
+                "the identity of its shortcut (the table's B row).", "",
+              figure_link("lecture_2_identity", formats, "claim 2"), ""]
     return lines, files
 
 
@@ -219,7 +221,8 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
             text.append(f"{f}: from weight decay {lo:g} to {hi:g}, ||W[l+2]|| {w0:.2f} -> {w1:.2f} as well (decay shrinks every weight, shortcut or not), "
                         f"training error {_fmt(e0)}% -> {_fmt(e1)}%"
                         + (": with its layers shrunk, the plain net loses the signal." if lost else "."))
-    return lines + ["", "Measured: " + " ".join(text), "", "![claim 3](lecture_3_weight_decay.png)", ""], files
+    return lines + ["", "Measured: " + " ".join(text), "", figure_link("lecture_3_weight_decay", formats, "claim 3"),
+                    ""], files
 
 
 def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -249,7 +252,7 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
             "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what can shrink a "
             "branch is the decay on its last BN's gamma. ResNet-20 on digits:", "",
             "| weight decay | mean RMS gamma | mean change ratio | train err % |", "|---|---|---|---|", *rows, "",
-            "![claim 3, BN](lecture_3_bn.png)", ""], files
+            figure_link("lecture_3_bn", formats, "claim 3, BN"), ""], files
 
 
 def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -282,15 +285,17 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
         rows.append((label, g.get("train_error_before"), g.get("train_error_after"), g.get("max_logit_change"),
                      r.final("train"), control))
     ax.axvline(offset, color="#888888", ls=":", lw=0.9)
-    ax.annotate("blocks inserted", (offset, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
-                textcoords="offset points", fontsize="x-small", color="#666666")
-    ax.set_xlabel("iterations: the trained net's, then the grown net's (their first point: eval-mode error right "
+    ax.annotate("blocks inserted", (offset, 1), xycoords=("data", "axes fraction"), xytext=(-3, -12), ha="right",
+                textcoords="offset points", fontsize="x-small", color="#666666")  # left of the line: the grown
+    # nets' curves start at its top right
+    ax.set_xlabel("iterations: the trained net's, then the grown net's\n(their first point: eval-mode error right "
                   "after insertion)")
-    ax.set_ylabel("training error (%)")
-    ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
-    ax.set_ylim(0, 100)
+    ax.set_ylabel("training error (%, log above 1%)")
+    figures.percent_symlog(ax)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize="x-small")
+    # Beside the axes at mid-height: in the upper corner it ran into the figure's title, which is centred over
+    # the axes and the legend together.
+    fig.legend(loc="outside right center", fontsize="x-small")
     fig.suptitle("Claim 4: growing a trained MLP by inserting blocks")
     figures.caption(fig, [base, *grown])
     files = figures.save(fig, out, "lecture_4_grow", formats)
@@ -328,7 +333,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
                        "recover within the budget, as the lecture says."))
     verdict = "Measured: " + " ".join(text) if text else "No verdict: no finished run to compare (zero or identity " \
         "insertion, and the net trained on without growing)."
-    return lines + ["", verdict, "", "![claim 4](lecture_4_grow.png)", ""], files
+    return lines + ["", verdict, "", figure_link("lecture_4_grow", formats, "claim 4"), ""], files
 
 
 def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -372,7 +377,7 @@ def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[li
             lines.append(f"| {d} | {_fmt(a.median('train'))} | {_fmt(b.median('train'))} | {_fmt(a.median('test'))} | "
                          f"{_fmt(b.median('test'))} | {extra} |")
     lines += ["", "The lecture gives both as options and claims no winner; so this is a measurement, not a test: medians "
-              "over seeds, on the same nets and budget.", "", "![claim 5](lecture_5_projection.png)", ""]
+              "over seeds, on the same nets and budget.", "", figure_link("lecture_5_projection", formats, "claim 5"), ""]
     return lines, files
 
 

@@ -231,17 +231,20 @@ def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
     return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]
 
 
-def study_context(runs: list[Run]) -> str:
-    """What a figure's numbers come from, in one line: data set, budget, batch, seeds, depthstudy version."""
+def study_context(runs: list[Run], seeds: str | None = None) -> str:
+    """What a figure's numbers come from, in one line: data set, budget, batch, seeds, depthstudy version.
+    seeds: what to say instead of the number of distinct seeds (e.g. "2-3 seeds per point")."""
     from depthstudy import __version__
 
     def values(key: str) -> str:
         found = sorted({str(r.config.get(key)) for r in runs if r.config.get(key) is not None})
         return "/".join(found) if found else "?"
 
-    seeds = len({r.config.get("seed") for r in runs})
+    if seeds is None:
+        n = len({r.config.get("seed") for r in runs})
+        seeds = f"{n} seed{'s' if n != 1 else ''}"
     return (f"{values('data.name')}, {values('schedule.iterations')} iterations, batch {values('optim.batch_size')}, "
-            f"{seeds} seed{'s' if seeds != 1 else ''}; depthstudy {__version__}")
+            f"{seeds}; depthstudy {__version__}")
 
 
 def list_runs(root: Path) -> list[dict]:

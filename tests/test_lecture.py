@@ -225,3 +225,56 @@ def test_a_source_saved_before_a_model_key_existed_can_still_be_grown_from(cli, 
                                                         "grow_init")))  # an older schema
     result = cli("train", *TINY, *MLP, "model.depth=10", f"model.init_from={source}", "name=grown")
     assert result.exit_code == 0, result.output
+
+
+def _grown_runs():
+    """What claim_grow reads: a trained net, four insertions at depth 18 and the net trained on without growing."""
+    from pathlib import Path
+
+    from depthstudy import events
+    from depthstudy.runs import Run
+
+    def run(name, part, depth, curve, **summary):
+        config = {"part": part, "model.depth": depth, "model.shortcut": "A", "model.arch": "mlp", "seed": 0,
+                  "data.name": "digits", "schedule.iterations": 200, "optim.batch_size": 64}
+        return Run(Path(name), config, "finished", curves={events.TRAIN_ERROR: curve},
+                   summary={"iterations": 200, **summary})
+
+    curve = [(s, 80.0 / (1 + s / 10)) for s in range(10, 201, 10)]
+    runs = [run("base", "grow_base", 10, curve)]
+    for init in ("default", "plain", "plain_identity", "zero"):
+        runs.append(run(f"grown-{init}", "grow", 18, curve, grown_from={
+            "inserted_blocks": [1, 3, 5, 7], "grow_init": init, "train_error_before": 0.6, "train_error_after": 80.0,
+            "max_logit_change": 1.0}))
+    runs.append(run("control", "grow", 10, curve, grown_from={"inserted_blocks": [], "grow_init": "zero"}))
+    return runs
+
+
+@pytest.mark.parametrize("style", ["default", "paper", "slide"])
+def test_the_grow_figure_keeps_its_legend_off_the_title_and_its_axis_label_within_the_plot(tmp_path, monkeypatch, style):
+    """lecture_4_grow.png with the lecture's five grown runs (long legend labels): the legend covered the title
+    ("inserting bl...") and the x-axis label was wider than the plot."""
+    from depthstudy import figures, lecture
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda fig, out, stem, formats: drawn.append(fig) or [])
+    with figures.styled(style):
+        lines, _ = lecture.claim_grow(_grown_runs(), tmp_path, ["png"])
+    (fig,) = drawn
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    (legend,) = fig.legends
+    title = fig._suptitle.get_window_extent()
+    assert len(legend.get_texts()) == 6 and not legend.get_window_extent().overlaps(title)
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())  # nor the data
+    assert ax.xaxis.label.get_window_extent().width <= ax.get_window_extent().width
+    assert "blocks inserted" in [t.get_text() for t in ax.texts]
+    assert "![claim 4](lecture_4_grow.png)" in lines
+
+
+def test_a_pdf_only_lecture_section_links_its_pdfs(tmp_path):
+    from depthstudy import lecture
+
+    lines, files = lecture.claim_grow(_grown_runs(), tmp_path, ["pdf"])
+    assert [f.name for f in files] == ["lecture_4_grow.pdf"] and "[claim 4 (PDF)](lecture_4_grow.pdf)" in lines
+    assert not any(".png" in line for line in lines)

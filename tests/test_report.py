@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from helpers import summary
-from depthstudy import events
+from depthstudy import __version__, events
 from depthstudy.config import compose
 from depthstudy.report import make_report
 
@@ -417,3 +417,43 @@ def test_instruments_sort_after_the_curves_and_older_runs_tags_are_still_read(tm
     groups = sorted({tag.split("/")[0] for tag in [events.TRAIN_ERROR, events.VAL_ERROR, events.THROUGHPUT,
                                                     events.response_tag(0), events.block_tag("gamma_rms", 0)]})
     assert groups[-1] == events.INSTRUMENTS.rstrip("/")  # TensorBoard's Time Series lists its groups sorted
+
+
+def _caption(svg_path):
+    """The caption line of a figure (SVG text stays text)."""
+    import re
+
+    return next(t for t in re.findall(r">([^<>]*depthstudy \d[^<>]*)<", svg_path.read_text()))
+
+
+def test_depth_caption_says_the_seeds_per_point_and_the_damaged_runs_left_out(sweep, cli):
+    for run in sweep.iterdir():  # layer responses too, for responses.png
+        with SummaryWriter(str(run), filename_suffix=".responses") as w:
+            for layer in range(3):
+                w.add_scalar(events.response_tag(layer), 1.0 + layer, 30)
+    assert cli("report", str(sweep)).exit_code == 0
+    whole = _caption(sweep / "report" / "depth.svg")
+    assert whole.endswith(", 2 seeds; depthstudy " + __version__) and "per point" not in whole
+    assert "left out" not in whole  # nothing was
+    for shortcut, depth, seed in (("none", 20, 1), ("A", 56, 0)):  # two points now stand for 1 seed, not 2
+        bad = sweep / f"{'plain' if shortcut == 'none' else 'resA'}-d{depth}-wd0.0001-s{seed}"
+        event_file = sorted(bad.glob("events.out.tfevents.*"))[-1]  # the newest: an older one may end torn
+        event_file.write_bytes(event_file.read_bytes()[:-7])
+    write_run(sweep, "none", 110, 0, 90.0, 90.0, status="diverged")
+    assert cli("report", str(sweep)).exit_code == 0
+    for stem, what in (("depth", "point"), ("curves", "curve"), ("responses", "curve")):
+        text = _caption(sweep / "report" / f"{stem}.svg")
+        assert f", 1-2 seeds per {what}; depthstudy " in text and text.endswith("; 1 diverged, 2 damaged runs left out")
+
+
+def test_report_md_links_the_figures_in_the_formats_written(sweep, cli, tmp_path):
+    """--format pdf wrote figures report.md did not link (it linked PNGs only)."""
+    stems = ("curves", "depth")
+    for formats, link in (("pdf", "[{0} (PDF)]({0}.pdf)"), ("svg,pdf", "![{0}]({0}.svg)"),
+                          ("pdf,svg,png", "![{0}]({0}.png)")):
+        out = tmp_path / formats
+        assert cli("report", str(sweep), "--style", "paper", "--format", formats, "--out", str(out)).exit_code == 0
+        md = (out / "report.md").read_text()
+        for stem in stems:
+            assert link.format(stem) in md and (out / link.format(stem).rpartition("(")[2].rstrip(")")).exists()
+        assert md.count(".pdf)") == (2 if formats == "pdf" else 0)  # one link per figure, the best format only
