@@ -406,7 +406,10 @@ def _check_bench_args(steps: int, warmup: int, rounds: int, precision: str, devi
         if json_path.is_dir():
             raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
         rundir.check_writable(json_path.parent)
-    dev = pick_device(device, None)
+    dev = pick_device(device, None, "--device")
+    if precision == "tf32" and dev.type != "cuda":  # a ratio to fp32 would be noise presented as advice
+        raise UsageError(f"--precision tf32 is a CUDA mode (TF32 convolutions and matmuls): on {dev} it computes "
+                         "exactly as fp32; use fp32 or bf16 here, or --device cuda")
     mode = compile_mode(compile_model, "auto" if cuda_graphs is None else cuda_graphs, dev)
     if mode == "cuda_graphs" and dev.type != "cuda":
         raise UsageError(f"--cuda-graphs needs a CUDA device, and this bench runs on {dev}; add --device cuda")

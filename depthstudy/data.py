@@ -164,7 +164,8 @@ def _cifar(name: str, root: Path, download: bool) -> tuple[Split, Split, int]:
         try:
             cls(str(root), train=True, download=True)
         except Exception as e:  # network errors come in many types; all mean the same to the user
-            raise DataError(f"could not download {name} to {root} ({e}); {_where_to_put(name, root)}") from None
+            raise DataError(f"could not download {name} to {root} ({e}); "
+                            f"{_where_to_put(name, root, downloading=True)}") from None
     files = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing:
@@ -189,9 +190,10 @@ def split_of(dataset) -> Split:
     return Split(images, torch.tensor(dataset.targets, dtype=torch.int64))
 
 
-def _where_to_put(name: str, root: Path) -> str:
-    return (f"download it with data.download=true, or unpack {CIFAR_URLS[name]} into {root} "
-            f"(or point data.root / $DEPTHSTUDY_DATA at a folder that holds it)")
+def _where_to_put(name: str, root: Path, downloading: bool = False) -> str:
+    """What to do; downloading: data.download=true was given and failed, so only the manual way is left."""
+    return ("" if downloading else "download it with data.download=true, or ") + (
+        f"unpack {CIFAR_URLS[name]} into {root} (or point data.root / $DEPTHSTUDY_DATA at a folder that holds it)")
 
 
 class TrainStream:

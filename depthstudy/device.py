@@ -12,14 +12,16 @@ import torch
 from depthstudy.errors import UsageError
 
 
-def pick_device(device: str, gpu: int | None) -> torch.device:
-    """gpu: which of the GPUs device=auto takes, for a job of a parallel sweep (packing.gpu_slot); None: the first."""
+def pick_device(device: str, gpu: int | None, setting: str = "trainer.device") -> torch.device:
+    """gpu: which of the GPUs device=auto takes, for a job of a parallel sweep (packing.gpu_slot); None: the first.
+    setting: how the user chose the device (an option's name in a message)."""
     if device == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", (gpu or 0) % torch.cuda.device_count())
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"trainer.device={device} but CUDA is not available here; use trainer.device=cpu or auto")
+        sep = "=" if "." in setting else " "
+        raise UsageError(f"{setting}{sep}{device} but CUDA is not available here; use {setting}{sep}cpu or auto")
     return torch.device(device)
 
 

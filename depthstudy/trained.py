@@ -39,7 +39,7 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
         cfg.data.root = str(data_root)
     from depthstudy.train import build_net
 
-    dev = pick_device(device, None)
+    dev = pick_device(device, None, "--device")
     configure_device(dev, str(cfg.trainer.precision), "auto")  # the run's numerics, this machine's threads
     data, model, _ = build_net(cfg, dev, fresh=False, grown=(rundir.read_summary(run_dir) or {}).get("grown_from"))
     model.load_state_dict(saved["model"])
@@ -52,8 +52,9 @@ def evaluate_run(run_dir: Path, splits: list[str], device: str = "auto", data_ro
     from depthstudy.train import evaluate
 
     unknown = [s for s in splits if s not in ("train", "val", "test")]
-    if unknown:
-        raise UsageError(f"unknown split {unknown[0]!r}: choose from train, val, test")
+    if unknown or not splits:
+        raise UsageError(f"unknown split {unknown[0]!r}: choose from train, val, test" if unknown else
+                         "--splits is empty: give one or more of train, val, test, e.g. --splits val,test")
     trained = load_trained(run_dir, device, data_root)
     result = {"run": str(run_dir), "iterations": trained.step, "total_iterations": int(trained.cfg.schedule.iterations)}
     autocast = autocast_for(trained.device, str(trained.cfg.trainer.precision))

@@ -78,12 +78,15 @@ def test_bad_model_name_is_a_usage_error(cli, no_cifar):
     assert result.exit_code == 2 and "resnetN or plainN" in result.output
     result = cli("bench", "--device", "gpu")
     assert result.exit_code == 2 and "choose auto, cpu, cuda" in result.output
+    result = cli("bench", "--device", "cpu", "--precision", "tf32")
+    assert result.exit_code == 2 and "on cpu it computes exactly as fp32" in result.output
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_one_line(cli, no_cifar):
     result = cli(*QUICK, "--device", "cuda")
-    assert result.exit_code == 2 and "CUDA is not available" in result.output
+    assert result.exit_code == 2 and "--device cuda but CUDA is not available here; use --device cpu or auto" in (
+        result.output)  # the option the user gave, not trainer.device
 
 
 @pytest.mark.cuda

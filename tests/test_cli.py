@@ -195,7 +195,8 @@ def test_eval_reproduces_the_runs_final_errors_and_leaves_the_run_untouched(cli,
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     text = cli("eval", str(run))
     assert text.exit_code == 0 and f"test {final['test_error']:.2f}%" in text.output and "[6/6 it]" in text.output
-    for args, message in ((["runs"], "is not a run directory"), ([str(run), "--splits", "tset"], "unknown split 'tset'")):
+    for args, message in ((["runs"], "is not a run directory"), ([str(run), "--splits", "tset"], "unknown split 'tset'"),
+                          ([str(run), "--splits", ""], "--splits is empty")):
         bad = cli("eval", *args)
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
 

@@ -116,6 +116,19 @@ def test_cifar_missing_says_how_to_get_it(tmp_path):
         load_data(data_cfg("data=cifar10", f"data.root={tmp_path}"))
 
 
+def test_a_failed_download_says_the_way_left_not_the_one_that_failed(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(CIFAR10, "download", offline)
+    with pytest.raises(DataError) as e:
+        load_data(data_cfg("data=cifar10", f"data.root={tmp_path}", "data.download=true"))
+    assert "could not download cifar10" in str(e.value) and "unpack https://" in str(e.value)
+    assert "data.download=true" not in str(e.value)  # it was given, and failed
+
+
 def test_cifar_with_a_wrong_checksum_is_refused_naming_the_file(tmp_path):
     write_cifar(tmp_path)  # real format, but not the real bytes: the md5 check must catch it
     with pytest.raises(DataError, match=r"data_batch_1 is corrupted \(md5 mismatch\)"):
