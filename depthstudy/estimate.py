@@ -10,6 +10,7 @@ the calibration). Results are cached per machine, torch version and setting in t
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 from dataclasses import dataclass
@@ -133,11 +134,18 @@ def _eval_seconds(cfg: DictConfig, step_s: float, evaluations: int) -> float:
     return evaluations * held_out * step_s / int(cfg.optim.batch_size) * EVAL_COST
 
 
+def busy_cpu() -> str | None:
+    """Why CPU timings taken now would be off (more runnable processes than cores), or None."""
+    load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    return f"load average {load:.1f} on {cores} cores" if load > cores else None
+
+
 def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
     """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache).
-    threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads."""
+    threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads.
+    Calibrations on a busy CPU serve this estimate but are not kept: they would skew every later one."""
     cache = read_cached(CACHE)
-    out, fresh = [], False
+    out, fresh, busy = [], False, None
     for cfg in cfgs:
         if threads is not None and cfg.trainer.threads == "auto":
             cfg = cfg.copy()
@@ -146,6 +154,9 @@ def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -
         key = _key(cfg, device)
         cached = key in cache
         if not cached:
+            if not fresh and device.type == "cpu" and (busy := busy_cpu()):
+                say(f"the machine is busy ({busy}): the calibrations below may read slow; they are used for this "
+                    "estimate and not kept")
             say(f"calibrating {cfg.run_name} on {device} (a few training steps)")
             cache[key], fresh = step_seconds(cfg, device), True
         step_s = cache[key]
@@ -154,7 +165,7 @@ def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -
         every = int(cfg.trainer.eval_every)
         evaluations = ((iterations - 1) // every if every else 0) + 1
         out.append(Estimate(iterations * step_s + _eval_seconds(cfg, step_s, evaluations), step_s, cached))
-    if fresh:
+    if fresh and not busy:
         write_cached(CACHE, cache)
     return out
 

@@ -162,7 +162,15 @@ def test_dry_run_estimates_each_run_from_a_calibration_and_caches_it(cli, tmp_pa
     from depthstudy.estimate import duration, estimate_runs
     from depthstudy.config import compose, without_hydra
 
+    from depthstudy import estimate
+
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(estimate, "busy_cpu", lambda: "load average 3.0 on 2 cores")
+    said = []
+    estimate_runs([without_hydra(compose([*TINY, "model.depth=8"]))], said.append)
+    assert "the machine is busy (load average 3.0 on 2 cores)" in said[0]
+    assert not (tmp_path / "cache" / "depthstudy" / "step_times.json").exists()  # a busy machine's timings not kept
+    monkeypatch.setattr(estimate, "busy_cpu", lambda: None)  # as on a quiet machine, whatever this one's load
     result = cli("sweep", *GRID, *TINY_SWEEP, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "est. time" in result.output and "estimated:" in result.output and "calibration just now" in result.output
