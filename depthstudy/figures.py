@@ -410,3 +410,13 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
     runs = [r for g in groups for r in g.runs]
     caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "blocks", formats)
+
+
+def figure_link(stem: str, formats, alt: str | None = None) -> str:
+    """Markdown for a figure written in these formats: an image where markdown can show one (PNG, else SVG), else a
+    link to the PDF (--format pdf)."""
+    alt = alt or stem
+    shown = next((f for f in ("png", "svg") if f in formats), None)
+    if shown:
+        return f"![{alt}]({stem}.{shown})"
+    return f"[{alt} (PDF)]({stem}.pdf)" if "pdf" in formats else ""

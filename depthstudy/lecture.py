@@ -12,7 +12,6 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.runs import Run, group_runs
-from depthstudy.report import figure_link
 
 PARTS = ("depth", "weight_decay", "weight_decay_bn", "grow_base", "grow")
 
@@ -83,7 +82,7 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
                    + ("This agrees with the claim." if holds else
                       "**This disagrees with the claim** at this budget (rule: the deepest plain net at least 10 points "
                       "worse than the best plain depth, the deepest residual within 2 points of the best residual)."))
-    return lines + ["", verdict, "", figure_link("lecture_1_depth", formats, "claim 1"), ""], files
+    return lines + ["", verdict, "", figures.figure_link("lecture_1_depth", formats, "claim 1"), ""], files
 
 
 def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -135,7 +134,7 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
               + "Where the width changes and the shortcut is a learned projection W_s (B), zeroing W[l+2] gives "
                 "g(W_s a[l]), not W_s a[l]: the ReLU cuts the projection's negative part, so that block is not exactly "
                 "the identity of its shortcut (the table's B row).", "",
-              figure_link("lecture_2_identity", formats, "claim 2"), ""]
+              figures.figure_link("lecture_2_identity", formats, "claim 2"), ""]
     return lines, files
 
 
@@ -221,7 +220,7 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
             text.append(f"{f}: from weight decay {lo:g} to {hi:g}, ||W[l+2]|| {w0:.2f} -> {w1:.2f} as well (decay shrinks every weight, shortcut or not), "
                         f"training error {_fmt(e0)}% -> {_fmt(e1)}%"
                         + (": with its layers shrunk, the plain net loses the signal." if lost else "."))
-    return lines + ["", "Measured: " + " ".join(text), "", figure_link("lecture_3_weight_decay", formats, "claim 3"),
+    return lines + ["", "Measured: " + " ".join(text), "", figures.figure_link("lecture_3_weight_decay", formats, "claim 3"),
                     ""], files
 
 
@@ -252,7 +251,7 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
             "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what can shrink a "
             "branch is the decay on its last BN's gamma. ResNet-20 on digits:", "",
             "| weight decay | mean RMS gamma | mean change ratio | train err % |", "|---|---|---|---|", *rows, "",
-            figure_link("lecture_3_bn", formats, "claim 3, BN"), ""], files
+            figures.figure_link("lecture_3_bn", formats, "claim 3, BN"), ""], files
 
 
 def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -333,7 +332,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
                        "recover within the budget, as the lecture says."))
     verdict = "Measured: " + " ".join(text) if text else "No verdict: no finished run to compare (zero or identity " \
         "insertion, and the net trained on without growing)."
-    return lines + ["", verdict, "", figure_link("lecture_4_grow", formats, "claim 4"), ""], files
+    return lines + ["", verdict, "", figures.figure_link("lecture_4_grow", formats, "claim 4"), ""], files
 
 
 def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
@@ -377,7 +376,7 @@ def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[li
             lines.append(f"| {d} | {_fmt(a.median('train'))} | {_fmt(b.median('train'))} | {_fmt(a.median('test'))} | "
                          f"{_fmt(b.median('test'))} | {extra} |")
     lines += ["", "The lecture gives both as options and claims no winner; so this is a measurement, not a test: medians "
-              "over seeds, on the same nets and budget.", "", figure_link("lecture_5_projection", formats, "claim 5"), ""]
+              "over seeds, on the same nets and budget.", "", figures.figure_link("lecture_5_projection", formats, "claim 5"), ""]
     return lines, files
 
 

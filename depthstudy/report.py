@@ -102,16 +102,6 @@ def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
     return lines
 
 
-def figure_link(stem: str, formats, alt: str | None = None) -> str:
-    """Markdown for a figure written in these formats: an image where markdown can show one (PNG, else SVG), else a
-    link to the PDF (--format pdf)."""
-    alt = alt or stem
-    shown = next((f for f in ("png", "svg") if f in formats), None)
-    if shown:
-        return f"![{alt}]({stem}.{shown})"
-    return f"[{alt} (PDF)]({stem}.pdf)" if "pdf" in formats else ""
-
-
 def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str],
                    provenance: list[str] = (), section: list[str] = ()) -> None:
     lines = [f"# Depth study report: `{root}`", "", *provenance, *section]
@@ -127,6 +117,8 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
     if problems:
         lines += ["", "## Runs not in the means", ""] + [f"- {p}" for p in problems]
     if not section:  # a section shows its own figures where it discusses them
+        from depthstudy.figures import figure_link  # matplotlib: loaded by now (make_report drew the figures)
+
         formats: dict[str, list[str]] = {}
         for p in figures:
             formats.setdefault(p.stem, []).append(p.suffix.lstrip("."))
