@@ -128,8 +128,6 @@ MUTATIONS = [
              "    if isinstance(v, bool):  # before int: a bool is an int to Python\n        return struct_pb2.Value(bool_value=v)\n",
              ""),
     # --- this session: the compiled iteration, damaged runs, mistyped keys, estimates ---
-    Mutation("error_count_inverted", "depthstudy/train.py",
-             "wrong = (logits.detach().argmax(1) != y).sum()", "wrong = (logits.detach().argmax(1) == y).sum()"),
     Mutation("momentum_buffers_made_in_first_step", "depthstudy/optim.py",
              'optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p))', "pass"),
     Mutation("fallback_keeps_bn_statistics_of_failed_call", "depthstudy/device.py",
