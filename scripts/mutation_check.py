@@ -162,7 +162,8 @@ def run_suite(tests: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # SIGINT handled as usual in the suite even when this script runs as a background job (which ignores it):
     # the Ctrl-C tests send it.
-    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", *(tests or test_args())], cwd=ROOT,
+    # -n 0: in one process, in TEST_ORDER, so that -x stops a killed mutant at its first failing file
+    return subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", *(tests or test_args())], cwd=ROOT,
                           capture_output=True, text=True, env=env,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
