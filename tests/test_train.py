@@ -348,17 +348,17 @@ def test_a_compiled_update_has_its_momentum_buffers_before_the_first_step():
 
 
 @pytest.mark.slow
-def test_runs_in_one_process_each_compile_their_own_net(cli, monkeypatch):
+def test_runs_in_one_process_each_compile_their_own_net(cli):
     """A joblib worker trains run after run: torch.compile would stop compiling after 8 nets (here: 1) and train
     the next ones eagerly without a word; each run starts the compiler afresh."""
     import torch
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     counters.clear()
-    for depth in (4, 6):
-        result = cli("train", "model=mlp", f"model.depth={depth}", *TINY, f"name=mlp{depth}", "trainer.compile=true")
-        assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
+    with torch._dynamo.config.patch(recompile_limit=1):  # (monkeypatch's undo deletes a dynamo config entry)
+        for depth in (4, 6):
+            result = cli("train", "model=mlp", f"model.depth={depth}", *TINY, f"name=mlp{depth}", "trainer.compile=true")
+            assert result.exit_code == 0 and "eagerly instead" not in result.output, result.output
     assert counters["stats"]["unique_graphs"] == 2  # the second net compiled too
 
 
