@@ -50,7 +50,11 @@ def sh(args: list[str], timeout: float, env: dict | None = None) -> dict:
         os.killpg(p.pid, signal.SIGKILL)
         out, _ = p.communicate()
         rc = "timeout"
-    return {"cmd": " ".join(args), "rc": rc, "seconds": round(time.perf_counter() - started, 1), "tail": out[-1500:]}
+    # what compiling did, wherever it was said: a fallback to eager, skipped CUDA graphs, the compile time
+    said = [ln.strip() for ln in out.splitlines() if any(k in ln for k in ("eagerly instead", "inductor skipped",
+                                                                            "(compiling) took", "recompile_limit"))]
+    return {"cmd": " ".join(args), "rc": rc, "seconds": round(time.perf_counter() - started, 1), "said": said[:20],
+            "tail": out[-1500:]}
 
 
 def summary_of(run_root: Path) -> dict:
@@ -123,7 +127,8 @@ def main() -> None:
                       "trainer.eval_every=0", f"trainer.log_every={10 if smoke else 100}", "trainer.progress=lines",
                       f"out_dir={out_dir}", *(["data.val_size=0"] if smoke else []), *extra], 120 if smoke else limit)
         s = summary_of(out_dir)
-        result.update({k: s.get(k) for k in ("status", "train_images_per_s", "wall_time_s", "eval_time_s", "params")})
+        result.update({k: s.get(k) for k in ("status", "train_images_per_s", "wall_time_s", "eval_time_s",
+                                             "compile_time_s", "params")})
         report.setdefault("train", {})[name] = result
         save()
 
