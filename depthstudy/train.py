@@ -333,7 +333,8 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 meter.exclude(seconds, batches=1)
                 compiling = run.iteration.tries > 0
                 if not compiling:
-                    progress.print(f"{run.name}: the first {done - first} iterations (compiling) took "
+                    n = done - first
+                    progress.print(f"{run.name}: the first {n} iteration{'s' if n > 1 else ''} (compiling) took "
                                    f"{state.compile_s - state.compile_s_at_start:.1f} s, not counted in images/s")
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).
