@@ -124,12 +124,15 @@ def _refuse_new_keys(overrides: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception:  # noqa: BLE001 -- a syntax error: Hydra's own message, from compose
         return
-    for o in parsed:
-        key = o.key_or_group
-        if (o.is_add() or o.is_force_add()) and not o.is_hydra_override() and not (CONFIG_DIR / key).is_dir():
-            defaults, absent = compose([]), object()
-            if OmegaConf.select(defaults, key, default=absent) is absent:
-                raise _unknown_key(key, defaults)
+    adds = [o for o in parsed if (o.is_add() or o.is_force_add()) and not o.is_hydra_override()
+            and not (CONFIG_DIR / o.key_or_group).is_dir()]
+    if not adds:
+        return
+    # the config the other overrides make (their group choices decide which keys exist, e.g. model=mlp)
+    base, absent = compose([o.input_line for o in parsed if o not in adds]), object()
+    for o in adds:
+        if OmegaConf.select(base, o.key_or_group, default=absent) is absent:
+            raise _unknown_key(o.key_or_group, base)
 
 
 def _unknown_key(key: str, defaults: DictConfig | None = None) -> UsageError:

@@ -149,6 +149,7 @@ def test_a_mistyped_key_or_option_is_one_line_that_names_the_right_one(cli, tmp_
     assert result.exit_code == 2 and line in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
     assert cli("config", "+experiment=quick").exit_code == 0  # a config group may still be added with +
+    assert cli("config", "model=mlp", "++model.widths=[64,64]").exit_code == 0  # a key the chosen group has
 
 
 def test_a_comma_list_given_to_train_points_to_sweep(cli):
