@@ -33,7 +33,7 @@ from depthstudy.data import Data, TrainStream, cache_root, default_root, normali
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, device_name,
-                               memory_format, pick_device, synchronize)
+                               fresh_compiler, memory_format, pick_device, synchronize)
 from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import LossAndErrors, train_step
@@ -262,6 +262,8 @@ def bench_model(spec: ModelSpec, data: Data, batches, device: torch.device, step
                 rounds: int, precision: str, mode: str, compile_optimizer: bool = False) -> dict:
     """Warm the paths up, then time them in alternating rounds; one result row. With a precision other than fp32,
     ours in fp32 is timed too (same compile mode), so that a precision that does not pay says so."""
+    if mode != "off" or compile_optimizer:
+        fresh_compiler()  # this model's paths compile afresh (the earlier models' are done with)
     probe = spec.build()
     macs, params = count_macs(probe, IMAGE_SHAPE), count_params(probe)
     train_flop = 3 * 2 * macs  # forward: 2 FLOP per MAC; backward: about twice the forward

@@ -134,6 +134,14 @@ def graphs_skipped_check():
     return check
 
 
+def fresh_compiler() -> None:
+    """Forget every net torch.compile has compiled in this process, before compiling new ones. All LossAndErrors
+    share one forward (and all SGDs one step), and torch.compile keeps at most 8 versions of a function: a process
+    that builds net after net (a joblib worker, bench over many models) would train or time the 9th eagerly without
+    a word. The earlier nets' CUDA graphs and their memory go too. Compiling is lazy: call it before the first call."""
+    torch._dynamo.reset()
+
+
 def compiled(module: torch.nn.Module, mode: str, device: torch.device):
     """The module (train.LossAndErrors) as the training step calls it: eager ("off"), torch.compile'd ("default"),
     or compiled into CUDA graphs ("cuda_graphs": forward and backward each replay as one graph)."""

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import checkpoint, events, rundir
 from depthstudy.data import Data, TrainStream, eval_batches, load_data
-from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device,
+from depthstudy.device import (WithFallback, autocast_for, compile_mode, compiled, configure_device, fresh_compiler,
                                graphs_skipped_check, memory_format, pick_device, synchronize)
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
@@ -142,14 +142,10 @@ def build(cfg: DictConfig, run_dir: Path, gpu: int | None, say, fresh: bool = Tr
     data, model, grown_from = build_net(cfg, device, fresh, grown)
     mode = compile_mode(bool(t.compile), t.cuda_graphs, device)
     optimizer, update = make_update(model, cfg.optim, t, say, mode == "cuda_graphs")
-    if mode != "off" or update is not optimizer:
-        # This run compiles afresh, as in a new process: a process that trains run after run (a joblib worker)
-        # would otherwise reach torch.compile's limit of 8 nets per function and silently train the 9th
-        # eagerly; the earlier runs' CUDA graphs and their memory go too. Compiling is lazy: nothing is lost here.
-        torch._dynamo.reset()
     forward = LossAndErrors(model)
     iteration = partial(train_step, forward, optimizer)
     if mode != "off" or update is not optimizer:  # a failure compiling or capturing falls back to eager, in one line
+        fresh_compiler()  # this run compiles as in a new process (a joblib worker trains run after run)
         iteration = WithFallback(partial(train_step, compiled(forward, mode, device), update), iteration, print,
                                  "CUDA graphs" if mode == "cuda_graphs" else "torch.compile",
                                  check=graphs_skipped_check() if mode == "cuda_graphs" else None, model=model)
