@@ -41,13 +41,15 @@ class LossAndErrors(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        # the batch count's 1, made once on the model's device (not a new tensor every iteration)
+        self.register_buffer("one", torch.ones((), device=next(model.parameters()).device), persistent=False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, [loss, misclassified images, 1]) -- the second detached, as the log window adds it up."""
         logits = self.model(x).float()
         loss = F.cross_entropy(logits, y)
         wrong = (logits.detach().argmax(1) != y).sum()
-        return loss, torch.stack([loss.detach(), wrong.float(), torch.ones_like(loss.detach())])
+        return loss, torch.stack([loss.detach(), wrong.float(), self.one])
 
 
 def train_step(forward, optimizer, x, y, autocast, window: torch.Tensor) -> torch.Tensor:
@@ -166,12 +168,6 @@ class RunState:
     eval_s: float = 0.0  # seconds spent evaluating, all processes
     compile_s: float = 0.0  # seconds of the iterations that compiled (torch.compile, CUDA graphs), all processes
     started: float = field(default_factory=time.perf_counter)  # when this process began training
-    eval_s_at_start: float = 0.0
-    compile_s_at_start: float = 0.0
-
-    def excluded_s(self) -> float:
-        """This process's time that was not training: evaluating, saving, compiling."""
-        return self.eval_s - self.eval_s_at_start + self.compile_s - self.compile_s_at_start
 
     def elapsed(self) -> float:
         return self.earlier_s + time.perf_counter() - self.started
@@ -206,7 +202,7 @@ class LogWindow:
         self.sums, self.batch_size = sums, batch_size
         self.carried = int(sums[2].item())  # batches of this window trained before an interruption
         self.started = time.perf_counter()
-        self.images = 0  # trained by this process: its throughput
+        self.images, self.train_s = 0, 0.0  # trained by this process, and the seconds it took: its throughput
 
     def exclude(self, seconds: float, batches: int = 0) -> None:
         """Evaluation and saving do not count as training time; compiling iterations count neither their time nor
@@ -220,7 +216,8 @@ class LogWindow:
         now = time.perf_counter()
         fresh, self.carried = int(batches) - self.carried, 0  # only this process's batches count as its speed
         ips = fresh * self.batch_size / max(now - self.started, 1e-9) if fresh > 0 else None
-        self.started, self.images = now, self.images + fresh * self.batch_size
+        self.images, self.train_s = self.images + fresh * self.batch_size, self.train_s + now - self.started
+        self.started = now
         self.sums.zero_()
         return {"train_loss": loss_sum / batches, "train_error": 100.0 * wrong_sum / (batches * self.batch_size)}, ips
 
@@ -307,10 +304,9 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
     caffe = run.cfg.optim.momentum_form == "caffe"
     meter = LogWindow(state.window, batch_size)
     state.started = meter.started = time.perf_counter()
-    state.eval_s_at_start, state.compile_s_at_start = state.eval_s, state.compile_s
     # The iterations that compile (WithFallback's first calls) are timed apart, with a device sync each.
     compiling = isinstance(run.iteration, WithFallback) and run.iteration.tries > 0
-    first, last, lr = state.step, {}, None
+    compiled_n, compiled_s, last, lr = 0, 0.0, {}, None
     run.model.train()
     with stop_on_interrupt() as stop:
         for step in range(state.step, total):
@@ -319,19 +315,18 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
                 set_lr(run.optimizer, new_lr, caffe)
                 lr = new_lr
             x, y = run.stream.batch(step)
-            began = time.perf_counter()
+            began = time.perf_counter() if compiling else 0.0
             wrong = run.iteration(x, y, run.autocast, meter.sums)
             state.step = done = step + 1
             if compiling:
                 synchronize(run.device)
                 seconds = time.perf_counter() - began
-                state.compile_s += seconds
+                state.compile_s, compiled_n, compiled_s = state.compile_s + seconds, compiled_n + 1, compiled_s + seconds
                 meter.exclude(seconds, batches=1)
                 compiling = run.iteration.tries > 0
                 if not compiling:
-                    n = done - first
-                    progress.print(f"{run.name}: the first {n} iteration{'s' if n > 1 else ''} (compiling) took "
-                                   f"{state.compile_s - state.compile_s_at_start:.1f} s, not counted in images/s")
+                    progress.print(f"{run.name}: the first {compiled_n} iteration{'s' if compiled_n > 1 else ''} "
+                                   f"(compiling) took {compiled_s:.1f} s, not counted in images/s")
             progress.advance(done)
             # The paper's rule: lr 0.01 until training error < 80% (a host sync per step, during warm-up only).
             if schedule.warming and schedule.end_warmup_if_due(done, 100.0 * wrong.item() / batch_size):
@@ -380,7 +375,6 @@ def evaluate_and_log(run: Run, state: RunState, writer, progress) -> dict:
 def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow, writer, progress,
            summary: dict) -> dict:
     """Final evaluation and checkpoint of a finished run; summary.json for every ending."""
-    train_time = time.perf_counter() - state.started - state.excluded_s()
     if status == "interrupted":
         progress.close()
         writer.close()
@@ -408,7 +402,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         status=status, iterations=state.step,
         wall_time_s=round(state.elapsed(), 2), eval_time_s=round(state.eval_s, 2),
         compile_time_s=round(state.compile_s, 2) if state.compile_s else None,
-        train_images_per_s=round(meter.images / max(train_time, 1e-9), 1) if meter.images else None,
+        train_images_per_s=round(meter.images / max(meter.train_s, 1e-9), 1) if meter.images else None,
         warmup_ended_at=warmup_ended if warmup_ended >= 0 else None,
     )
     rundir.write_summary(run.run_dir, summary)

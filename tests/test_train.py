@@ -23,6 +23,9 @@ def test_train_writes_config_events_checkpoint_and_summary(cli, tmp_path):
     assert [v for _, v in scalars[events.LR]] == pytest.approx([0.1, 0.1, 0.01])
     assert scalars[events.TEST_ERROR][-1][1] == pytest.approx(s["test_error"])
     assert scalars[events.TRAIN_ERROR][-1][1] == pytest.approx(s["train_error"])
+    # the run's speed is its windows' speeds put together (the same training time: no evaluation, no saving)
+    speeds = [v for _, v in scalars[events.THROUGHPUT]]
+    assert min(speeds) * 0.999 <= s["train_images_per_s"] <= max(speeds) * 1.001
 
 
 def test_hparams_are_in_the_run_event_file(cli, tmp_path):
