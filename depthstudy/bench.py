@@ -218,11 +218,11 @@ def reference_batches(dataset, device: torch.device):
 STEPS_PER_SYNC = 10  # on a GPU: training syncs once per log window, so the host queues steps ahead of the GPU
 
 
-def time_steps(step, n: int, device: torch.device) -> list[float]:
-    """Seconds per step for n steps: on a CPU each step timed alone; on a GPU in blocks of STEPS_PER_SYNC steps
-    between device syncs, one entry per block (its mean step), since a sync after every step would stop the host
+def time_steps(step, n: int, device: torch.device, block: int | None = None) -> list[float]:
+    """Seconds per step for n steps, one entry per block of `block` steps between device syncs (its mean step).
+    Default: each step alone on a CPU; STEPS_PER_SYNC on a GPU, since a sync after every step would stop the host
     from launching the next step while the GPU works, which training never does."""
-    block = STEPS_PER_SYNC if device.type == "cuda" else 1
+    block = block or (STEPS_PER_SYNC if device.type == "cuda" else 1)
     times, done = [], 0
     synchronize(device)
     while done < n:

@@ -69,7 +69,8 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
         train_step(forward, optimizer, *stream.batch(next(batches)), autocast, window)
 
     time_steps(step, warmup, device)
-    return statistics.median(time_steps(step, steps, device))  # one step slowed by another process does not move it
+    # each step on its own (block=1): one step slowed by another process does not move the median
+    return statistics.median(time_steps(step, steps, device, block=1))
 
 
 # Two real one-iteration runs in one child process: the first pays the process's imports (some happen only in a

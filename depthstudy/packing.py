@@ -86,7 +86,7 @@ def decide(setting, precision: str, compile_mode: str, depths: list[int]) -> tup
     found = measured_k(setting_key(name, precision, compile_mode), depth)
     flags = {"cuda_graphs": "", "default": " --compile --no-cuda-graphs", "off": " --no-cuda-graphs"}[compile_mode]
     return found or (1, f"nothing measured on {name} with {precision}, {compile_mode} yet: "
-                        f"`depthstudy bench --concurrent 1,2,4 --precision {precision}{flags}` measures it", 1.0)
+                        f"`depthstudy bench --concurrent 1,2,4 --precision {precision}{flags}` measures it", None)
 
 
 @contextmanager
