@@ -90,8 +90,16 @@ def quoted(value) -> str:
 
 
 def normalize_overrides(overrides: list[str] | None) -> list[str]:
-    """Accept `+experiment=X` as well as `experiment=X` (the group is already in the defaults list)."""
-    return [o[1:] if o.startswith("+experiment=") else o for o in (overrides or [])]
+    """The overrides as Hydra gets them. `+key=value` (which Hydra advises for a key it does not know) becomes
+    `key=value`: no code reads a key the config lacks, so an unknown one is refused by compose with the key it
+    meant; `+experiment=X` is `experiment=X` (the group is in the defaults list). Other groups and hydra.* keep
+    their +."""
+    def plain(o: str) -> str:
+        key = o.lstrip("+").split("=", 1)[0].split("@", 1)[0]
+        adds_a_key = o.startswith("+") and not key.startswith("hydra") and not (CONFIG_DIR / key).is_dir()
+        return o.lstrip("+") if adds_a_key or o.startswith("+experiment=") else o
+
+    return [plain(o) for o in (overrides or [])]
 
 
 def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
@@ -100,7 +108,6 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    _refuse_new_keys(overrides)
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
@@ -115,31 +122,10 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
         raise UsageError(message) from None
 
 
-def _refuse_new_keys(overrides: list[str]) -> None:
-    """`+key=value` adds a key no code reads (Hydra suggests it for a mistyped key): refused, except for config
-    groups (+experiment=quick) and Hydra's own settings."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # noqa: BLE001 -- a syntax error: Hydra's own message, from compose
-        return
-    adds = [o for o in parsed if (o.is_add() or o.is_force_add()) and not o.is_hydra_override()
-            and not (CONFIG_DIR / o.key_or_group).is_dir()]
-    if not adds:
-        return
-    # the config the other overrides make (their group choices decide which keys exist, e.g. model=mlp)
-    base, absent = compose([o.input_line for o in parsed if o not in adds]), object()
-    for o in adds:
-        if OmegaConf.select(base, o.key_or_group, default=absent) is absent:
-            raise _unknown_key(o.key_or_group, base)
-
-
-def _unknown_key(key: str, defaults: DictConfig | None = None) -> UsageError:
+def _unknown_key(key: str) -> UsageError:
     import difflib
 
-    known = list(rundir.flatten(OmegaConf.to_container(defaults or compose([]))))
-    close = difflib.get_close_matches(key, known, n=1)
+    close = difflib.get_close_matches(key, list(key_defaults()), n=1)
     return UsageError(f"{key} is not a config key" + (f"; did you mean {close[0]}?" if close else "")
                       + " (`depthstudy config` prints every key)")
 

@@ -139,7 +139,7 @@ MUTATIONS = [
     Mutation("lost_summary_rebuilt_without_train_error", "depthstudy/train.py",
              'if status == "finished" and "train_loss" not in last:', "if False:"),
     Mutation("plus_key_appended", "depthstudy/config.py",
-             "if (o.is_add() or o.is_force_add()) and", "if False and"),
+             'adds_a_key = o.startswith("+") and', "adds_a_key = False and"),
     Mutation("busy_calibration_kept", "depthstudy/estimate.py", "if fresh and not busy:", "if fresh:"),
 ]
 

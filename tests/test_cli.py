@@ -148,8 +148,11 @@ def test_a_mistyped_key_or_option_is_one_line_that_names_the_right_one(cli, tmp_
     result = cli("sweep", *args, "--no-estimate")
     assert result.exit_code == 2 and line in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
-    assert cli("config", "+experiment=quick").exit_code == 0  # a config group may still be added with +
-    assert cli("config", "model=mlp", "++model.widths=[64,64]").exit_code == 0  # a key the chosen group has
+
+
+def test_plus_on_a_key_the_chosen_group_has_is_that_key(cli):
+    result = cli("config", "model=mlp", "++model.widths=[64,64]")  # the default model (resnet) has no widths
+    assert result.exit_code == 0 and "- 64" in result.output
 
 
 def test_a_comma_list_given_to_train_points_to_sweep(cli):
