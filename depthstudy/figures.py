@@ -164,7 +164,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    caption(fig, all_runs, left_out(all_runs) or "diverged, failed and damaged runs left out",
+    caption(fig, all_runs, left_out(all_runs),
             seeds_per_point(all_runs, counts, "curve"))
     return save(fig, out, "curves", formats)
 

@@ -263,7 +263,7 @@ def read_source_run(path: Path, setting: str) -> dict:
         cfg = read_config(path)
     except DepthstudyError as e:  # damaged YAML: the source is not a run we can read
         raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({type(e.__cause__).__name__})") from None
-    return cfg if isinstance(cfg, dict) else {}
+    return cfg
 
 
 def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
