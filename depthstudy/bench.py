@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from depthstudy import rundir
 from depthstudy.config import CONFIG_DIR
-from depthstudy.data import Data, TrainStream, cache_root, default_root, normalization, split_of
+from depthstudy.data import Data, TrainStream, default_root, normalization, split_of
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, device_name,
@@ -97,7 +97,7 @@ def _cifar_classes():
 
 def synthetic_root() -> Path:
     """The synthetic copy's cache: the user cache, not data.root, which may be a shared read-only folder."""
-    return cache_root() / "bench-cifar10"
+    return rundir.cache_root() / "bench-cifar10"
 
 
 def write_synthetic_cifar(root: Path, per_file: int = SYNTHETIC_PER_FILE, seed: int = 0) -> Path:

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 from depthstudy import rundir
 from depthstudy.device import memory_format
-from depthstudy.rundir import cache_root
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.schema import DATASETS
 
@@ -73,7 +72,7 @@ def default_root() -> Path:
     """Where CIFAR files live unless data.root says otherwise: $DEPTHSTUDY_DATA or the user cache."""
     if os.environ.get("DEPTHSTUDY_DATA"):
         return Path(os.environ["DEPTHSTUDY_DATA"]).expanduser()
-    return cache_root()
+    return rundir.cache_root()
 
 
 def load_data(data_cfg) -> Data:
@@ -132,7 +131,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, int]:
     process that trains on digits (each joblib worker, each `depthstudy train`)."""
     from importlib.metadata import version
 
-    cached = cache_root() / f"digits-sklearn-{version('scikit-learn')}.npz"
+    cached = rundir.cache_root() / f"digits-sklearn-{version('scikit-learn')}.npz"
     try:
         with np.load(cached) as f:
             images, labels = f["images"], f["labels"]
