@@ -19,7 +19,7 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 from depthstudy import events  # noqa: E402
-from depthstudy.runs import STATUS_IN_MEANS, Group, Run, study_context  # noqa: E402
+from depthstudy.runs import STATUS_IN_MEANS, Group, Run, state, study_context  # noqa: E402
 from depthstudy.schema import milestone_iterations  # noqa: E402
 
 FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict(color="#c0392b", marker="s"),
@@ -118,7 +118,7 @@ def save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
     return paths
 
 
-def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path]:
+def plot_curves(groups: list[Group], out: Path, formats: list[str], unplaced: list[Run] = ()) -> list[Path]:
     """Figure-6 style: error vs iterations, one panel per family; training dashed, held-out bold; the line is
     the median over seeds, the band their range; dotted verticals: learning-rate drops."""
     from matplotlib.lines import Line2D
@@ -164,8 +164,8 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str]) -> list[Path
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    caption(fig, all_runs, left_out(all_runs),
-            seeds_per_point(all_runs, counts, "curve"))
+    runs = study_runs(groups, unplaced)
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "curves", formats)
 
 
@@ -221,7 +221,8 @@ def percent_symlog(ax) -> None:
 
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
                yscale: str = "auto", paper: list[tuple[int, float]] | None = None, stem: str = "depth",
-               title: str = "Error vs depth (line: median over seeds; dots: each seed)") -> list[Path]:
+               title: str = "Error vs depth (line: median over seeds; dots: each seed)",
+               unplaced: list[Run] = ()) -> list[Path]:
     """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
     paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
@@ -241,7 +242,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     if paper:
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
     fig.suptitle(title)
-    depth_caption(fig, groups, ("train", split))
+    depth_caption(fig, groups, ("train", split), unplaced)
     return save(fig, out, stem, formats)
 
 
@@ -263,27 +264,32 @@ def seeds_per_point(runs: list[Run], counts: list[int], what: str = "point") -> 
 
 
 def left_out(runs: list[Run]) -> str:
-    """The runs a figure does not draw, counted by why: "5 damaged runs left out", "1 diverged, 2 damaged runs
-    left out"; "" where none was."""
+    """The runs a figure does not draw, counted by why (runs.state): "5 damaged runs left out", "1 diverged,
+    2 damaged runs left out"; "" where none was."""
     why = defaultdict(int)
     for r in runs:
-        if r.problem:
-            why["damaged"] += 1
-        elif r.status not in STATUS_IN_MEANS:
-            why[r.status] += 1
+        if state(r) not in STATUS_IN_MEANS:
+            why[state(r)] += 1
     total = sum(why.values())
     order = sorted(why, key=lambda k: (k == "damaged", k))  # damaged last: "1 diverged, 5 damaged runs"
     return f"{', '.join(f'{why[k]} {k}' for k in order)} run{'s' if total != 1 else ''} left out" if total else ""
 
 
-def depth_caption(fig, groups: list[Group], splits) -> None:
+def study_runs(groups: list[Group], unplaced: list[Run] = ()) -> list[Run]:
+    """Every run a study figure speaks for: those in its groups, and those in none (config.yaml unreadable:
+    runs.unplaced), which its caption counts as left out."""
+    return [r for g in groups for r in g.runs] + list(unplaced)
+
+
+def depth_caption(fig, groups: list[Group], splits, unplaced: list[Run] = ()) -> None:
     """A depth plot's caption: the seeds each point averages where that varies, and the runs left out."""
-    runs = [r for g in groups for r in g.runs]
+    runs = study_runs(groups, unplaced)
     counts = [len(v) for g in groups for s in splits if (v := g.finals(s))]
     caption(fig, runs, left_out(runs), seeds_per_point(runs, counts))
 
 
-def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str],
+                  unplaced: list[Run] = ()) -> list[Path]:
     """The depth plot faceted by one more key: one column per value, training and held-out rows."""
     idx = extra_keys.index(key)
     values = list(dict.fromkeys(g.extra[idx] for g in groups))
@@ -300,7 +306,7 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
         axes[row][0].set_ylabel("final error (%)")
     _from_zero(axes.flat)
     axes[0][0].legend(fontsize=8)
-    depth_caption(fig, groups, ("train", split))
+    depth_caption(fig, groups, ("train", split), unplaced)
     return save(fig, out, f"depth_by_{key.replace('.', '_')}", formats)
 
 
@@ -318,7 +324,8 @@ def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
     return [statistics.fmean(col) for col in zip(*per_run)]
 
 
-def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
+                   unplaced: list[Run] = ()) -> list[Path]:
     """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude. A net whose
     responses run orders of magnitude above the others (a plain net that diverged) is clipped at the top and
     named, so the trained nets' curves stay readable."""
@@ -355,7 +362,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
-    runs = [r for g in groups for r in g.runs]
+    runs = study_runs(groups, unplaced)
     counts = [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series]
     caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "responses", formats)
@@ -369,7 +376,8 @@ def _stage_starts(run: Run) -> list[int]:
     return [per_stage + 1, 2 * per_stage + 1] if per_stage else []
 
 
-def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str]) -> list[Path]:
+def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
+                unplaced: list[Run] = ()) -> list[Path]:
     """How close each block is to the identity at the end: ||F(x)||/||x||, and the RMS of the branch's last BN
     gamma (||gamma|| / sqrt(C): about 1 for an untouched BN whatever the width, towards 0 for an identity block)."""
     residual = [g for g in groups if g.family != "plain"]
@@ -407,7 +415,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
-    runs = [r for g in groups for r in g.runs]
+    runs = study_runs(groups, unplaced)
     caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
     return save(fig, out, "blocks", formats)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.rundir import flatten
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, STUDY_KEYS, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
-                             load_runs, run_record, tidy, tidy_rows, varying_keys)
+                             load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
 # He 2015 Table 6: CIFAR-10 test error (%) of option-A ResNets trained with the paper's recipe.
 # ResNet-110: the mean of 5 runs (6.61 +- 0.16; the best run was 6.43), since we compare seed means.
@@ -213,13 +213,14 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
         (out / "lecture.md").write_text("\n".join(section) + "\n")
     elif readable:
         with figures.styled(style):
-            files += figures.plot_curves(groups, out, formats)
-            files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper_points)
+            lost = unplaced(runs)  # no config, no group: each caption counts them as left out
+            files += figures.plot_curves(groups, out, formats, lost)
+            files += figures.plot_depth(groups, out, formats, extra_keys, yscale, paper_points, unplaced=lost)
             for key in by:
                 if key in extra_keys:
-                    files += figures.plot_depth_by(groups, key, out, formats, extra_keys)
-            files += figures.plot_responses(groups, out, formats, extra_keys)
-            files += figures.plot_blocks(groups, out, formats, extra_keys)
+                    files += figures.plot_depth_by(groups, key, out, formats, extra_keys, lost)
+            files += figures.plot_responses(groups, out, formats, extra_keys, lost)
+            files += figures.plot_blocks(groups, out, formats, extra_keys, lost)
     header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems,

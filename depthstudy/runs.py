@@ -218,14 +218,25 @@ class Group:
     def counts(self) -> dict[str, int]:
         out = defaultdict(int)
         for r in self.runs:
-            out["unreadable" if r.problem else r.status] += 1
+            out[state(r)] += 1
         return dict(out)
+
+
+def state(run: Run) -> str:
+    """What reports call a run: "damaged" where its files cannot be read or disagree (run.problem says how),
+    else its status (finished, diverged, failed, ...). `depthstudy runs` uses the same word."""
+    return "damaged" if run.problem else run.status
+
+
+def unplaced(runs: list[Run]) -> list[Run]:
+    """The runs group_runs puts in no group: their config.yaml is unreadable, so nothing says what they are."""
+    return [r for r in runs if not r.config]
 
 
 def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
     """The runs by configuration; a run whose config.yaml is unreadable belongs to none (its problem names it)."""
     groups = defaultdict(list)
-    for r in (r for r in runs if r.config):
+    for r in (r for r in runs if r.config):  # the rest: unplaced(runs)
         groups[(r.family, r.depth, tuple(r.config.get(k) for k in extra_keys))].append(r)
     order = lambda key: (not key[0].startswith("plain"), key[0], [str(x) for x in key[2]], key[1])  # noqa: E731
     return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]

@@ -32,7 +32,7 @@ def test_one_flipped_byte_in_an_event_file_is_reported_not_read(cli, tmp_path, t
     result, md = report_md(cli, tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert f"{run.name}: event file unreadable: {path.name} is corrupted record at byte" in md
-    assert "| 1/2 unreadable 1 |" in md  # the other seed is still reported
+    assert "| 1/2 damaged 1 |" in md  # the other seed is still reported
 
 
 def test_curves_that_disagree_with_summary_json_are_flagged(cli, tmp_path, trained):
@@ -65,6 +65,8 @@ def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path,
     assert f"{trained[0].name}: config.yaml unreadable" in md and "| 1/1 |" in md
     rows = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(rows) == 2 and "None" not in md  # the header and the one real group: no made-up depth-0 group
+    for figure in ("depth.svg", "curves.svg"):  # in no group, yet each figure's caption counts it
+        assert "1 damaged run left out" in (tmp_path / "runs" / "report" / figure).read_text()
     # a sweep that would resume it says which file and what to do, in one line
     again = cli("sweep", *TINY, "model.depth=8", "trainer.log_every=1", "seed=0,1")
     assert again.exit_code == 1 and f"{trained[0].name}/config.yaml is unreadable (UnicodeDecodeError)" in again.output

@@ -106,7 +106,7 @@ def test_a_corrupted_event_file_is_reported_and_skipped(sweep, cli):
     md = (sweep / "report" / "report.md").read_text()
     assert "resA-d110-wd0.0001-s0: event file unreadable: events.out.tfevents.0.garbage is corrupted record at " \
            f"byte 0; {event_file.name} is truncated at byte" in md
-    assert "| residual (A) | 110 | 0/1 unreadable 1 |" in md and "| plain | 56 | 2/2 |" in md
+    assert "| residual (A) | 110 | 0/1 damaged 1 |" in md and "| plain | 56 | 2/2 |" in md
     event_file.unlink()  # now only the garbage file is damaged
     cli("report", str(sweep))
     assert "events.out.tfevents.0.garbage is corrupted record at byte 0; its curves are lost: move the run away and " \
