@@ -41,10 +41,10 @@ def load_curves(runs_dir: str | Path, keys: list[str] | None = None):
     and index (z_instruments/responses/std/0007 -> z_instruments/responses/std, 7), step, value, wall_time (unix seconds)."""
     import pandas as pd
 
-    from depthstudy.runs import STUDY_KEYS, TIDY_COLUMNS, load_runs as read, tidy_rows, varying_keys
+    from depthstudy.runs import TABLE_AXES, TIDY_COLUMNS, load_runs as read, tidy_rows, varying_keys
 
     runs = read(Path(runs_dir))
-    keys = keys if keys is not None else [*STUDY_KEYS, *varying_keys(runs)]
+    keys = keys if keys is not None else [*TABLE_AXES, *varying_keys(runs)]
     frame = pd.DataFrame(list(tidy_rows(runs, keys)), columns=["run", *keys, *TIDY_COLUMNS])
     return frame.astype({"index": "Int64"})
 

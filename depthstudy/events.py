@@ -80,8 +80,8 @@ class EventWriter:
 
 SESSION_START_TAG, SESSION_END_TAG, EXPERIMENT_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info", "_hparams_/experiment"
 METRIC_TAGS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR)
-# Always columns of a study's HPARAMS table (with the other keys that vary in the sweep).
-STUDY_KEYS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
+# The columns a study's HPARAMS table always has (before the other keys that vary in the sweep).
+HPARAMS_COLUMNS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
 HPARAM_TRAINER_KEYS = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer", "compile_optimizer")
 
 
@@ -133,7 +133,8 @@ def study_experiment(configs: list[dict]):
         for k, v in hparams_of(c).items():
             if v not in values.setdefault(k, []):
                 values[k].append(v)
-    keys = [k for k in STUDY_KEYS if k in values] + sorted(k for k, v in values.items() if len(v) > 1 and k not in STUDY_KEYS)
+    keys = [k for k in HPARAMS_COLUMNS if k in values]
+    keys += sorted(k for k, v in values.items() if len(v) > 1 and k not in HPARAMS_COLUMNS)
     infos = []
     for k in keys:
         vs = sorted(values[k], key=lambda v: (str(type(v)), v))

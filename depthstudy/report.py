@@ -12,7 +12,7 @@ from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.rundir import flatten
-from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, STUDY_KEYS, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
+from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
                              load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
 # He 2015 Table 6: CIFAR-10 test error (%) of option-A ResNets trained with the paper's recipe.
@@ -225,7 +225,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems,
                    _provenance(runs, recipe, command or f"depthstudy report {root}"), section)
-    write_csvs(out, runs, [*STUDY_KEYS, *extra_keys])
+    write_csvs(out, runs, [*TABLE_AXES, *extra_keys])
     write_table(out, table_records(groups, extra_keys, paper))
 
     from rich.table import Table

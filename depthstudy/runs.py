@@ -176,12 +176,12 @@ def varying_keys(runs: list[Run]) -> list[str]:
     for r in runs:
         for k, v in r.config.items():
             values[k].add(str(v))
-    skip = NOT_CONFIG | set(STUDY_KEYS)
+    skip = NOT_CONFIG | set(TABLE_AXES)
     shared = all_keys(runs)
     return sorted(k for k, v in values.items() if len(v) > 1 and k not in skip and k in shared)
 
 
-STUDY_KEYS = ["model.arch", "model.depth", "model.shortcut", "seed"]  # every study's axes, in tables and CSVs
+TABLE_AXES = ["model.arch", "model.depth", "model.shortcut", "seed"]  # every study's axes, in tables and CSVs
 
 
 def all_keys(runs: list[Run]) -> set[str]:
