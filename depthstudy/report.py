@@ -71,7 +71,7 @@ def _problem_lines(runs: list[Run]) -> list[str]:
     lines = []
     for r in runs:
         if r.problem:
-            lines.append(f"{r.name}: {r.problem} (skipped)")
+            lines.append(f"{r.name}: {r.problem} (not averaged)")
         elif r.status == "diverged":
             lines.append(f"{r.name}: diverged at iteration {r.summary.get('diverged_at')} (not averaged)")
         elif r.status not in STATUS_IN_MEANS:
@@ -195,7 +195,11 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     for key in by:
         if key not in all_keys(runs):
             raise UsageError(f"--by {key}: no such config key in these runs (e.g. optim.weight_decay, model.block)")
-        if key in ("model.shortcut", "model.depth", "model.arch"):
+        if key == "seed":
+            console.print("[yellow]--by seed: each point is the median over the seeds, each seed a dot; no facets[/]")
+        elif key in NOT_CONFIG:
+            console.print(f"[yellow]--by {key}: bookkeeping, not a setting of the study; no facets to draw[/]")
+        elif key in TABLE_AXES:
             console.print(f"[yellow]--by {key}: already an axis of the depth plot (one series per family)[/]")
         elif key not in extra_keys:
             console.print(f"[yellow]--by {key}: every run has the same value; no facets to draw[/]")
@@ -240,5 +244,5 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
         console.print(f"[yellow]{p}[/]")
     console.print(f"report: {out / 'report.md'} ({len(files)} figure files)")
     if not readable:
-        raise DepthstudyError(f"none of the {len(runs)} runs under {root} has readable event files")
+        raise DepthstudyError(f"none of the {len(runs)} runs under {root} can be used: each is damaged (see above)")
     return {"runs": runs, "groups": groups, "figures": files, "out": out}

@@ -177,8 +177,11 @@ def holder_is_gone(run_dir: Path) -> bool:
 
 
 def status_of(run_dir: Path, summary: dict | None) -> str:
-    """The run's status as summary.json says, except that a "running" run whose process died is "crashed"."""
-    status = (summary or {}).get("status", "new")
+    """The run's status as summary.json (read_summary) says; "new" where there is none, "damaged" where it is there
+    but unreadable (rerunning the run's command rewrites it), "crashed" for a "running" run whose process died."""
+    if summary is None:
+        return "damaged" if (run_dir / SUMMARY_FILE).exists() else "new"
+    status = summary.get("status", "new")
     if status == "running" and holder_is_gone(run_dir):
         return "crashed"
     return status

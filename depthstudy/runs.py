@@ -21,6 +21,8 @@ from depthstudy.rundir import CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten, 
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
+SUMMARY_LOST = (f"{SUMMARY_FILE} unreadable; running its command (or sweep) again resumes from the checkpoint and "
+                "rewrites it")
 STATUS_IN_MEANS = ("finished", "external")  # diverged, failed, running runs are shown, never averaged
 
 
@@ -75,10 +77,11 @@ def read_run(path: Path) -> Run:
         problems.append(f"{CONFIG_FILE} unreadable ({type(e.__cause__ or e).__name__}): move the run away and "
                         "run its sweep again to train it afresh")
     summary = read_summary(path)
-    if summary is None and (path / SUMMARY_FILE).exists():
-        problems.append(f"{SUMMARY_FILE} unreadable")
-    summary = summary if isinstance(summary, dict) else {}
-    run = Run(path, config, status_of(path, summary) if summary else "external", summary=summary, lists=lists)
+    status = status_of(path, summary)
+    if status == "damaged":
+        problems.append(SUMMARY_LOST)
+    # no summary.json at all: another writer's run, read as its event files are (disagreements checks them)
+    run = Run(path, config, "external" if status == "new" else status, summary=summary or {}, lists=lists)
     try:
         run.curves, run.wall_times = events.read_scalars(path, with_wall_times=True)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
@@ -143,7 +146,7 @@ def run_record(run: Run) -> dict:
     s = run.summary
     finals = {f"{split}_{what}": tidy(run.curves[tags[split]][-1][1]) if run.curves.get(tags[split]) else None
               for what, tags in (("error", events.ERROR_TAGS), ("loss", events.LOSS_TAGS)) for split in tags}
-    return {"run": run.name, "path": str(run.path), "family": run.family, "status": run.status,
+    return {"run": run.name, "path": str(run.path), "family": run.family, "status": state(run),
             **{k: tidy(v) for k, v in sorted({**run.config, **run.lists}.items())}, **finals,
             "params": s.get("params"), "wall_time_s": s.get("wall_time_s"), "images_per_s": s.get("train_images_per_s"),
             "diverged_at": s.get("diverged_at"), "problem": run.problem or None}
@@ -280,6 +283,5 @@ def list_runs(root: Path) -> list[dict]:
 def _without_summary(path: Path) -> tuple[str, str | None]:
     """(status, why) of a run directory whose summary.json is missing or damaged."""
     if (path / SUMMARY_FILE).exists():
-        return "damaged", (f"{SUMMARY_FILE} unreadable; running its command (or sweep) again resumes from the "
-                           "checkpoint and rewrites it")
+        return "damaged", SUMMARY_LOST
     return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"

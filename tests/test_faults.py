@@ -42,7 +42,7 @@ def test_curves_that_disagree_with_summary_json_are_flagged(cli, tmp_path, train
     (run / "summary.json").write_text(json.dumps(s))
     result, md = report_md(cli, tmp_path / "runs")
     assert result.exit_code == 0
-    assert f"{run.name}: final test error" in md and "in summary.json (skipped)" in md
+    assert f"{run.name}: final test error" in md and "in summary.json (not averaged)" in md
 
 
 @pytest.mark.parametrize("content", [b"\x00\xff\x13binary", b"[1, 2]", b"", b"{\"status\": "])

@@ -110,7 +110,7 @@ def test_a_corrupted_event_file_is_reported_and_skipped(sweep, cli):
     event_file.unlink()  # now only the garbage file is damaged
     cli("report", str(sweep))
     assert "events.out.tfevents.0.garbage is corrupted record at byte 0; its curves are lost: move the run away and " \
-           "run its sweep again to train it afresh (skipped)" in (sweep / "report" / "report.md").read_text()
+           "run its sweep again to train it afresh (not averaged)" in (sweep / "report" / "report.md").read_text()
 
 
 def test_a_single_run_and_a_run_without_summary(tmp_path, cli):
@@ -177,6 +177,8 @@ def test_bad_runs_dir_is_one_line_and_exit_2(tmp_path, cli, make, message):
 def test_unknown_by_key_and_format_are_refused(sweep, cli):
     assert "no such config key" in cli("report", str(sweep), "--by", "model.width").output
     assert "already an axis of the depth plot" in cli("report", str(sweep), "--by", "model.shortcut").output
+    said = cli("report", str(sweep), "--by", "seed").output  # 2 seeds: not "every run has the same value"
+    assert "each point is the median over the seeds" in said and "same value" not in said
     assert cli("report", str(sweep), "--format", "gif").exit_code == 2
 
 
