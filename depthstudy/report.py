@@ -36,12 +36,20 @@ def _paper_recipe() -> dict:
     return flatten(OmegaConf.to_container(compose(["experiment=he2015", "model.shortcut=A"]), resolve=True))
 
 
+# The trainer's one switch that changes the numbers (the others change speed or memory layout only).
+NUMERIC_TRAINER_KEYS = ("trainer.precision",)
+
+
+def _defines_recipe(key: str) -> bool:
+    """Whether a config key is part of the paper's recipe: every setting of the study, not the bookkeeping."""
+    return key not in NOT_CONFIG and (not key.startswith("trainer.") or key in NUMERIC_TRAINER_KEYS)
+
+
 def _paper_number(g: Group, recipe: dict) -> float | None:
     """Table 6's number, only for runs whose config is experiment=he2015 with option A (any depth and seed):
     trained on all 50k images, as the paper's reported models were (not the 45k/5k schedule-selection split)."""
     config = g.runs[0].config
-    free = NOT_CONFIG | {"model.depth"}
-    same = all(config.get(k) == v for k, v in recipe.items() if k not in free)
+    same = all(config.get(k) == v for k, v in recipe.items() if _defines_recipe(k) and k != "model.depth")
     return PAPER_TABLE6.get(g.depth) if same else None
 
 
@@ -75,8 +83,9 @@ def _problem_lines(runs: list[Run]) -> list[str]:
         elif r.status == "diverged":
             lines.append(f"{r.name}: diverged at iteration {r.summary.get('diverged_at')} (not averaged)")
         elif r.status not in STATUS_IN_MEANS:
-            lines.append(f"{r.name}: {r.status} at iteration {r.summary.get('iterations')} "
-                         f"of {r.summary.get('total_iterations')} (not averaged)")
+            total = r.summary.get("total_iterations")
+            lines.append(f"{r.name}: {r.status} at iteration {r.summary.get('iterations')}"
+                         f"{f' of {total}' if total is not None else ''} (not averaged)")
     return lines
 
 
@@ -86,9 +95,8 @@ def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
     from depthstudy.runs import study_context
 
     departures = []
-    free = NOT_CONFIG | {"model.depth", "model.shortcut", "run_name"}
     for key, paper_value in sorted(recipe.items()):
-        if key in free or key.startswith("trainer."):
+        if not _defines_recipe(key) or key in ("model.depth", "model.shortcut"):  # the study's own axes
             continue
         ours = sorted({str(r.config[key]) for r in runs if key in r.config})
         if ours and ours != [str(paper_value)]:

@@ -229,7 +229,7 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     (run / "summary.json").write_text(json.dumps({"status": "failed", "iterations": 0}))  # failed before any event
     result = cli("report", str(root))
     md = (root / "report" / "report.md").read_text()
-    assert md.count("| 8.75 |") == 1 and "resA-d20-wd0.001-s0: failed" in md
+    assert md.count("| 8.75 |") == 1 and "resA-d20-wd0.001-s0: failed at iteration 0 (not averaged)" in md
     assert "one run per depth, except ResNet-110: the mean of 5 runs" in md
     # The 45k/5k schedule-selection protocol is not the recipe of the reported models: no Table 6 beside it.
     cfg = compose(["experiment=he2015_val", "model.depth=32"])
@@ -242,6 +242,18 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     assert cli("report", str(root)).exit_code == 0
     md = (root / "report" / "report.md").read_text()
     assert "| 7.51 |" not in md and md.count("| 8.75 |") == 1
+    # bf16 changes the numbers: said among the departures, and no Table 6 beside it (a memory layout changes neither)
+    for extra in ("trainer.precision=bf16", "trainer.channels_last=false"):
+        run = root / extra  # a sweep's name for it would add a slug and hash
+        run.mkdir()
+        (run / "config.yaml").write_text(OmegaConf.to_yaml(compose(["experiment=he2015", "model.depth=44", extra])))
+        with SummaryWriter(str(run)) as w:
+            w.add_scalar(events.TEST_ERROR, 7.0, 64000)
+    assert cli("report", str(root)).exit_code == 0
+    md = (root / "report" / "report.md").read_text()
+    (departures,) = [line for line in md.splitlines() if line.startswith("Settings that differ")]
+    assert "`trainer.precision`: bf16 / fp32 (paper: fp32)" in departures and "channels_last" not in departures
+    assert md.count("| 7.17 |") == 1  # ResNet-44's Table 6 number, beside the fp32 run only
 
 
 def test_depth_plot_goes_symlog_only_when_errors_span_orders_of_magnitude(sweep, tmp_path, cli, monkeypatch):
