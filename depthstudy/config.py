@@ -337,8 +337,9 @@ def _validate_optim_and_schedule(o: DictConfig, s: DictConfig) -> None:
     _check(w.until_train_error is None or (_number(w.until_train_error) and 0 <= w.until_train_error <= 100),
            f"schedule.warmup.until_train_error={w.until_train_error} must be a training error in % (0-100), "
            "or null for a fixed-length warm-up")
-    _check(_int(w.max_iterations, 1),
-           f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0 (the warm-up's cap)")
+    _check(w.max_iterations is None or _int(w.max_iterations, 1),
+           f"schedule.warmup.max_iterations={w.max_iterations} must be an integer > 0 (the warm-up's cap), or null "
+           "(no cap of its own: the first milestone ends it at the latest)")
 
 
 def _validate_trainer(t: DictConfig) -> None:

@@ -207,9 +207,11 @@ class TrainStream:
 
     def __init__(self, data: Data, batch_size: int, seed: int, augment: bool, pad: int = 4,
                  channels_last: bool = False, pad_fill: str = "zero"):
-        """pad_fill (data.pad_fill): "zero" pads the raw image with black pixels, then normalises (torchvision's
-        RandomCrop(32, padding=4) before ToTensor/Normalize, as in akamaster's pytorch_resnet_cifar10);
-        "mean" normalises first and pads with 0, i.e. the mean colour (fb.resnet.torch)."""
+        """pad_fill (data.pad_fill): "mean" normalises first and pads with 0, i.e. the mean colour, so each pixel
+        keeps its own mean (fb.resnet.torch; CIFAR's default); "zero" pads the raw image with black pixels, crops,
+        then normalises (torchvision's RandomCrop(32, padding=4) before Normalize, as in akamaster's
+        pytorch_resnet_cifar10): a per-pixel mean then lands up to `pad` pixels off, unmirrored on a flip.
+        The default "zero" here is what runs made before the key existed did."""
         if pad_fill not in self.PAD_FILLS:
             raise UsageError(f"data.pad_fill={pad_fill!r} is unknown; choose zero or mean")
         self.data, self.split = data, data.train

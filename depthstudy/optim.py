@@ -114,9 +114,10 @@ class Schedule:
     iterations)"): lr `warmup.lr` for a bounded prefix of the schedule. It ends after the first
     iteration at which the mean training error of the last 10 mini-batches is below
     `warmup.until_train_error` % (null: no error rule, a fixed-length warm-up), and at the latest
-    after `warmup.max_iterations` or at the first milestone: it never outlasts its cap and never
-    suppresses a learning-rate drop. Its state (warming, warmup_ended, the 10-batch window) is
-    part of a checkpoint.
+    after `warmup.max_iterations` (null: no cap of its own) or at the first milestone: it never
+    outlasts its cap and never suppresses a learning-rate drop. `warmup_ended_by` says which ended
+    it ("error" or "cap"). Its state (warming, when and how it ended, the 10-batch window) is part
+    of a checkpoint.
     """
 
     WINDOW = 10  # mini-batches the warm-up rule averages over
@@ -128,9 +129,10 @@ class Schedule:
         w = s.warmup
         self.warmup = w.min_depth is not None and depth >= w.min_depth  # does the rule apply to this net
         self.warmup_lr, self.warmup_until = w.lr, w.until_train_error
-        # The cap: max_iterations, and never past the first milestone.
-        self.warmup_max = min([w.max_iterations, *self.milestones[:1]])
-        self.warming, self.warmup_ended = self.warmup and self.warmup_max > 0, -1
+        # The cap: max_iterations, and never past the first milestone (nor the end of the run).
+        self.warmup_max = min([*([w.max_iterations] if w.max_iterations is not None else []), *self.milestones[:1],
+                               int(s.iterations)])
+        self.warming, self.warmup_ended, self.warmup_ended_by = self.warmup and self.warmup_max > 0, -1, None
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
 
     def lr_at(self, step: int, warming: bool) -> float:
@@ -144,13 +146,15 @@ class Schedule:
         full = len(self.recent) == self.recent.maxlen
         below = self.warmup_until is not None and full and sum(self.recent) / len(self.recent) < self.warmup_until
         if below or done >= self.warmup_max:
-            self.warming, self.warmup_ended = False, done
+            self.warming, self.warmup_ended, self.warmup_ended_by = False, done, "error" if below else "cap"
             return True
         return False
 
     def state(self) -> dict:
-        return {"warming": self.warming, "warmup_ended": self.warmup_ended, "recent_errors": list(self.recent)}
+        return {"warming": self.warming, "warmup_ended": self.warmup_ended, "warmup_ended_by": self.warmup_ended_by,
+                "recent_errors": list(self.recent)}
 
     def restore(self, state: dict) -> None:
         self.warming, self.warmup_ended = state["warming"], state["warmup_ended"]
+        self.warmup_ended_by = state.get("warmup_ended_by")  # checkpoints from before it was recorded: unknown
         self.recent = deque(state["recent_errors"], maxlen=self.WINDOW)

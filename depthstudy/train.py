@@ -404,6 +404,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         compile_time_s=round(state.compile_s, 2) if state.compile_s else None,
         train_images_per_s=round(meter.images / max(meter.train_s, 1e-9), 1) if meter.images else None,
         warmup_ended_at=warmup_ended if warmup_ended >= 0 else None,
+        warmup_ended_by=run.schedule.warmup_ended_by,  # "error": the paper's rule; "cap": max_iterations or a milestone
     )
     rundir.write_summary(run.run_dir, summary)
     progress.print(f"{run.name}: {status}, error % " + " ".join(  # fits 80 columns with the run name

@@ -176,6 +176,21 @@ def test_an_epoch_visits_distinct_images_in_a_new_order_each_epoch():
     assert epochs[0] != epochs[1] != epochs[2]
 
 
+def test_the_paper_presets_keep_each_pixels_own_mean_under_a_flip():
+    """experiment=he2015 pads after subtracting the per-pixel mean (pad_fill=mean): a centred, mirrored crop is
+    exactly the normalised image mirrored. zero subtracts the mean at the crop's coordinates: unmirrored."""
+    assert compose(["experiment=he2015"]).data.pad_fill == "mean"
+    d = load_data(data_cfg())
+    for fill, aligned in (("mean", True), ("zero", False)):
+        s = TrainStream(d, 32, seed=0, augment=True, pad=1, pad_fill=fill)
+        s._start_epoch(0)
+        s._offsets.fill_(1)  # centred: no shift
+        s._flips.fill_(True)
+        x, _ = s.batch(0)
+        mirrored = d.normalize(d.train.images[s._perm[:32]]).flip(-1)
+        assert torch.allclose(x, mirrored) == aligned
+
+
 @pytest.mark.parametrize("fill", ["zero", "mean"])
 def test_pad_fill_pads_black_pixels_or_the_mean_colour(fill):
     """zero: pad the raw image with 0, then normalise (the padding becomes -mean * scale); mean: normalise,

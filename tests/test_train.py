@@ -101,9 +101,13 @@ def test_warmup_is_a_bounded_prefix_that_never_suppresses_a_milestone():
         return next(done for done in range(1, 100_000) if schedule.end_warmup_if_due(done, batch_error))
 
     paper = compose(["experiment=he2015"]).schedule
-    assert paper.warmup.max_iterations == 400  # the paper's "about 400 iterations", as a cap
-    assert end_of_warmup(Schedule(paper, 0.1, 110), 95.0) == 400  # error stuck above 80%: the cap ends it
-    assert end_of_warmup(Schedule(paper, 0.1, 110), 50.0) == 10  # the rule: the first full 10-batch window
+    assert paper.warmup.max_iterations == 400  # a cap of ours at the paper's "about 400 iterations"
+    stuck, learning = Schedule(paper, 0.1, 110), Schedule(paper, 0.1, 110)
+    assert end_of_warmup(stuck, 95.0) == 400 and stuck.warmup_ended_by == "cap"  # error stuck above 80%
+    assert end_of_warmup(learning, 50.0) == 10 and learning.warmup_ended_by == "error"  # the first full window
+    rule_only = compose(["experiment=he2015", "schedule.warmup.max_iterations=null"]).schedule  # the paper's rule alone
+    assert end_of_warmup(Schedule(rule_only, 0.1, 110), 95.0) == 32000  # bounded by the first milestone still
+    assert end_of_warmup(Schedule(rule_only, 0.1, 110), 50.0) == 10
 
     early = compose(["experiment=he2015", "schedule.milestones=[300,500]"]).schedule
     sched = Schedule(early, 0.1, 110)
@@ -485,6 +489,7 @@ def test_warmup_ends_after_the_first_10_batch_window_strictly_below_the_threshol
 
     assert cli("train", *WARMUP, "schedule.warmup.until_train_error=0", "name=never").exit_code == 0
     assert lr_switch("never") == 30  # no window is below 0%: max_iterations ends it
+    assert summary(only_run(tmp_path, "never"))["warmup_ended_by"] == "cap"
     errors = [v for _, v in curves(tmp_path, "never")[events.TRAIN_ERROR]]  # % of each batch (log_every=1)
     windows = {k: sum(errors[k - 10:k]) / 10 for k in range(10, 31)}  # as the loop computes them
     # The lowest mean of the windows before the last: no window before the last is strictly below it, so the
@@ -498,6 +503,7 @@ def test_warmup_ends_after_the_first_10_batch_window_strictly_below_the_threshol
     middle = (low + high) / 2
     assert cli("train", *WARMUP, f"schedule.warmup.until_train_error={middle!r}", "name=middle").exit_code == 0
     assert lr_switch("middle") == min(k for k, w in windows.items() if w < middle)
+    assert summary(only_run(tmp_path, "middle"))["warmup_ended_by"] == "error"  # the paper's rule ended it
 
 
 def test_caffe_momentum_reaches_the_training_loop(cli, tmp_path):
