@@ -231,7 +231,8 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         depth_axes(ax, groups, which, extra_keys)
         if paper and which == "test":
             ax.scatter(*zip(*sorted(paper)), marker="*", s=90, facecolor="white", edgecolor="black", lw=1.0, zorder=4,
-                       label="He 2015 Table 6 (ResNet, A)")
+                       label="He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in paper)
+                                                                else ""))
         ax.set_title(f"final {'training' if which == 'train' else which} error")
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
