@@ -33,7 +33,7 @@ from depthstudy.data import Data, TrainStream, default_root, normalization, spli
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.models import CifarResNet, count_macs, count_params
 from depthstudy.device import (autocast_for, compile_mode, compiled, configure_device, cpu_threads, device_name,
-                               fresh_compiler, memory_format, pick_device, synchronize)
+                               fresh_compiler, memory_format, pick_device, time_steps)
 from depthstudy.optim import make_update
 from depthstudy.schema import PRECISIONS
 from depthstudy.train import LossAndErrors, train_step
@@ -214,27 +214,6 @@ def reference_batches(dataset, device: torch.device):
 
 
 # --- timing ---
-
-STEPS_PER_SYNC = 10  # on a GPU: training syncs once per log window, so the host queues steps ahead of the GPU
-
-
-def time_steps(step, n: int, device: torch.device, block: int | None = None) -> list[float]:
-    """Seconds per step for n steps, one entry per block of `block` steps between device syncs (its mean step).
-    Default: each step alone on a CPU; STEPS_PER_SYNC on a GPU, since a sync after every step would stop the host
-    from launching the next step while the GPU works, which training never does."""
-    block = block or (STEPS_PER_SYNC if device.type == "cuda" else 1)
-    times, done = [], 0
-    synchronize(device)
-    while done < n:
-        k = min(block, n - done)
-        t0 = time.perf_counter()
-        for _ in range(k):
-            step()
-        synchronize(device)
-        times.append((time.perf_counter() - t0) / k)
-        done += k
-    return times
-
 
 def matmul_rates(device: torch.device, dtype: torch.dtype, reps: int, n: int = 2048) -> list[float]:
     """FLOP/s of reps n x n @ n x n matmuls (2 n^3 FLOP each), after one warm-up."""

@@ -138,11 +138,6 @@ def config_groups() -> dict[str, list[str]]:
     return groups
 
 
-def expand_grid(overrides: list[str]) -> list[list[str]]:
-    """The jobs Hydra's basic sweeper will launch, each as its list of overrides (every grid's, in order)."""
-    return [job for _, jobs in expand_grids(overrides) for job in jobs]
-
-
 def expand_grids(overrides: list[str]) -> list[tuple[list[str], list[list[str]]]]:
     """(the grid's own overrides, its jobs) for each grid, in order. A sweep is one grid (the preset's hydra.sweeper.params crossed with the
     command line's lists), or, where a preset lists `grids`, one per entry: each entry's lists are crossed with

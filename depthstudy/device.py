@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -67,6 +68,27 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device: CUDA runs asynchronously, so a clock read without this does not time the GPU's work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+STEPS_PER_SYNC = 10  # on a GPU: training syncs once per log window, so the host queues steps ahead of the GPU
+
+
+def time_steps(step, n: int, device: torch.device, block: int | None = None) -> list[float]:
+    """Seconds per step for n steps, one entry per block of `block` steps between device syncs (its mean step).
+    Default: each step alone on a CPU; STEPS_PER_SYNC on a GPU, since a sync after every step would stop the host
+    from launching the next step while the GPU works, which training never does."""
+    block = block or (STEPS_PER_SYNC if device.type == "cuda" else 1)
+    times, done = [], 0
+    synchronize(device)
+    while done < n:
+        k = min(block, n - done)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            step()
+        synchronize(device)
+        times.append((time.perf_counter() - t0) / k)
+        done += k
+    return times
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

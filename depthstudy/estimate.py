@@ -2,7 +2,7 @@
 
 `depthstudy sweep ... --dry-run` prints each run's estimate and the total. A calibration trains the run's
 own net, batch size, device and precision (autocast as the run has it) for a few steps of train.py's
-train_step, timed by bench.time_steps, on random images of
+train_step, timed by device.time_steps, on random images of
 the data set's shape (eager: compiled paths are faster once compiled, and compiling takes longer than
 the calibration). Results are cached per machine, torch version and setting in the user cache.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import schema
 from depthstudy.data import Data, Split, normalization
-from depthstudy.bench import time_steps
+from depthstudy.device import time_steps
 from depthstudy.device import autocast_for, device_name, configure_device, memory_format, pick_device
 from depthstudy.models import build_model
 from depthstudy.rundir import read_cached, write_cached

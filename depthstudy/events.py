@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+EVENT_FILES = "events.out.tfevents.*"  # the glob of a run's event files (TensorBoard's own naming)
 TRAIN_LOSS = "train/loss"  # mean cross-entropy over the last log window of mini-batches
 TRAIN_ERROR = "train/error"  # % misclassified in the last log window of (augmented) training mini-batches
 LR = "train/lr"
@@ -157,12 +158,12 @@ def write_study_experiment(sweep_dir: Path, configs: list[dict]) -> Path:
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    for old in sweep_dir.glob("events.out.tfevents.*.study"):
+    for old in sweep_dir.glob(EVENT_FILES + ".study"):
         old.unlink()
     writer = EventFileWriter(str(sweep_dir), filename_suffix=".study")
     writer.add_event(Event(wall_time=time.time(), summary=study_experiment(configs)))
     writer.close()
-    return next(sweep_dir.glob("events.out.tfevents.*.study"))
+    return next(sweep_dir.glob(EVENT_FILES + ".study"))
 
 
 def _layout_summary():
@@ -233,7 +234,7 @@ def read_scalars(run_dir: Path, with_wall_times: bool = False):
     Raises ValueError naming every damaged event file. Files are read in TensorBoard's order; every file
     but the newest may end in a torn record (a process that died mid-write before the run was resumed).
     """
-    files = sorted(Path(run_dir).glob("events.out.tfevents.*"))
+    files = sorted(Path(run_dir).glob(EVENT_FILES))
     damaged = [f"{p.name} is {problem}" for i, p in enumerate(files)
                if (problem := event_file_problem(p, torn_tail_ok=i < len(files) - 1))]
     if damaged:

@@ -24,7 +24,8 @@ MAX_SLOTS = 64  # runs of one sweep at once on one GPU, at most
 
 
 def visible_gpus() -> int:
-    """NVIDIA GPUs this process may use, without importing torch (0 on a machine without NVIDIA devices)."""
+    """NVIDIA GPUs this process may use: 0 without importing torch on a machine without NVIDIA devices; where there
+    are some, torch counts the ones CUDA_VISIBLE_DEVICES leaves this process."""
     if not (list(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists()):  # Linux; WSL's GPU device
         return 0
     import torch

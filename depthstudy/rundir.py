@@ -161,11 +161,20 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
     return stale
 
 
+def lock_holder(run_dir: Path) -> tuple[str, str]:
+    """(pid, host) of the process that last locked this run, as its lock file says; ("", "") if there is none."""
+    try:
+        pid, _, host = (run_dir / LOCK_FILE).read_text().strip().partition("@")
+    except (OSError, ValueError):
+        return "", ""
+    return pid, host
+
+
 def holder_is_gone(run_dir: Path) -> bool:
     """True when the process that last locked this run is known to be dead: it ran on this machine and
     its pid no longer exists. (Reads the lock file only: probing the lock could make a starting run fail.)"""
     try:
-        pid, _, host = (run_dir / LOCK_FILE).read_text().strip().partition("@")
+        pid, host = lock_holder(run_dir)
         if (host and host != socket.gethostname()) or not pid.isdigit():
             return False  # another machine's process (a cluster job): cannot tell from here
         os.kill(int(pid), 0)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.errors import UsageError
-from depthstudy.rundir import CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten, read_config, read_summary, status_of
+from depthstudy.rundir import (CONFIG_FILE, FINAL_STATUSES, RUNTIME_KEYS, SUMMARY_FILE, flatten, lock_holder,
+                               read_config, read_summary, status_of)
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
@@ -61,7 +62,7 @@ def find_run_dirs(root: Path) -> list[Path]:
     """Every directory below root (root included) with a config.yaml and event files or a summary.json
     (a run that failed before its first event is still a run to show)."""
     return sorted(p.parent for p in root.rglob(CONFIG_FILE) if ".hydra" not in p.parts and (
-        any(p.parent.glob("events.out.tfevents.*")) or (p.parent / "summary.json").exists()))
+        any(p.parent.glob(events.EVENT_FILES)) or (p.parent / SUMMARY_FILE).exists()))
 
 
 def read_run(path: Path) -> Run:
@@ -104,7 +105,7 @@ def disagreements(run: Run) -> list[str]:
             return [f"no {SUMMARY_FILE}, and the event files end at iteration {steps[-1]} of {total}: an unfinished "
                     "run; run its sweep again to finish it"]
         return []
-    if s.get("status") not in ("finished", "diverged"):
+    if s.get("status") not in FINAL_STATUSES:
         return []
     out = []
     steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
@@ -269,11 +270,9 @@ def list_runs(root: Path) -> list[dict]:
     rows = []
     for path in find_run_dirs(root):
         summary = read_summary(path) or {}
-        lock = path / ".lock"
-        pid = lock.read_text().strip() if lock.exists() else ""
         status, error = (status_of(path, summary), summary.get("error")) if summary else _without_summary(path)
         rows.append({"run": path.name, "path": str(path), "status": status,
-                     "pid": pid.partition("@")[0] if summary.get("status") == "running" else None,
+                     "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
                      "wall_time_s": summary.get("wall_time_s"), "error": error})

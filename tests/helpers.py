@@ -53,3 +53,10 @@ def write_cifar(root: Path, n: int = 24, name: str = "cifar10", seed: int = 0) -
     with open(folder / cls.meta["filename"], "wb") as f:
         pickle.dump({cls.meta["key"]: [f"class{i}" for i in range(classes)]}, f, protocol=2)
     return folder
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """The jobs a sweep launches, each as its list of overrides (every grid's, in order)."""
+    from depthstudy import config
+
+    return [job for _, jobs in config.expand_grids(overrides) for job in jobs]

@@ -42,9 +42,20 @@ def test_no_import_cycle_even_through_deferred_imports():
         visit(module)
 
 
-def test_reading_runs_and_planning_sweeps_do_not_import_torch():
+def test_reading_runs_and_planning_sweeps_do_not_import_torch(tmp_path):
     code = ("import sys, depthstudy.report, depthstudy.sweep, depthstudy.runs, depthstudy.rundir, depthstudy.config; "
             "loaded = [m for m in ('torch', 'matplotlib') if m in sys.modules]; assert not loaded, loaded")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    # and calling them: plan a sweep (no estimate), list and load the runs a directory holds
+    run = tmp_path / "runs" / "other" / "plain-d20-wd0.0001-s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {depth: 20, shortcut: none}\nseed: 0\n")
+    (run / "summary.json").write_text('{"status": "finished", "iterations": 1}')
+    code = (f"import sys; from pathlib import Path; from depthstudy import runs, sweep; root = Path({str(tmp_path)!r}); "
+            f"assert len(sweep.plan(['experiment=quick', 'out_dir=' + str(root / 'runs')])) == 24; "
+            "assert len(runs.list_runs(root)) == 1 and len(runs.load_runs(root)) == 1; "
+            "assert 'torch' not in sys.modules, 'torch'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

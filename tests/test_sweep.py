@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from helpers import TINY, summary
+from helpers import TINY, summary, sweep_jobs
 
 GRID = ["model.depth=8,14", "model.shortcut=none,A"]
 NAMES = {"plain-d8-wd0.0001-s0", "resA-d8-wd0.0001-s0", "plain-d14-wd0.0001-s0", "resA-d14-wd0.0001-s0"}
@@ -106,7 +106,7 @@ def test_planned_configs_equal_hydras_own_composition(grid):
 
     from depthstudy import config
 
-    jobs = config.expand_grid(grid)
+    jobs = sweep_jobs(grid)
     for job, fast in zip(jobs, config.compose_jobs(jobs)):
         full = config.compose(job, with_hydra=True)
         assert OmegaConf.to_container(fast) == OmegaConf.to_container(full), job

@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from helpers import TINY, only_run, summary
+from helpers import TINY, only_run, summary, sweep_jobs
 from depthstudy import events
 from depthstudy.config import compose
 
@@ -122,7 +122,7 @@ def test_quick_study_gives_every_net_the_same_schedule():
     from depthstudy import config
     from depthstudy.optim import Schedule
 
-    jobs = config.expand_grid(["experiment=quick"])
+    jobs = sweep_jobs(["experiment=quick"])
     assert len(jobs) == 24
     schedules = set()
     for cfg in config.compose_jobs(jobs):
