@@ -286,10 +286,15 @@ def _validate(cfg: DictConfig) -> None:
         OmegaConf.to_container(without_hydra(cfg) if "hydra" in cfg else cfg, resolve=True)
     except Exception as e:  # an interpolation that cannot resolve
         raise UsageError(one_line(e)) from None
-    _check(_int(cfg.seed, 0), f"seed={cfg.seed!r} must be an integer >= 0")
+    _check(_int(cfg.seed, 0) and cfg.seed < MAX_SEED, f"seed={cfg.seed!r} must be an integer from 0 to {MAX_SEED - 1}")
+    _check(bool(str(cfg.out_dir).strip()), "out_dir is empty; give a directory for the runs, e.g. out_dir=runs")
     name = Path(str(cfg.name))
     _check(bool(str(cfg.name)) and not name.is_absolute() and ".." not in name.parts,
            f"name={cfg.name!r} must be a relative path inside out_dir (no '..', not absolute)")
+    run_name = str(cfg.run_name)
+    _check(bool(run_name) and "/" not in run_name and "\\" not in run_name and run_name not in (".", ".."),
+           f"run_name={cfg.run_name!r} must be one directory name (no '/', not '..'): it names the run inside "
+           "out_dir/name")
     _validate_model_and_data(cfg.model, cfg.data)
     _validate_optim_and_schedule(cfg.optim, cfg.schedule)
     _validate_trainer(cfg.trainer)
@@ -306,6 +311,7 @@ def _validate_model_and_data(m: DictConfig, d: DictConfig) -> None:
     _check(d.get("pad_fill", "zero") in ("zero", "mean"), f"data.pad_fill={d.get('pad_fill')!r}: choose zero or mean")
     for key in ("val_size", "split_seed") + (("test_size",) if "test_size" in d else ()):
         _check(_int(d[key], 0), f"data.{key}={d[key]!r} must be an integer >= 0")
+    _check(d.split_seed < MAX_SEED, f"data.split_seed={d.split_seed} must be below {MAX_SEED}")
     _check(isinstance(d.augment, bool), f"data.augment={d.augment!r} must be true or false")
 
 
@@ -376,6 +382,10 @@ def _validate_fit(cfg: DictConfig) -> None:
 def _number(x) -> bool:
     """A finite int or float (a boolean is not a number here)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# Seeds are mixed into torch generators' 64-bit seeds (data.TrainStream: seed * 1_000_003 + epoch).
+MAX_SEED = 2**32
 
 
 def _int(x, minimum: int) -> bool:

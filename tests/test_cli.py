@@ -18,6 +18,10 @@ from helpers import TINY
     ("model.depth=", "model.depth= is not of the form 6n+2"),
     ("model.depth=[20", "override_grammar"),
     ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer='maybe' must be true or false"),
+    ("out_dir=", "out_dir is empty"),  # was: runs written under /
+    ("name=../up", "must be a relative path inside out_dir"),
+    ("run_name=../../escape", "run_name='../../escape' must be one directory name"),  # was: written outside out_dir
+    ("seed=99999999999999999999", "must be an integer from 0 to 4294967295"),  # was: a failed run directory
 ])
 def test_bad_input_is_one_line_and_exit_code_2(cli, tmp_path, override, message):
     result = cli("train", *TINY, override)
