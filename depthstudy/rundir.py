@@ -198,13 +198,25 @@ def status_of(run_dir: Path, summary: dict | None) -> str:
 
 # --- summary.json ---
 
+# summary.json's fields that readers compute with, and the types they must have (None: not measured).
+SUMMARY_TYPES = {"status": (str,), "iterations": (int,), "total_iterations": (int,), "train_error": (int, float),
+                 "val_error": (int, float), "test_error": (int, float), "wall_time_s": (int, float)}
+
+
 def read_summary(run_dir: Path) -> dict | None:
-    """summary.json, or None if it is missing or unreadable (not JSON, not an object)."""
+    """summary.json, or None if it is missing or unreadable (not JSON, not an object, or a field of SUMMARY_TYPES
+    of another type: a hand-edited or foreign file is not turned into a number)."""
     try:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     except (OSError, ValueError):  # missing, binary, torn, not JSON
         return None
-    return summary if isinstance(summary, dict) else None
+    if not isinstance(summary, dict):
+        return None
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            return None
+    return summary
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
@@ -251,10 +263,13 @@ def read_config(run_dir: Path) -> dict:
         config = OmegaConf.to_container(OmegaConf.load(path))
         if not isinstance(config, dict):
             raise ValueError("not a mapping")
+        if not config:
+            raise ValueError("empty")
     except FileNotFoundError:
         raise
     except Exception as e:  # YAML scanner and parser errors, OmegaConf errors, a list or a scalar
-        raise DepthstudyError(f"{path} is unreadable ({type(e).__name__}): what the run is cannot be known; move "
+        why = str(e) if str(e) in ("empty", "not a mapping") else type(e).__name__
+        raise DepthstudyError(f"{path} is unreadable ({why}): what the run is cannot be known; move "
                               "its directory away and run the command again to train it afresh") from e
     return config
 
@@ -297,6 +312,12 @@ def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=Non
     """Refuse to continue a run directory that holds a different experiment (unless forced); defaults as for
     config_changes."""
     if not (run_dir / CONFIG_FILE).exists():
+        # A run that trained (a checkpoint) or ended, whose config was lost: continuing it could mix two experiments.
+        # (A run that failed before its config was written trained nothing: it starts afresh.)
+        trained = (run_dir / CHECKPOINT_FILE).exists() or (read_summary(run_dir) or {}).get("status") in FINAL_STATUSES
+        if trained:
+            raise UsageError(f"{run_dir} holds a trained run but no {CONFIG_FILE}: what it is cannot be known; move "
+                             "its directory away and run the command again to train it afresh")
         return
     changes = config_changes(read_config(run_dir), config, defaults)
     model = [ch for ch in changes if ch.startswith("model.")]

@@ -9,6 +9,7 @@ tag names in depthstudy.events are read the same way.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -59,10 +60,19 @@ class Run:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory below root (root included) with a config.yaml and event files or a summary.json
-    (a run that failed before its first event is still a run to show)."""
-    return sorted(p.parent for p in root.rglob(CONFIG_FILE) if ".hydra" not in p.parts and (
-        any(p.parent.glob(events.EVENT_FILES)) or (p.parent / SUMMARY_FILE).exists()))
+    """Every directory below root (root included) that holds a run: event files or a summary.json (a run that
+    failed before its first event is still a run to show; one whose config.yaml was lost, a damaged one)."""
+    marks = [*root.rglob(SUMMARY_FILE), *(p for p in root.rglob(events.EVENT_FILES) if not p.name.endswith(".study"))]
+    return sorted({p.parent for p in marks if ".hydra" not in p.parts}, key=_natural)
+
+
+def _natural(path: Path) -> list:
+    """Numbers in a path compared as numbers: plain-d8 before plain-d14."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+# What a run's config.yaml must say for the run to be placed in a group (anything else: the file is incomplete).
+PLACING_KEYS = {"model.depth": int, "model.shortcut": str, "seed": int}
 
 
 def read_run(path: Path) -> Run:
@@ -73,10 +83,21 @@ def read_run(path: Path) -> Run:
         config = read_config(path)
         lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
         config = flatten(config)
+    except FileNotFoundError:
+        config, lists = {}, {}
+        problems.append(f"no {CONFIG_FILE}: what the run is cannot be known; move the run away and run its sweep "
+                        "again to train it afresh")
     except Exception as e:
         config, lists = {}, {}
-        problems.append(f"{CONFIG_FILE} unreadable ({type(e.__cause__ or e).__name__}): move the run away and "
-                        "run its sweep again to train it afresh")
+        cause = e.__cause__ or e
+        why = str(cause) if str(cause) in ("empty", "not a mapping") else type(cause).__name__
+        problems.append(f"{CONFIG_FILE} unreadable ({why}): move the run away and run its sweep again to train it "
+                        "afresh")
+    wrong = [k for k, kind in PLACING_KEYS.items() if config and not _is(config.get(k), kind)]
+    if wrong:  # a torn file that still parses, or another writer's: a group of depth 0 would be made up
+        problems.append(f"{CONFIG_FILE} lacks {' and '.join(wrong)} (or gives another type): incomplete; move the run "
+                        "away and run its sweep again to train it afresh")
+        config = {}
     summary = read_summary(path)
     status = status_of(path, summary)
     if status == "damaged":
@@ -94,6 +115,10 @@ def read_run(path: Path) -> Run:
     return run
 
 
+def _is(value, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 def disagreements(run: Run) -> list[str]:
     """Where a finished run's curves and its summary.json disagree (an event file damaged in a way its
     checksums cannot show, or curves from another run): the last step and the final errors must match."""
@@ -107,8 +132,11 @@ def disagreements(run: Run) -> list[str]:
         return []
     if s.get("status") not in FINAL_STATUSES:
         return []
-    out = []
     steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
+    if not steps and s.get("iterations"):
+        return [f"no training curve in its event files (summary.json says {s['iterations']} iterations): they were "
+                "deleted or belong elsewhere; move the run away and run its sweep again to train it afresh"]
+    out = []
     if steps and s.get("iterations") is not None and steps[-1] != s["iterations"]:
         out.append(f"event files end at iteration {steps[-1]}, summary.json says {s['iterations']}")
     for split in ("train", "val", "test") if s.get("status") == "finished" else ():
@@ -233,7 +261,8 @@ def state(run: Run) -> str:
 
 
 def unplaced(runs: list[Run]) -> list[Run]:
-    """The runs group_runs puts in no group: their config.yaml is unreadable, so nothing says what they are."""
+    """The runs group_runs puts in no group: their config.yaml is missing, unreadable or incomplete, so nothing says
+    what they are."""
     return [r for r in runs if not r.config]
 
 
@@ -271,6 +300,9 @@ def list_runs(root: Path) -> list[dict]:
     for path in find_run_dirs(root):
         summary = read_summary(path) or {}
         status, error = (status_of(path, summary), summary.get("error")) if summary else _without_summary(path)
+        if not (path / CONFIG_FILE).exists():
+            status, error = "damaged", f"no {CONFIG_FILE}: what the run is cannot be known; move it away and run its " \
+                                       "command again to train it afresh"
         rows.append({"run": path.name, "path": str(path), "status": status,
                      "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),

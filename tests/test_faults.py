@@ -73,6 +73,53 @@ def test_an_unreadable_config_names_the_file_and_the_rest_goes_on(cli, tmp_path,
     assert "move its directory away" in again.output and "Traceback" not in again.output
 
 
+@pytest.mark.parametrize("damage,said", [
+    ("gone", "no config.yaml: what the run is cannot be known"),  # was: the run vanished from runs and report
+    ("empty", "config.yaml unreadable (empty)"),  # was: averaged, or 'Number of columns must be a positive integer'
+    ("torn", "config.yaml lacks seed"),  # parses, but half of it is gone: was averaged
+    ("depth eight", "config.yaml lacks model.depth"),  # was: ValueError for the whole report
+])
+def test_a_missing_or_incomplete_config_is_a_damaged_run_never_averaged(cli, tmp_path, trained, damage, said):
+    config = trained[0] / "config.yaml"
+    text = config.read_text()
+    if damage == "gone":
+        config.unlink()
+    elif damage == "empty":
+        config.write_text("")
+    elif damage == "torn":
+        config.write_text(text[:text.index("\nseed:")])
+    else:
+        config.write_text(text.replace("depth: 8", "depth: eight", 1))
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{trained[0].name}: {said}" in md and "| 1/1 |" in md  # the other seed is the group's one run
+    assert "1 damaged run left out" in (tmp_path / "runs" / "report" / "depth.svg").read_text()
+    (row,) = [r for r in json.loads(cli("runs", str(tmp_path / "runs"), "--json").output) if r["run"] == trained[0].name]
+    if damage == "gone":  # runs reads no config it cannot find; the rerun refuses to guess what the run was
+        assert row["status"] == "damaged"
+        again = cli("train", *TINY, "model.depth=8", "trainer.log_every=1", "seed=0")
+        assert again.exit_code == 2 and "holds a trained run but no config.yaml" in again.output
+
+
+def test_a_finished_run_whose_event_files_are_gone_is_not_averaged(cli, tmp_path, trained):
+    """It had been counted 2/2 with one seed's numbers and no problem line."""
+    for f in trained[0].glob("events.out.tfevents.*"):
+        f.unlink()
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{trained[0].name}: no training curve in its event files" in md and "| 1/2 damaged 1 |" in md
+
+
+def test_a_summary_field_of_the_wrong_type_is_a_damaged_run_not_a_crash(cli, tmp_path, trained):
+    s = summary(trained[0])
+    s["test_error"] = "abc"
+    (trained[0] / "summary.json").write_text(json.dumps(s))
+    listed = cli("runs", str(tmp_path / "runs"))
+    assert listed.exit_code == 0 and "damaged" in listed.output, listed.output  # was: ValueError, exit 1
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0 and f"{trained[0].name}: summary.json unreadable" in md
+
+
 def test_a_lost_summary_is_rebuilt_whole_by_running_the_command_again(cli, tmp_path, trained):
     """The run resumes at its last iteration from its checkpoint: nothing to train, so the last training numbers
     come from its event files; the held-out errors from a fresh evaluation of the same weights."""
