@@ -110,9 +110,30 @@ def read_run(path: Path) -> Run:
         problems.append(f"event file unreadable: {e}; its curves are lost: move the run away and run its sweep "
                         "again to train it afresh")
     if not problems:
-        problems += disagreements(run)
+        problems += disagreements(run) or gaps(run)
     run.problem = "; ".join(problems)
     return run
+
+
+def gaps(run: Run) -> list[str]:
+    """Where the training curve lost points: it starts late, or jumps over many log windows (an event file
+    truncated or deleted, its run resumed from a later checkpoint). A point may lie up to twice the larger
+    spacing of its neighbours (and of trainer.log_every) from the previous one: a log_every changed on resume
+    is not a gap."""
+    steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
+    every = run.config.get("trainer.log_every")
+    every = every if _is(every, int) and every > 0 else 1
+    if len(steps) < 2:
+        return []
+    diffs = [b - a for a, b in zip(steps, steps[1:])]
+    if steps[0] > 2 * max(every, diffs[0]):
+        return [f"its training curve starts at iteration {steps[0]}: the points before it are lost (event files "
+                "deleted or truncated); move the run away and run its sweep again to train it afresh"]
+    for i, d in enumerate(diffs):
+        if d > 2 * max(every, diffs[i - 1] if i else 0, diffs[i + 1] if i + 1 < len(diffs) else 0):
+            return [f"its training curve has no points between iterations {steps[i]} and {steps[i + 1]} (event "
+                    "files truncated or deleted); move the run away and run its sweep again to train it afresh"]
+    return []
 
 
 def _is(value, kind: type) -> bool:

@@ -110,6 +110,27 @@ def test_a_finished_run_whose_event_files_are_gone_is_not_averaged(cli, tmp_path
     assert f"{trained[0].name}: no training curve in its event files" in md and "| 1/2 damaged 1 |" in md
 
 
+@pytest.mark.parametrize("kept,said", [
+    (lambda step: step >= 4, "its training curve starts at iteration 4"),  # event files deleted, then resumed
+    (lambda step: step not in (3, 4), "its training curve has no points between iterations 2 and 5"),  # an older file cut short
+])
+def test_a_training_curve_that_lost_points_is_not_averaged(cli, tmp_path, trained, kept, said):
+    """The report had drawn a straight line over the lost iterations and averaged the run."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    curves = events.read_scalars(trained[0])
+    for f in trained[0].glob("events.out.tfevents.*"):
+        f.unlink()
+    with SummaryWriter(str(trained[0])) as w:  # what is left: the same points, some lost
+        for tag, points in curves.items():
+            for step, value in points:
+                if kept(step) or tag != events.TRAIN_ERROR and tag != events.TRAIN_LOSS:
+                    w.add_scalar(tag, value, step)
+    result, md = report_md(cli, tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"{trained[0].name}: {said}" in md and "| 1/2 damaged 1 |" in md
+
+
 def test_a_summary_field_of_the_wrong_type_is_a_damaged_run_not_a_crash(cli, tmp_path, trained):
     s = summary(trained[0])
     s["test_error"] = "abc"
