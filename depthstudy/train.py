@@ -282,7 +282,7 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
             progress.print(f"{run.name}: compiling ({run.iteration.what}): the first iterations take a while")
 
     try:
-        status, last, meter = loop(run, state, writer, progress)
+        status, last, meter = loop(run, state, writer, progress, summary)
         summary = finish(run, state, status, last, meter, writer, progress, summary)
         if not in_sweep:  # a single run: where it is and what to do next (a sweep prints its own table)
             progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
@@ -294,8 +294,9 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
         raise
 
 
-def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWindow]:
-    """Train from state.step to the last iteration: (finished | diverged | interrupted, last log window, meter)."""
+def loop(run: Run, state: RunState, writer, progress, summary: dict) -> tuple[str, dict, LogWindow]:
+    """Train from state.step to the last iteration: (finished | diverged | interrupted, last log window, meter).
+    At each checkpoint summary.json's iterations moves on with it: what a resume starts from, for `depthstudy runs`."""
     schedule, total, batch_size = run.schedule, run.total, run.batch_size
     # The cadences as plain ints: a config lookup per iteration would cost more than the bookkeeping itself.
     t = run.cfg.trainer
@@ -350,6 +351,8 @@ def loop(run: Run, state: RunState, writer, progress) -> tuple[str, dict, LogWin
             stopping = stop.requested  # read once: a stop that arrives after this waits for the next iteration
             if done % ckpt_every == 0 or stopping:
                 checkpoint.save(run.run_dir, state.to_checkpoint(run))
+                summary["iterations"] = done
+                rundir.write_summary(run.run_dir, summary)
             meter.exclude(time.perf_counter() - paused)
             if stopping:
                 return "interrupted", last, meter

@@ -549,6 +549,16 @@ def test_caffe_momentum_reaches_the_training_loop(cli, tmp_path):
     assert gap(losses["pytorch"]) > 10 * max(gap(losses["caffe"]), 1e-4)
 
 
+def test_summary_json_follows_each_checkpoint(cli, tmp_path, monkeypatch):
+    """A crashed or live run is shown at its last checkpoint (what a resume starts from), not at iteration 0."""
+    from depthstudy import rundir
+
+    written, write = [], rundir.write_summary
+    monkeypatch.setattr(rundir, "write_summary", lambda d, s: (written.append((s["status"], s["iterations"])), write(d, s)))
+    assert cli("train", *TINY, "model.depth=8").exit_code == 0  # 6 iterations, a checkpoint every 3
+    assert written == [("running", 0), ("running", 3), ("finished", 6)]
+
+
 def test_resume_drops_events_the_crashed_process_wrote_after_its_checkpoint(cli, tmp_path, monkeypatch):
     """Deterministic purge_step check: a run stopped right after its checkpoint at iteration 3, then events
     for iterations 5-6 appended to its event file, as a process that went on and died would have left them;
