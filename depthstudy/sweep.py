@@ -214,6 +214,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                                                     for r in runs] + _other_runs_configs(runs))
     stopper = StopWorkersOnCtrlC() if in_workers else None
     grids = _by_grid(runs)
+    worker_died = None
     try:
         with stopper or nullcontext(), SweepProgress(runs, console):
             try:
@@ -229,8 +230,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                         # one grid after another (init_from's come first), only its unfinished runs
                         run_hydra(grid + args + workers + [f"hydra.sweeper.jobs_file={config.quoted(jobs)}"],
                                   multirun=True)
-            except Exception:
-                if not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
+            except Exception as e:
+                if type(e).__name__ == "TerminatedWorkerError":  # joblib: one worker killed stops the whole pool
+                    worker_died = e
+                elif not (stopper and stopper.interrupted):  # else a worker starting up died of the Ctrl-C: see below
                     raise
         if stopper and stopper.interrupted:
             raise KeyboardInterrupt
@@ -242,6 +245,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     finally:
         console.print(runs_table(runs, "sweep results"))
     unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
+    if worker_died is not None:
+        raise DepthstudyError(f"a worker process of the sweep died ({_exit_of(worker_died)}); joblib then stops every "
+                              f"worker, so {len(unfinished)} of {len(runs)} runs did not finish. Run the same command "
+                              "again: finished runs are skipped, the others resume from their last checkpoint")
     if unfinished:  # a diverged run is a result; a run that did not end is not
         raise DepthstudyError(f"{len(unfinished)} of {len(runs)} runs did not finish: " + "; ".join(
             f"{r.run_dir.name}: {r.status if r.status != 'new' else 'did not start'}"
@@ -249,6 +256,16 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
             for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
             + ". Fix the cause and run the same command again: finished runs are skipped")
     return runs
+
+
+def _exit_of(error: Exception) -> str:
+    """How joblib says its workers ended ("The exit codes of the workers are {SIGKILL(-9)}": killed, by hand or by
+    the out-of-memory killer)."""
+    import re
+
+    found = re.search(r"exit codes[^{]*\{([^}]*)\}", str(error))
+    return f"exit {found.group(1)}: killed, by hand or for lack of memory" if found and "SIGKILL" in found.group(1) else (
+        f"exit {found.group(1)}" if found else "no exit code given")
 
 
 @contextmanager

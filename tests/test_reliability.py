@@ -292,6 +292,26 @@ def test_kill_9_of_a_joblib_sweep_stops_its_workers_at_a_checkpoint(tmp_path):
         assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
 
 
+def test_kill_9_of_one_joblib_worker_ends_the_sweep_in_one_line_that_says_what_to_do(tmp_path):
+    """joblib stops its whole pool when one worker dies: the sweep says so and how to go on, no traceback."""
+    args = ["sweep", "model.depth=8", "model.shortcut=none,A", "schedule.iterations=3000", "schedule.milestones=[2000]",
+            "optim.batch_size=32", "trainer.log_every=5", "trainer.ckpt_every=50", "trainer.threads=1",
+            "trainer.progress=none", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "name=k"]
+    proc = subprocess.Popen([sys.executable, "-m", "depthstudy", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    sweep_dir = tmp_path / "runs" / "k"
+    deadline = time.time() + 120
+    while sum((p / "summary.json").exists() for p in sweep_dir.glob("*-d8-*")) < 2:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    worker = int((sorted(sweep_dir.glob("*-d8-*"))[0] / ".lock").read_text().partition("@")[0])
+    os.kill(worker, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out
+    assert "error: a worker process of the sweep died (exit SIGKILL(-9): killed" in out and "Traceback" not in out
+    assert "Run the same command again: finished runs are skipped" in out
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
