@@ -326,6 +326,11 @@ def _validate_optim_and_schedule(o: DictConfig, s: DictConfig) -> None:
     _check(OmegaConf.is_list(s.milestones) and all(_int(x, 1) or (_number(x) and 0 < x < 1) for x in s.milestones),
            f"schedule.milestones={s.milestones} must be a list of iterations > 0, e.g. [32000,48000], or of "
            "fractions of the run, e.g. [0.5,0.75]")
+    at = schema.milestone_iterations(s.milestones, int(s.iterations))
+    _check(len(set(at)) == len(at), f"schedule.milestones={s.milestones} fall on iterations {at}: two at one "
+           "iteration would divide the learning rate twice at once; give each drop its own iteration")
+    _check(0 not in at, f"schedule.milestones={s.milestones} fall on iterations {at}: a drop at iteration 0 is no "
+           "drop but another learning rate; set optim.lr instead")
     late = [m for m in s.milestones if isinstance(m, int) and m >= s.iterations]
     _check(not late, f"schedule.milestones {late} lie at or beyond schedule.iterations={s.iterations}, so the "
                      "learning rate would never drop there; lower them, or give fractions of the run, e.g. "

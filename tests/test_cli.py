@@ -18,6 +18,7 @@ from helpers import TINY
     ("model.depth=", "model.depth= is not of the form 6n+2"),
     ("model.depth=[20", "override_grammar"),
     ("trainer.fused_optimizer=maybe", "trainer.fused_optimizer='maybe' must be true or false"),
+    ("schedule.milestones=[0.5,0.5]", "two at one iteration would divide the learning rate twice"),  # was: lr / 100
     ("out_dir=", "out_dir is empty"),  # was: runs written under /
     ("name=../up", "must be a relative path inside out_dir"),
     ("run_name=../../escape", "run_name='../../escape' must be one directory name"),  # was: written outside out_dir
