@@ -107,11 +107,14 @@ def _lr_drops(runs: list[Run]) -> list[int]:
 
 
 def save(fig, out: Path, stem: str, formats: list[str]) -> list[Path]:
+    """The figure in each format, each file written whole or not at all (a full disk leaves no 0-byte PNG)."""
+    from depthstudy.rundir import atomic_write_bytes
+
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
         with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG text stays text: editable, searchable
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            atomic_write_bytes(path, lambda f: fig.savefig(f, format=fmt, dpi=150, bbox_inches="tight"))
         paths.append(path)
 
     plt.close(fig)

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.rundir import flatten
+from depthstudy.rundir import atomic_write_bytes, atomic_write_text, flatten
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
                              load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
@@ -131,26 +131,35 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
         for p in figures:
             formats.setdefault(p.stem, []).append(p.suffix.lstrip("."))
         lines += [""] + [figure_link(stem, fmts) for stem, fmts in formats.items()]
-    path.write_text("\n".join(lines) + "\n")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_csv(path: Path, header: list, rows) -> None:
+    """A CSV file, written whole or not at all (rundir.atomic_write_bytes)."""
+    import io
+
+    def write(f):
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        w = csv.writer(text)
+        w.writerow(header)
+        w.writerows(rows)
+        text.flush()
+        text.detach()  # leave f open: atomic_write_bytes syncs and closes it
+
+    atomic_write_bytes(path, write)
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
     """A CSV of records (dicts), every key a column in first-seen order."""
     columns = list(dict.fromkeys(k for rec in records for k in rec))
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        w.writerows([_cell(rec.get(k)) for k in columns] for rec in records)
+    _write_csv(path, columns, ([_cell(rec.get(k)) for k in columns] for rec in records))
 
 
 def write_csvs(out: Path, runs: list[Run], axes: list[str]) -> None:
     """runs.csv: one row per run (runs.run_record: every config key, finals, params, time, speed, status);
     curves.csv: the tidy table, one row per logged point, with the sweep's axes (join on `run` for the rest)."""
     _write_records(out / "runs.csv", [run_record(r) for r in runs])
-    with open(out / "curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", *axes, *TIDY_COLUMNS])
-        w.writerows(tidy_rows(runs, axes))
+    _write_csv(out / "curves.csv", ["run", *axes, *TIDY_COLUMNS], tidy_rows(runs, axes))
 
 
 def _cell(value):
@@ -180,7 +189,7 @@ def write_table(out: Path, records: list[dict]) -> None:
     import json
 
     _write_records(out / "table.csv", records)
-    (out / "table.json").write_text(json.dumps(records, indent=1) + "\n")
+    atomic_write_text(out / "table.json", json.dumps(records, indent=1) + "\n")
 
 
 # --- the command ---
@@ -191,6 +200,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     from depthstudy import figures, lecture  # loads matplotlib (Agg backend)
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if not formats:
+        raise UsageError("--format is empty; choose one or more of png, svg, pdf, e.g. --format png,svg")
     if bad:
         raise UsageError(f"--format {','.join(bad)} is not supported; choose from png, svg, pdf")
     if yscale not in figures.YSCALES:
@@ -212,7 +223,11 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
         elif key not in extra_keys:
             console.print(f"[yellow]--by {key}: every run has the same value; no facets to draw[/]")
     out = out or root / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file there, or a place that cannot be written
+        raise UsageError(f"--out {out}: cannot make the report directory there ({e.strerror}); give a directory "
+                         "that can be written, e.g. --out report") from None
     groups = group_runs(runs, extra_keys)
     files = []
     recipe = _paper_recipe()
@@ -222,7 +237,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     if readable and lecture.is_lecture(readable):  # experiment=lecture: a figure per claim instead of the study's
         with figures.styled(style):
             section, files = lecture.lecture_section(readable, out, formats)
-        (out / "lecture.md").write_text("\n".join(section) + "\n")
+        atomic_write_text(out / "lecture.md", "\n".join(section) + "\n")
     elif readable:
         with figures.styled(style):
             lost = unplaced(runs)  # no config, no group: each caption counts them as left out

@@ -180,6 +180,12 @@ def test_unknown_by_key_and_format_are_refused(sweep, cli):
     said = cli("report", str(sweep), "--by", "seed").output  # 2 seeds: not "every run has the same value"
     assert "each point is the median over the seeds" in said and "same value" not in said
     assert cli("report", str(sweep), "--format", "gif").exit_code == 2
+    empty = cli("report", str(sweep), "--format", "")  # was: "0 figure files", exit 0
+    assert empty.exit_code == 2 and "--format is empty" in empty.output
+    (sweep.parent / "afile").write_text("")
+    onto_a_file = cli("report", str(sweep), "--out", str(sweep.parent / "afile"))  # was: FileExistsError, exit 1
+    assert onto_a_file.exit_code == 2 and "cannot make the report directory there" in onto_a_file.output
+    assert len(onto_a_file.output.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
