@@ -20,10 +20,15 @@ def pick_device(device: str, gpu: int | None, setting: str = "trainer.device") -
         if not torch.cuda.is_available():
             return torch.device("cpu")
         return torch.device("cuda", (gpu or 0) % torch.cuda.device_count())
+    sep = "=" if "." in setting else " "
+    if device != "cpu" and not device.startswith("cuda"):  # torch would list its every device type
+        raise UsageError(f"{setting}{sep}{device} is unknown; choose auto, cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        sep = "=" if "." in setting else " "
         raise UsageError(f"{setting}{sep}{device} but CUDA is not available here; use {setting}{sep}cpu or auto")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:  # cuda:x
+        raise UsageError(f"{setting}{sep}{device} is not a device; choose auto, cpu, cuda or cuda:N") from None
 
 
 def device_name(device: torch.device) -> str:

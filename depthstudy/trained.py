@@ -31,9 +31,16 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     run_dir = Path(run_dir)
     if not (run_dir / rundir.CONFIG_FILE).is_file():
         raise UsageError(f"{run_dir} is not a run directory (no {rundir.CONFIG_FILE}); `depthstudy runs DIR` lists runs")
-    saved = checkpoint.load(run_dir)
+    try:
+        saved = checkpoint.load(run_dir)
+    except checkpoint.CheckpointError:  # its advice is for training; eval can only say what is missing
+        raise UsageError(f"{run_dir / rundir.CHECKPOINT_FILE} is unreadable: this run's trained weights are lost; "
+                         "train it afresh (move the run away and run its command again) to evaluate it") from None
     if saved is None:
-        raise UsageError(f"{run_dir} has no {rundir.CHECKPOINT_FILE}: the run never reached its first checkpoint")
+        ended = (rundir.read_summary(run_dir) or {}).get("status") in rundir.FINAL_STATUSES
+        raise UsageError(f"{run_dir} has no {rundir.CHECKPOINT_FILE}: " + (
+            "it was deleted after the run ended, so its trained weights are lost" if ended
+            else "the run never reached its first checkpoint"))
     cfg = OmegaConf.create(rundir.read_config(run_dir))
     if data_root is not None:
         cfg.data.root = str(data_root)

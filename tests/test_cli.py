@@ -186,6 +186,23 @@ def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
     assert table.exit_code == 0 and "crashed" in table.output and "3/6" in table.output
 
 
+def test_eval_says_in_one_line_what_it_cannot_do(cli, tmp_path):
+    from helpers import only_run
+
+    assert cli("train", *TINY).exit_code == 0
+    run = only_run(tmp_path)
+    for args, said in ((["--device", "tpu"], "--device tpu is unknown; choose auto, cpu, cuda or cuda:N"),  # was torch's list
+                       ([], "checkpoint.pt is unreadable: this run's trained weights are lost"),
+                       ([], "it was deleted after the run ended")):  # was: "never reached its first checkpoint"
+        if "unreadable" in said:
+            (run / "checkpoint.pt").write_bytes(b"torn")
+        elif "deleted" in said:
+            (run / "checkpoint.pt").unlink()
+        result = cli("eval", str(run), *args)
+        assert result.exit_code == 2 and said in result.output and len(result.output.strip().splitlines()) == 1, \
+            result.output
+
+
 def test_eval_reproduces_the_runs_final_errors_and_leaves_the_run_untouched(cli, tmp_path):
     import json
 
