@@ -386,7 +386,7 @@ def _check_bench_args(steps: int, warmup: int, rounds: int, precision: str, devi
         json_path = Path(json_path)
         if json_path.is_dir():
             raise UsageError(f"--json {json_path} is a directory; give a file name, e.g. --json bench.json")
-        rundir.check_writable(json_path.parent)
+        rundir.check_writable(json_path.parent, "give --json a file in a directory that can be written")
     dev = pick_device(device, None, "--device")
     if precision == "tf32" and dev.type != "cuda":  # a ratio to fp32 would be noise presented as advice
         raise UsageError(f"--precision tf32 is a CUDA mode (TF32 convolutions and matmuls): on {dev} it computes "

@@ -6,6 +6,7 @@ writer that uses these tags produces runs that `depthstudy report` can read.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -244,7 +245,13 @@ def read_scalars(run_dir: Path, with_wall_times: bool = False):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
-    acc.Reload()
+    quiet = logging.getLogger("tensorboard")  # its "out of order event.step ... Purging" is a resumed run's purge_step
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        acc.Reload()
+    finally:
+        quiet.setLevel(level)
     out, walls = {}, {}
     for tag in acc.Tags()["scalars"]:
         points = acc.Scalars(tag)

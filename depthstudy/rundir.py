@@ -136,21 +136,20 @@ def check_not_busy(run_dir: Path) -> None:
             pass
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, instead: str = "choose another out_dir= or name=") -> None:
     """Make the directory `path` (as its run will) and write a file in it, or a UsageError that names the path
-    and the reason. Checked before anything trains, so an impossible location fails in one line."""
+    and the reason, and says what to do (`instead`). Checked before anything trains, so an impossible location
+    fails in one line."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except FileExistsError:
-        raise UsageError(f"cannot write under {path}: a file is in the way, not a directory; "
-                         "choose another out_dir= or name=") from None
+        raise UsageError(f"cannot write under {path}: a file is in the way, not a directory; {instead}") from None
     except NotADirectoryError:
-        raise UsageError(f"cannot write under {path}: part of it is a file, not a directory; "
-                         "choose another out_dir= or name=") from None
+        raise UsageError(f"cannot write under {path}: part of it is a file, not a directory; {instead}") from None
     except OSError as e:
-        raise UsageError(f"cannot write under {path}: {e.strerror or e}; choose another out_dir=") from None
+        raise UsageError(f"cannot write under {path}: {e.strerror or e}; {instead}") from None
 
 
 def remove_stale_temp_files(run_dir: Path) -> list[Path]:

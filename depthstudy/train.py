@@ -9,6 +9,7 @@ checkpoint, summary.json). The run directory's format is depthstudy.rundir's; tr
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from functools import partial
 from dataclasses import dataclass, field
@@ -285,8 +286,9 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
         status, last, meter = loop(run, state, writer, progress, summary)
         summary = finish(run, state, status, last, meter, writer, progress, summary)
         if not in_sweep:  # a single run: where it is and what to do next (a sweep prints its own table)
-            progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {run.run_dir.parent}"
-                           f"   |   depthstudy report {run.run_dir.parent}   |   depthstudy runs {run.run_dir.parent}")
+            where = shlex.quote(str(run.run_dir.parent))  # pasteable, spaces and all
+            progress.print(f"run directory: {run.run_dir}\n  next: tensorboard --logdir {where}"
+                           f"   |   depthstudy report {where}   |   depthstudy runs {where}")
         return summary
     except Exception as e:
         e.iterations = state.step  # the failure record says how far the run got
