@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from depthstudy.errors import DepthstudyError
+from depthstudy.errors import DepthstudyError, UsageError
 
 app = typer.Typer(
     help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.\n\n"
@@ -78,8 +78,6 @@ def _overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
     """The command's overrides; a mistyped option (ignore_unknown_options passes it on as one) refused in one line."""
     import difflib
 
-    from depthstudy.errors import UsageError
-
     for arg in overrides or []:
         if arg.startswith("-"):
             names = [n for p in ctx.command.params for n in p.opts if n.startswith("--")]
@@ -146,6 +144,9 @@ def config(
 
     def go():
         if groups:
+            if overrides:
+                raise UsageError(f"--groups lists every config group and takes no overrides (got {' '.join(overrides)}); "
+                                 "drop --groups to see the config they compose")
             for group, options in configs.config_groups().items():
                 typer.echo(f"{group}: {', '.join(options)}")
             return
@@ -174,6 +175,10 @@ def runs(
             import json
 
             typer.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            typer.echo(f"no runs under {runs_dir} (a run directory holds summary.json or event files); "
+                       "e.g. depthstudy runs runs/quick")
             return
         from rich.table import Table
 

@@ -122,6 +122,12 @@ def test_config_prints_the_composed_config_without_training(cli, tmp_path):
     assert shown.startswith("runs/default/resA-d8-wd0.0001-s0-lr0.05-") and (tmp_path / shown / "summary.json").exists()
     groups = cli("config", "--groups").output
     assert "experiment: he2015, he2015_fig6, he2015_table6, he2015_val," in groups and "model: mlp, resnet" in groups
+    ignored = cli("config", "--groups", "model.depth=21")  # was: the overrides silently ignored
+    assert ignored.exit_code == 2 and "--groups lists every config group and takes no overrides" in ignored.output
+    empty = cli("runs", str(tmp_path / "nothing-here-yet"))
+    assert empty.exit_code == 2  # not a directory
+    (tmp_path / "empty").mkdir()
+    assert "no runs under" in cli("runs", str(tmp_path / "empty")).output  # was: an empty table
 
 
 def test_version_and_unknown_options_list_every_choice(cli):
