@@ -23,14 +23,17 @@ def save(run_dir: Path, state: dict) -> None:
     """Atomically; a failed write (a full disk shows as torch's "enforce fail" RuntimeError) keeps the previous
     checkpoint and ends in a CheckpointError that says what to do."""
     path = run_dir / CHECKPOINT
+    had = path.exists()
     try:
         atomic_write_bytes(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:
         free = shutil.disk_usage(run_dir).free
         reason = ("no space left on the device" if getattr(e, "errno", None) == errno.ENOSPC or free < 16 * 2**20
                   else str(e).splitlines()[0])
-        raise CheckpointError(f"could not save the checkpoint {path}: {reason} ({free / 2**20:.1f} MiB free); the "
-                              "previous checkpoint is kept: free some space and run the same command to resume") from None
+        kept = ("the previous checkpoint is kept: free some space and run the same command to resume" if had else
+                "it had none yet: free some space and run the same command to start it again")
+        raise CheckpointError(f"could not save the checkpoint {path}: {reason} ({free / 2**20:.1f} MiB free); "
+                              f"{kept}") from None
 
 
 def load(run_dir: Path) -> dict | None:

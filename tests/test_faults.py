@@ -212,6 +212,7 @@ def test_a_full_disk_is_one_line_and_the_summary_keeps_the_true_iteration_count(
                  "trainer.ckpt_every=10", "trainer.progress=none", "trainer.threads=1", f"out_dir={small_disk}")
     assert result.exit_code == 1 and "no space left on the device" in result.output
     assert len(result.output.strip().splitlines()) == 1 and "enforce fail" not in result.output
+    assert "it had none yet" in result.output  # its first checkpoint: no "previous checkpoint is kept"
     (run,) = (small_disk / "default").iterdir()
     s = summary(run)
     assert s["status"] == "failed" and s["iterations"] == 10
