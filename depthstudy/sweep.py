@@ -173,16 +173,37 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
     console.print(line)
 
 
+def _dry_run(runs: list[PlannedRun], overrides: list[str] | None, console: Console, estimate: bool) -> None:
+    """What the sweep would do: the GPU packing, each run's status (and estimated time), the total."""
+    packed = _gpu_jobs(runs, config.normalize_overrides(overrides))
+    if packed:
+        console.print(packed.line)
+    startup = _estimate(runs, console) if estimate else None
+    console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
+    if estimate:
+        _say_total(runs, console, startup, packed)
+
+
+def _unfinished_error(runs: list[PlannedRun], worker_died: Exception | None) -> DepthstudyError | None:
+    """Why the sweep did not do all it was asked, and what to do; None when every run finished or diverged."""
+    unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
+    if worker_died is not None:
+        return DepthstudyError(f"a worker process of the sweep died ({_exit_of(worker_died)}); joblib then stops "
+                               f"every worker, so {len(unfinished)} of {len(runs)} runs did not finish. Run the same "
+                               "command again: finished runs are skipped, the others resume from their last checkpoint")
+    if unfinished:  # a diverged run is a result; a run that did not end is not
+        return DepthstudyError(f"{len(unfinished)} of {len(runs)} runs did not finish: " + "; ".join(
+            f"{r.run_dir.name}: {r.status if r.status != 'new' else 'did not start'}"
+            + (f" ({r.summary['error']})" if (r.summary or {}).get("error") else "")
+            for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
+            + ". Fix the cause and run the same command again: finished runs are skipped")
+    return None
+
+
 def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, estimate: bool = True) -> list[PlannedRun]:
     runs = plan(overrides)
     if dry_run:
-        packed = _gpu_jobs(runs, config.normalize_overrides(overrides))
-        if packed:
-            console.print(packed.line)
-        startup = _estimate(runs, console) if estimate else None
-        console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
-        if estimate:
-            _say_total(runs, console, startup, packed)
+        _dry_run(runs, overrides, console, estimate)
         return runs
     to_train = sum(r.status not in FINAL_STATUSES for r in runs)
     console.print(f"sweep: {len(runs)} runs, {len(runs) - to_train} already done, {to_train} to train, "
@@ -244,17 +265,9 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         raise
     finally:
         console.print(runs_table(runs, "sweep results"))
-    unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
-    if worker_died is not None:
-        raise DepthstudyError(f"a worker process of the sweep died ({_exit_of(worker_died)}); joblib then stops every "
-                              f"worker, so {len(unfinished)} of {len(runs)} runs did not finish. Run the same command "
-                              "again: finished runs are skipped, the others resume from their last checkpoint")
-    if unfinished:  # a diverged run is a result; a run that did not end is not
-        raise DepthstudyError(f"{len(unfinished)} of {len(runs)} runs did not finish: " + "; ".join(
-            f"{r.run_dir.name}: {r.status if r.status != 'new' else 'did not start'}"
-            + (f" ({r.summary['error']})" if (r.summary or {}).get("error") else "")
-            for r in unfinished[:5]) + ("; ..." if len(unfinished) > 5 else "")
-            + ". Fix the cause and run the same command again: finished runs are skipped")
+    error = _unfinished_error(runs, worker_died)
+    if error:
+        raise error
     return runs
 
 
