@@ -113,7 +113,7 @@ def test_config_prints_the_composed_config_without_training(cli, tmp_path):
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.create(result.output)
-    assert cfg.model.depth == 110 and cfg.data.val_size == 0 and cfg.schedule.warmup.max_iterations == 400
+    assert cfg.model.depth == 110 and cfg.data.val_size == 0 and cfg.schedule.warmup.max_iterations is None
     assert not (tmp_path / "runs").exists()
     # the directory `depthstudy train` with the same arguments writes to, slug and hash included
     args = ["model.depth=8", "optim.lr=0.05", "schedule.iterations=6", "schedule.milestones=[4]", "trainer.progress=none"]

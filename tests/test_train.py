@@ -101,21 +101,21 @@ def test_warmup_is_a_bounded_prefix_that_never_suppresses_a_milestone():
         return next(done for done in range(1, 100_000) if schedule.end_warmup_if_due(done, batch_error))
 
     paper = compose(["experiment=he2015"]).schedule
-    assert paper.warmup.max_iterations == 400  # a cap of ours at the paper's "about 400 iterations"
+    assert paper.warmup.max_iterations is None  # the paper's rule alone, by default
     stuck, learning = Schedule(paper, 0.1, 110), Schedule(paper, 0.1, 110)
-    assert end_of_warmup(stuck, 95.0) == 400 and stuck.warmup_ended_by == "cap"  # error stuck above 80%
+    assert end_of_warmup(stuck, 95.0) == 32000 and stuck.warmup_ended_by == "cap"  # bounded by the first milestone
     assert end_of_warmup(learning, 50.0) == 10 and learning.warmup_ended_by == "error"  # the first full window
-    rule_only = compose(["experiment=he2015", "schedule.warmup.max_iterations=null"]).schedule  # the paper's rule alone
-    assert end_of_warmup(Schedule(rule_only, 0.1, 110), 95.0) == 32000  # bounded by the first milestone still
-    assert end_of_warmup(Schedule(rule_only, 0.1, 110), 50.0) == 10
+    capped = compose(["experiment=he2015", "schedule.warmup.max_iterations=400"]).schedule  # the opt-in cap
+    assert end_of_warmup(Schedule(capped, 0.1, 110), 95.0) == 400
+    assert end_of_warmup(Schedule(capped, 0.1, 110), 50.0) == 10
 
     early = compose(["experiment=he2015", "schedule.milestones=[300,500]"]).schedule
     sched = Schedule(early, 0.1, 110)
     assert end_of_warmup(sched, 95.0) == 300  # the first milestone ends it
     assert not sched.warming and sched.lr_at(300, sched.warming) == pytest.approx(0.01)  # and the drop applies
 
-    fixed = compose(["experiment=he2015", "schedule.warmup.until_train_error=null"]).schedule
-    assert end_of_warmup(Schedule(fixed, 0.1, 110), 0.0) == 400  # no error rule: exactly max_iterations
+    fixed = compose(["experiment=he2015", "schedule.warmup.until_train_error=null", "schedule.warmup.max_iterations=400"])
+    assert end_of_warmup(Schedule(fixed.schedule, 0.1, 110), 0.0) == 400  # no error rule: exactly max_iterations
 
 
 def test_quick_study_gives_every_net_the_same_schedule():
