@@ -64,6 +64,17 @@ def styled(name: str):
         _WIDTH[0] = 1.0
 
 
+def new_figure(nrows: int, ncols: int, width: float, height: float, **kwargs):
+    """plt.subplots at the style's size (size()), constrained layout: every figure starts here."""
+    return plt.subplots(nrows, ncols, figsize=size(width, height), layout="constrained", **kwargs)
+
+
+def integer_blocks(ax) -> None:
+    """A block-index x axis: whole numbers only."""
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("block")
+
+
 def size(width: float, height: float) -> tuple[float, float]:
     return width * _WIDTH[0], height * _WIDTH[0]
 
@@ -131,8 +142,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str], unplaced: li
     all_runs = [r for g in groups for r in g.runs]
     split = _eval_split(all_runs)
     drops = _lr_drops([r for g in groups for r in g.ok_runs()])
-    fig, axes = plt.subplots(1, len(families), figsize=size(4.6 * len(families) + 1.6, 4.2), sharey=True,
-                             squeeze=False, layout="constrained")
+    fig, axes = new_figure(1, len(families), 4.6 * len(families) + 1.6, 4.2, sharey=True, squeeze=False)
     top, labels, last, counts = 0.0, {}, 0, []
     for ax, family in zip(axes[0], families):
         for g in (g for g in groups if g.family == family):
@@ -229,7 +239,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
     paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(1, 2, figsize=size(11, 4.2), sharey=False, layout="constrained")
+    fig, axes = new_figure(1, 2, 11, 4.2, sharey=False)
     for ax, which in zip(axes, ("train", split)):
         depth_axes(ax, groups, which, extra_keys)
         if paper and which == "test":
@@ -299,8 +309,7 @@ def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], 
     values = list(dict.fromkeys(g.extra[idx] for g in groups))
     rest = [k for k in extra_keys if k != key]
     split = _eval_split([r for g in groups for r in g.runs])
-    fig, axes = plt.subplots(2, len(values), figsize=size(4.2 * len(values), 7), sharey="row", squeeze=False,
-                             layout="constrained")
+    fig, axes = new_figure(2, len(values), 4.2 * len(values), 7, sharey="row", squeeze=False)
     for col, value in enumerate(values):
         sub = [Group(g.family, g.depth, g.extra[:idx] + g.extra[idx + 1:], g.runs) for g in groups if g.extra[idx] == value]
         for row, which in enumerate(("train", split)):
@@ -334,7 +343,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     responses run orders of magnitude above the others (a plain net that diverged) is clipped at the top and
     named, so the trained nets' curves stay readable."""
     colours = _depth_colours([g.depth for g in groups])
-    fig, axes = plt.subplots(1, 2, figsize=size(11, 4.2), sharey=True, layout="constrained")
+    fig, axes = new_figure(1, 2, 11, 4.2, sharey=True)
     series = []
     for i, g in enumerate(groups):
         stds = _final_indexed(g.ok_runs(), events.RESPONSE_PREFIX)
@@ -391,7 +400,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         "gamma_rms", "RMS gamma = ||gamma|| / sqrt(C)")
     quantities = [("branch_ratio", "||F(x)|| / ||x||", "branch vs input (0 = identity block)"),
                   (gamma[0], gamma[1], "last BN of each branch")]
-    fig, axes = plt.subplots(1, 2, figsize=size(12, 4.2), layout="constrained")
+    fig, axes = new_figure(1, 2, 12, 4.2)
     colours = _depth_colours([g.depth for g in groups])
     drawn, stages, counts = False, set(), []
     for i, g in enumerate(residual):

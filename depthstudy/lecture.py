@@ -10,7 +10,7 @@ import math
 import statistics
 from pathlib import Path
 
-from depthstudy import events
+from depthstudy import events, figures  # matplotlib: report imports this module only to draw
 from depthstudy.runs import Run, group_runs
 
 PARTS = ("depth", "weight_decay", "weight_decay_bn", "grow_base", "grow")
@@ -31,13 +31,6 @@ def _final_blocks(run: Run, quantity: str) -> list[float]:
     return [found.get(i, math.nan) for i in range(max(found) + 1)] if found else []
 
 
-def _integer_blocks(ax) -> None:
-    import matplotlib.ticker
-
-    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("block")
-
-
 def _median(values: list[float]) -> float | None:
     values = [v for v in values if v is not None and math.isfinite(v)]
     return statistics.median(values) if values else None
@@ -50,8 +43,6 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 # --- the claims: each returns (markdown lines, figure paths) ---
 
 def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
-    from depthstudy import figures
-
     mine = _part(runs, "depth")
     lines = ["## 1. Deeper plain nets train worse; residual nets do not", ""]
     if not mine:
@@ -86,10 +77,6 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
 
 
 def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
-    import matplotlib.pyplot as plt
-
-    from depthstudy import figures
-
     lines = ["## 2. The identity is easy for a residual block", "",
              "With ReLU, a[l+2] = g(W[l+2] a[l+1] + b[l+2] + a[l]) equals a[l] when W[l+2] = 0 and b[l+2] = 0, since "
              "a[l] >= 0. Measured at the end of training on held-out digits: each block's output with its last layer "
@@ -105,7 +92,7 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
         return lines + ["No depth at which every family has a finished run.", ""], []
     depth = common[len(common) // 2]  # a middle depth that every family has
     mine = finished
-    fig, ax = plt.subplots(figsize=figures.size(7.5, 3.8), layout="constrained")
+    fig, ax = figures.new_figure(1, 1, 7.5, 3.8)
     rows = []
     for i, family in enumerate(dict.fromkeys(r.family for r in mine)):
         run = next(r for r in mine if r.family == family and r.depth == depth)
@@ -114,7 +101,7 @@ def claim_identity(runs: list[Run], out: Path, formats: list[str]) -> tuple[list
         ax.plot(range(1, len(values) + 1), values, label=f"{family}-{depth}", lw=1.5, ms=6, **style)
         finite = [v for v in values if math.isfinite(v)]  # nan: a plain block whose width changes
         rows.append((family, min(finite), max(finite), sum(v == 0.0 for v in finite), len(values)))
-    _integer_blocks(ax)
+    figures.integer_blocks(ax)
     ax.set_ylabel("||block(a) - s|| / ||s||, last layer zeroed")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -144,7 +131,7 @@ def _wd_panel(ax, runs: list[Run], quantity: str, colours) -> None:
         wd = run.config.get("optim.weight_decay")
         ax.plot(range(1, len(values) + 1), values, marker="o", ms=4, color=colours[wd], label=f"wd {wd:g}")
     ax.grid(alpha=0.3)
-    _integer_blocks(ax)
+    figures.integer_blocks(ax)
 
 
 WD_PALETTE = ["#56B4E9", "#009E73", "#E69F00", "#D55E00", "#000000"]
@@ -167,16 +154,11 @@ def _wd_colours(runs: list[Run]) -> dict:
 
 def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
     """The MLP without normalisation: per block ||W[l+2]|| and the change ratio, one line per weight decay."""
-    import matplotlib.pyplot as plt
-
-    from depthstudy import figures
-
     if not mine:
         return [], []
     families = list(dict.fromkeys(r.family for r in sorted(mine, key=lambda r: r.family)))
     colours = _wd_colours(mine)
-    fig, axes = plt.subplots(2, len(families), figsize=figures.size(5 * len(families), 6.4), squeeze=False,
-                             sharey="row", layout="constrained")
+    fig, axes = figures.new_figure(2, len(families), 5 * len(families), 6.4, squeeze=False, sharey="row")
     for col, family in enumerate(families):
         of = [r for r in mine if r.family == family]
         _wd_panel(axes[0][col], of, "last_weight_norm", colours)
@@ -226,14 +208,10 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
 
 def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
     """ResNet-20 with BatchNorm: per block the RMS of the last BN's gamma and the change ratio."""
-    import matplotlib.pyplot as plt
-
-    from depthstudy import figures
-
     if not bn:
         return [], []
     colours = _wd_colours(bn)
-    fig, axes = plt.subplots(1, 2, figsize=figures.size(10, 3.8), layout="constrained")
+    fig, axes = figures.new_figure(1, 2, 10, 3.8)
     _wd_panel(axes[0], bn, "gamma_rms", colours)
     _wd_panel(axes[1], bn, "change_ratio", colours)
     axes[0].set_ylabel("RMS gamma of the branch's last BN")
@@ -255,10 +233,6 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
 
 
 def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
-    import matplotlib.pyplot as plt
-
-    from depthstudy import figures
-
     lines = ["## 4. Adding a residual block to a trained net does not hurt", ""]
     base = [r for r in _part(runs, "grow_base") if r.status == "finished"]
     grown = [r for r in _part(runs, "grow") if r.summary.get("grown_from") and r.status == "finished"]
@@ -266,7 +240,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
         return lines + ["No runs of part=grow_base and part=grow.", ""], []
     base = base[0]
     offset = base.summary.get("iterations") or max(s for s, _ in base.curves.get(events.TRAIN_ERROR, [(0, 0)]))
-    fig, ax = plt.subplots(figsize=figures.size(8, 4), layout="constrained")
+    fig, ax = figures.new_figure(1, 1, 8, 4)
     steps = [s for s, _ in base.curves.get(events.TRAIN_ERROR, [])]
     ax.plot(steps, [v for _, v in base.curves.get(events.TRAIN_ERROR, [])], color="#444444", lw=1.8,
             label=f"trained net, depth {base.depth}")
@@ -336,17 +310,13 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
 
 
 def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str], list[Path]]:
-    import matplotlib.pyplot as plt
-
-    from depthstudy import figures
-
     lines = ["## 5. W_s where the width changes: a learned projection or fixed zero padding", ""]
     mine = [r for r in _part(runs, "depth") if r.config.get("model.shortcut") in ("A", "B")]
     if not {r.config.get("model.shortcut") for r in mine} >= {"A", "B"}:
         return lines + ["No A and B runs of part=depth.", ""], []
     groups = group_runs(mine, [])
     deepest = max(g.depth for g in groups)
-    fig, axes = plt.subplots(1, 2, figsize=figures.size(11, 4), layout="constrained")
+    fig, axes = figures.new_figure(1, 2, 11, 4)
     figures.depth_axes(axes[0], groups, "train", [])
     axes[0].set_title("final training error")
     axes[0].set_ylabel("error (%)")
