@@ -292,7 +292,8 @@ def group_runs(runs: list[Run], extra_keys: list[str]) -> list[Group]:
     groups = defaultdict(list)
     for r in (r for r in runs if r.config):  # the rest: unplaced(runs)
         groups[(r.family, r.depth, tuple(r.config.get(k) for k in extra_keys))].append(r)
-    order = lambda key: (not key[0].startswith("plain"), key[0], [str(x) for x in key[2]], key[1])  # noqa: E731
+    value = lambda x: (0, x, "") if _is(x, (int, float)) else (1, 0, str(x))  # noqa: E731  numbers as numbers: 20 < 150
+    order = lambda key: (not key[0].startswith("plain"), key[0], [value(x) for x in key[2]], key[1])  # noqa: E731
     return [Group(f, d, e, groups[(f, d, e)]) for f, d, e in sorted(groups, key=order)]
 
 

@@ -477,3 +477,14 @@ def test_report_md_links_the_figures_in_the_formats_written(sweep, cli, tmp_path
         for stem in stems:
             assert link.format(stem) in md and (out / link.format(stem).rpartition("(")[2].rstrip(")")).exists()
         assert md.count(".pdf)") == (2 if formats == "pdf" else 0)  # one link per figure, the best format only
+
+
+def test_groups_order_numbers_as_numbers():
+    """A table of runs with 20, 40, 150 and 1000 iterations had listed them as text: 1000, 150, 20, 40."""
+    from pathlib import Path
+
+    from depthstudy.runs import Run, group_runs
+
+    runs = [Run(Path(f"r{it}"), {"model.depth": 20, "model.shortcut": "A", "seed": 0, "schedule.iterations": it},
+                "finished") for it in (1000, 150, 20, 40)]
+    assert [g.extra for g in group_runs(runs, ["schedule.iterations"])] == [(20,), (40,), (150,), (1000,)]
