@@ -192,6 +192,20 @@ def write_table(out: Path, records: list[dict]) -> None:
     atomic_write_text(out / "table.json", json.dumps(records, indent=1) + "\n")
 
 
+# The names of the figures a report draws (figures.py, lecture.py), in any format it writes.
+FIGURE_FILES = ("curves", "depth", "depth_by_*", "responses", "blocks", "lecture_[0-9]_*")
+
+
+def _remove_stale_figures(out: Path, written: list[Path]) -> list[Path]:
+    """Figures an earlier report left in `out` that this one did not draw (another format, or a figure these runs
+    no longer have): beside the new ones they would pass for its results."""
+    stale = [p for stem in FIGURE_FILES for fmt in ("png", "svg", "pdf") for p in out.glob(f"{stem}.{fmt}")
+             if p not in written]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 # --- the command ---
 
 def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto",
@@ -248,6 +262,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
                     files += figures.plot_depth_by(groups, key, out, formats, extra_keys, lost)
             files += figures.plot_responses(groups, out, formats, extra_keys, lost)
             files += figures.plot_blocks(groups, out, formats, extra_keys, lost)
+    stale = _remove_stale_figures(out, files)
     header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
     write_markdown(out / "report.md", root, header, rows, files, problems,
@@ -265,7 +280,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     console.print(table)
     for p in problems:
         console.print(f"[yellow]{p}[/]")
-    console.print(f"report: {out / 'report.md'} ({len(files)} figure files)")
+    console.print(f"report: {out / 'report.md'} ({len(files)} figure files"
+                  + (f"; {len(stale)} left by an earlier report removed" if stale else "") + ")")
     if not readable:
         raise DepthstudyError(f"none of the {len(runs)} runs under {root} can be used: each is damaged (see above)")
     return {"runs": runs, "groups": groups, "figures": files, "out": out}
