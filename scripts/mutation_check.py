@@ -141,6 +141,20 @@ MUTATIONS = [
     Mutation("plus_key_appended", "depthstudy/config.py",
              'adds_a_key = o.startswith("+") and', "adds_a_key = False and"),
     Mutation("busy_calibration_kept", "depthstudy/estimate.py", "if fresh and not busy:", "if fresh:"),
+    # --- trust: damaged runs named, never averaged (session 5) ---
+    Mutation("pad_fill_mean_pads_first", "depthstudy/data.py", 'elif self.pad_fill == "mean":', "elif False:"),
+    Mutation("training_curve_gaps_ignored", "depthstudy/runs.py",
+             "problems += disagreements(run) or gaps(run)", "problems += disagreements(run)"),
+    Mutation("incomplete_config_placed", "depthstudy/runs.py", "    if wrong:  # a torn file", "    if False:  # a torn file"),
+    Mutation("finished_run_without_curves_averaged", "depthstudy/runs.py",
+             'if not steps and s.get("iterations"):', "if False:"),
+    Mutation("summary_field_types_unchecked", "depthstudy/rundir.py",
+             "if value is not None and (not isinstance(value, types) or isinstance(value, bool)):", "if False:"),
+    Mutation("lost_config_rerun_continues", "depthstudy/rundir.py", "        if trained:", "        if False:"),
+    Mutation("summary_not_written_at_checkpoints", "depthstudy/train.py",
+             '                summary["iterations"] = done\n', '                pass\n'),
+    Mutation("milestones_on_one_iteration_accepted", "depthstudy/config.py", "_check(len(set(at)) == len(at),",
+             "_check(True,"),
 ]
 
 # Quick, model-level tests first: a killed mutant stops at its first failure (-x).
