@@ -151,8 +151,8 @@ def disagreements(run: Run) -> list[str]:
             return [f"no {SUMMARY_FILE}, and the event files end at iteration {steps[-1]} of {total}: an unfinished "
                     "run; run its sweep again to finish it"]
         return []
-    if s.get("status") not in FINAL_STATUSES:
-        return []
+    if s.get("status") != "finished":  # a diverged run stops at the log point whose loss is not finite, before
+        return []                       # logging it: its curves end a window early (or before they begin)
     steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
     if not steps and s.get("iterations"):
         return [f"no training curve in its event files (summary.json says {s['iterations']} iterations): they were "
@@ -160,7 +160,7 @@ def disagreements(run: Run) -> list[str]:
     out = []
     if steps and s.get("iterations") is not None and steps[-1] != s["iterations"]:
         out.append(f"event files end at iteration {steps[-1]}, summary.json says {s['iterations']}")
-    for split in ("train", "val", "test") if s.get("status") == "finished" else ():
+    for split in ("train", "val", "test"):
         logged, recorded = run.final(split), s.get(f"{split}_error")
         if logged is not None and recorded is not None and not math.isclose(logged, recorded, rel_tol=1e-5, abs_tol=1e-4):
             out.append(f"final {split} error {logged:.4g} in the event files, {recorded:.4g} in summary.json")

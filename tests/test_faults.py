@@ -192,6 +192,8 @@ def test_a_diverged_run_writes_strict_json(cli, tmp_path):
     assert "NaN" not in text and "Infinity" not in text
     s = json.loads(text)
     assert s["status"] == "diverged" and s["train_loss"] is None
+    result, md = report_md(cli, tmp_path / "runs")  # a result, not damage: its curves end before the diverged point
+    assert result.exit_code == 0 and "diverged at iteration" in md and "damaged" not in md
 
 
 @pytest.fixture

@@ -34,9 +34,10 @@ def write_run(root, shortcut, depth, seed, train_err, test_err, status="finished
         w.add_scalar(events.TEST_ERROR, test_err + 10 * (len(steps) - 1 - i), step)
         w.add_scalar(events.VAL_ERROR, test_err + 1, step)
     w.close()
-    if status:
-        (run / "summary.json").write_text(json.dumps({"status": status, "iterations": steps[-1],
-                                                       "total_iterations": 30, "diverged_at": steps[-1]}))
+    if status:  # as train.py writes it: a diverged run ends at the log point it did not log (its loss not finite)
+        end = steps[-1] + (steps[-1] - steps[-2] if len(steps) > 1 else 1) if status == "diverged" else steps[-1]
+        (run / "summary.json").write_text(json.dumps({"status": status, "iterations": end, "total_iterations": 30,
+                                                       **({"diverged_at": end} if status == "diverged" else {})}))
     return run
 
 
