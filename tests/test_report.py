@@ -89,7 +89,7 @@ def test_failed_diverged_and_running_runs_are_shown_not_averaged(sweep, cli):
     write_run(sweep, "none", 56, 2, 99.0, 99.0, status="running")
     result = cli("report", str(sweep))
     assert result.exit_code == 0, result.output
-    assert "plain-d110-wd0.0001-s0: diverged at iteration 30 (not averaged)" in result.output
+    assert "plain-d110-wd0.0001-s0: diverged at iteration 40 (not averaged)" in result.output
     assert "plain-d56-wd0.0001-s2: running at iteration 30 of 30 (not averaged)" in result.output
     md = (sweep / "report" / "report.md").read_text()
     assert "| plain | 56 | 2/3 running 1 |" in md and "35.00 \u00b1 7.07" in md  # the running run is not in the mean
@@ -294,7 +294,7 @@ def test_runs_csv_has_one_tidy_row_per_run_and_curves_csv_the_layer_index(sweep,
     assert cli("report", str(sweep)).exit_code == 0
     rows = {r["run"]: r for r in csv.DictReader(open(sweep / "report" / "runs.csv"))}
     row = rows[run.name]
-    assert (row["family"], row["status"], row["model.depth"], row["diverged_at"]) == ("residual (A)", "diverged", "110", "30")
+    assert (row["family"], row["status"], row["model.depth"], row["diverged_at"]) == ("residual (A)", "diverged", "110", "40")
     assert (row["params"], row["wall_time_s"], row["images_per_s"]) == ("1730714", "12.5", "2048.0")
     assert row["train_error"] == "91.333336"  # float32 noise rounded away
     assert row["schedule.milestones"] == "[300, 450]"  # a list, as a JSON list
