@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.rundir import atomic_write_bytes, atomic_write_text, flatten
+from depthstudy.rundir import atomic_write_bytes, atomic_write_text, flatten, inert_keys
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
                              load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
@@ -49,7 +49,9 @@ def _paper_number(g: Group, recipe: dict) -> float | None:
     """Table 6's number, only for runs whose config is experiment=he2015 with option A (any depth and seed):
     trained on all 50k images, as the paper's reported models were (not the 45k/5k schedule-selection split)."""
     config = g.runs[0].config
-    same = all(config.get(k) == v for k, v in recipe.items() if _defines_recipe(k) and k != "model.depth")
+    inert = inert_keys(config) & inert_keys({**recipe, "model.depth": g.depth})
+    same = all(config.get(k) == v for k, v in recipe.items() if _defines_recipe(k) and k != "model.depth"
+               and k not in inert)
     return PAPER_TABLE6.get(g.depth) if same else None
 
 
@@ -98,7 +100,7 @@ def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
     for key, paper_value in sorted(recipe.items()):
         if not _defines_recipe(key) or key in ("model.depth", "model.shortcut"):  # the study's own axes
             continue
-        ours = sorted({str(r.config[key]) for r in runs if key in r.config})
+        ours = sorted({str(r.config[key]) for r in runs if key in r.config and key not in inert_keys(r.config)})
         if ours and ours != [str(paper_value)]:
             departures.append(f"`{key}`: {' / '.join(ours)} (paper: {paper_value})")
     lines = [f"Made by `{command}`. Runs: {study_context(runs)}.", ""]

@@ -292,8 +292,18 @@ def read_source_run(path: Path, setting: str) -> dict:
     return cfg
 
 
+def inert_keys(flat: dict) -> set[str]:
+    """The keys of a flattened config that cannot change its run: the warm-up's, where it does not apply (no
+    min_depth, or a net shallower than it)."""
+    min_depth, depth = flat.get("schedule.warmup.min_depth"), flat.get("model.depth")
+    if min_depth is None or (isinstance(depth, int) and isinstance(min_depth, int) and depth < min_depth):
+        return {k for k in flat if k.startswith("schedule.warmup.")}
+    return set()
+
+
 def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
-    """What differs between two resolved configs, ignoring keys that do not change the experiment.
+    """What differs between two resolved configs, ignoring keys that do not change the experiment (RUNTIME_KEYS,
+    and inert_keys in both).
 
     defaults: a function returning the flattened default config. A key the saved config lacks was added to
     depthstudy after that run was made, and the run ran as the key's default (new keys default to the old
@@ -303,7 +313,8 @@ def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
     if unrecorded and defaults is not None:
         default = defaults()
         a.update({k: b[k] for k in unrecorded if k in default and default[k] == b[k]})
-    keys = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and a.get(k) != b.get(k))
+    inert = inert_keys(a) & inert_keys(b)  # e.g. a ResNet-20 whose warm-up cap changed: the same run
+    keys = sorted(k for k in a.keys() | b.keys() if k not in RUNTIME_KEYS and k not in inert and a.get(k) != b.get(k))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
 
 

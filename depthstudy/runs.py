@@ -18,8 +18,8 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.errors import UsageError
-from depthstudy.rundir import (CONFIG_FILE, FINAL_STATUSES, RUNTIME_KEYS, SUMMARY_FILE, flatten, lock_holder,
-                               read_config, read_summary, status_of)
+from depthstudy.rundir import (CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten, lock_holder, read_config,
+                               read_summary, status_of)
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}

@@ -357,3 +357,19 @@ def test_an_unwritable_output_location_is_one_line(cli, tmp_path, where, message
     result = cli("train", *LONG, "trainer.progress=none", f"out_dir={out}")
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_warm_up_setting_does_not_make_a_net_it_cannot_touch_another_run():
+    """He2015's warm-up cap changed (400 -> none): a ResNet-20 made with the cap is the same run; a ResNet-110 not."""
+    from omegaconf import OmegaConf
+
+    from depthstudy.config import compose
+    from depthstudy.rundir import config_changes
+
+    def resolved(*overrides):
+        return OmegaConf.to_container(compose(["experiment=he2015", *overrides]), resolve=True)
+
+    cap = "schedule.warmup.max_iterations=400"
+    assert config_changes(resolved("model.depth=20", cap), resolved("model.depth=20")) == []
+    assert config_changes(resolved("model.depth=110", cap), resolved("model.depth=110")) == [
+        "schedule.warmup.max_iterations: 400 -> None"]
