@@ -118,11 +118,11 @@ def read_run(path: Path) -> Run:
 def gaps(run: Run) -> list[str]:
     """Where the training curve lost points: it starts late, or jumps over many log windows (an event file
     truncated or deleted, its run resumed from a later checkpoint). A point may lie up to twice the larger
-    spacing of its neighbours (and of trainer.log_every) from the previous one: a log_every changed on resume
-    is not a gap."""
+    spacing of its neighbours (and of the largest trainer.log_every the run used: summary.json's log_every_used)
+    from the previous one: a log_every changed on resume is not a gap."""
     steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
-    every = run.config.get("trainer.log_every")
-    every = every if _is(every, int) and every > 0 else 1
+    cadences = [run.config.get("trainer.log_every"), *(run.summary.get("log_every_used") or [])]  # changed on resume
+    every = max([c for c in cadences if _is(c, int) and c > 0], default=1)
     if len(steps) < 2:
         return []
     diffs = [b - a for a, b in zip(steps, steps[1:])]

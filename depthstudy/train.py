@@ -262,8 +262,11 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
     if saved is None:
         writer.session_start(events.hparams_of(config))
     params = count_params(run.model)
+    # Every log cadence the run has used (trainer.log_every may change on resume): runs.gaps reads its curves by them.
+    cadences = [c for c in (previous or {}).get("log_every_used") or [] if isinstance(c, int)]
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
-               "params": params, "device": str(run.device), "precision": cfg.trainer.precision}
+               "params": params, "device": str(run.device), "precision": cfg.trainer.precision,
+               "log_every_used": sorted({*cadences, int(cfg.trainer.log_every)})}
     if run.grown_from is not None:
         summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
         if not resuming:

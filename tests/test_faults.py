@@ -131,6 +131,20 @@ def test_a_training_curve_that_lost_points_is_not_averaged(cli, tmp_path, traine
     assert f"{trained[0].name}: {said}" in md and "| 1/2 damaged 1 |" in md
 
 
+def test_a_log_every_lowered_on_resume_is_no_gap():
+    """log_every 1000, stopped at 500 before its first point, resumed with 20: its curve starts at 520, whole."""
+    from pathlib import Path
+
+    from depthstudy.runs import Run, gaps
+
+    curve = {events.TRAIN_ERROR: [(step, 1.0) for step in range(520, 1001, 20)]}
+    run = Run(Path("r"), {"trainer.log_every": 20}, "finished", curves=curve,
+              summary={"status": "finished", "log_every_used": [20, 1000]})
+    assert gaps(run) == []
+    run.summary = {"status": "finished", "log_every_used": [20]}  # one cadence all along: 500 iterations are lost
+    assert "starts at iteration 520" in gaps(run)[0]
+
+
 def test_a_summary_field_of_the_wrong_type_is_a_damaged_run_not_a_crash(cli, tmp_path, trained):
     s = summary(trained[0])
     s["test_error"] = "abc"

@@ -557,6 +557,7 @@ def test_summary_json_follows_each_checkpoint(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(rundir, "write_summary", lambda d, s: (written.append((s["status"], s["iterations"])), write(d, s)))
     assert cli("train", *TINY, "model.depth=8").exit_code == 0  # 6 iterations, a checkpoint every 3
     assert written == [("running", 0), ("running", 3), ("finished", 6)]
+    assert summary(only_run(tmp_path))["log_every_used"] == [2]  # what runs.gaps reads a resumed run's curves by
 
 
 def test_resume_drops_events_the_crashed_process_wrote_after_its_checkpoint(cli, tmp_path, monkeypatch):
