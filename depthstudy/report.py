@@ -194,17 +194,25 @@ def write_table(out: Path, records: list[dict]) -> None:
     atomic_write_text(out / "table.json", json.dumps(records, indent=1) + "\n")
 
 
-# The names of the figures a report draws (figures.py, lecture.py), in any format it writes.
-FIGURE_FILES = ("curves", "depth", "depth_by_*", "responses", "blocks", "lecture_[0-9]_*")
+FIGURE_LIST = ".figures.json"  # in a report directory: the figure files the last report wrote
 
 
 def _remove_stale_figures(out: Path, written: list[Path]) -> list[Path]:
-    """Figures an earlier report left in `out` that this one did not draw (another format, or a figure these runs
-    no longer have): beside the new ones they would pass for its results."""
-    stale = [p for stem in FIGURE_FILES for fmt in ("png", "svg", "pdf") for p in out.glob(f"{stem}.{fmt}")
-             if p not in written]
+    """The figures the previous report in `out` wrote (its FIGURE_LIST) that this one did not (another format, or a
+    figure these runs no longer have): beside the new ones they would pass for its results. Files no report
+    wrote are left alone. Then this report's list."""
+    import json
+
+    try:
+        earlier = json.loads((out / FIGURE_LIST).read_text())
+    except (OSError, ValueError):
+        earlier = []
+    names = {p.name for p in written}
+    stale = [out / name for name in earlier if isinstance(name, str) and "/" not in name and name not in names
+             and (out / name).is_file()]
     for p in stale:
-        p.unlink(missing_ok=True)
+        p.unlink()
+    atomic_write_text(out / FIGURE_LIST, json.dumps(sorted(names)) + "\n")
     return stale
 
 
