@@ -18,8 +18,8 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.errors import UsageError
-from depthstudy.rundir import (CONFIG_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten, lock_holder, read_config,
-                               read_summary, status_of)
+from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten,
+                               lock_holder, read_config, read_summary, status_of)
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
@@ -60,10 +60,13 @@ class Run:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every directory below root (root included) that holds a run: event files or a summary.json (a run that
-    failed before its first event is still a run to show; one whose config.yaml was lost, a damaged one)."""
-    marks = [*root.rglob(SUMMARY_FILE), *(p for p in root.rglob(events.EVENT_FILES) if not p.name.endswith(".study"))]
-    return sorted({p.parent for p in marks if ".hydra" not in p.parts}, key=_natural)
+    """Every directory below root (root included) that holds a run: a summary.json (a run that failed before its
+    first event is still a run to show), or event files beside a config.yaml or the marks of a depthstudy run
+    (a run whose config.yaml was lost, a damaged one); not another tool's TensorBoard directory."""
+    logged = {p.parent for p in root.rglob(events.EVENT_FILES) if not p.name.endswith(".study")}
+    ours = {d for d in logged if any((d / mark).exists() for mark in (CONFIG_FILE, ".hydra", LOCK_FILE, CHECKPOINT_FILE))}
+    found = ours | {p.parent for p in root.rglob(SUMMARY_FILE)}
+    return sorted((d for d in found if ".hydra" not in d.parts), key=_natural)
 
 
 def _natural(path: Path) -> list:

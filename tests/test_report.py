@@ -493,3 +493,14 @@ def test_groups_order_numbers_as_numbers():
     runs = [Run(Path(f"r{it}"), {"model.depth": 20, "model.shortcut": "A", "seed": 0, "schedule.iterations": it},
                 "finished") for it in (1000, 150, 20, 40)]
     assert [g.extra for g in group_runs(runs, ["schedule.iterations"])] == [(20,), (40,), (150,), (1000,)]
+
+
+def test_another_tools_tensorboard_directory_is_not_a_run(sweep):
+    """torch's SummaryWriter() default directory under runs/: no config.yaml, no summary.json, no depthstudy marks."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from depthstudy.runs import find_run_dirs
+
+    with SummaryWriter(str(sweep / "Nov27_12-00-00_host")) as w:
+        w.add_scalar(events.TRAIN_ERROR, 1.0, 1)
+    assert len(find_run_dirs(sweep)) == len(FINAL) and not any("Nov27" in str(d) for d in find_run_dirs(sweep))
