@@ -171,7 +171,7 @@ def ours_step(spec: ModelSpec, data: Data, device: torch.device, precision: str,
     trainer = OmegaConf.create({"fused_optimizer": trainer_default("fused_optimizer"),
                                 "compile_optimizer": compile_optimizer})
     _, optimizer = make_update(model, optim_cfg, trainer, lambda s: None, mode == "cuda_graphs")
-    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last)
+    stream = TrainStream(data, BATCH_SIZE, seed=0, augment=True, pad=4, channels_last=channels_last, pad_fill="mean")
     autocast = autocast_for(device, precision)
     window = torch.zeros(3, device=device)
     counter = itertools.count()

@@ -108,7 +108,7 @@ def autocast_for(device: torch.device, precision: str):
 
 def compile_mode(compile: bool, cuda_graphs, device: torch.device | None = None) -> str:
     """off | default (torch.compile) | cuda_graphs. cuda_graphs="auto": on for CUDA, off elsewhere (measured on an
-    H200, ../shared/GPU-MEASURED.md: CUDA graphs 1.7-1.8x eager for ResNet-20/56 at batch 128, launch-bound nets)."""
+    H200, ../shared/GPU-MEASURED.md: CUDA graphs 1.67x our eager path for ResNet-20/56 at batch 128, launch-bound nets)."""
     if cuda_graphs == "auto":
         cuda_graphs = device is not None and device.type == "cuda"
     return "cuda_graphs" if cuda_graphs else "default" if compile else "off"

@@ -209,7 +209,7 @@ def read_summary(run_dir: Path) -> dict | None:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     except (OSError, ValueError):  # missing, binary, torn, not JSON
         return None
-    if not isinstance(summary, dict):
+    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):  # every summary depthstudy writes
         return None
     for key, types in SUMMARY_TYPES.items():
         value = summary.get(key)

@@ -78,29 +78,32 @@ def _natural(path: Path) -> list:
 PLACING_KEYS = {"model.depth": int, "model.shortcut": str, "seed": int}
 
 
+def read_run_config(path: Path) -> tuple[dict, dict, list[str]]:
+    """(flattened config, its list-valued keys as lists, problems): a config.yaml that is missing, unreadable or
+    lacks what places the run in a group (PLACING_KEYS) gives ({}, {}, [why, and what to do])."""
+    try:
+        config = read_config(path)
+    except FileNotFoundError:
+        return {}, {}, [f"no {CONFIG_FILE}: what the run is cannot be known; move the run away and run its sweep "
+                        "again to train it afresh"]
+    except Exception as e:
+        cause = e.__cause__ or e
+        why = str(cause) if str(cause) in ("empty", "not a mapping") else type(cause).__name__
+        return {}, {}, [f"{CONFIG_FILE} unreadable ({why}): move the run away and run its sweep again to train it "
+                        "afresh"]
+    lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
+    config = flatten(config)
+    wrong = [k for k, kind in PLACING_KEYS.items() if not _is(config.get(k), kind)]
+    if wrong:  # a torn file that still parses, or another writer's: a group of depth 0 would be made up
+        return {}, {}, [f"{CONFIG_FILE} lacks {' and '.join(wrong)} (or gives another type): incomplete; move the "
+                        "run away and run its sweep again to train it afresh"]
+    return config, lists, []
+
+
 def read_run(path: Path) -> Run:
     """A run as its files say; what cannot be read or does not agree becomes the run's `problem` (the run is
     then shown and named, never averaged)."""
-    problems = []
-    try:
-        config = read_config(path)
-        lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
-        config = flatten(config)
-    except FileNotFoundError:
-        config, lists = {}, {}
-        problems.append(f"no {CONFIG_FILE}: what the run is cannot be known; move the run away and run its sweep "
-                        "again to train it afresh")
-    except Exception as e:
-        config, lists = {}, {}
-        cause = e.__cause__ or e
-        why = str(cause) if str(cause) in ("empty", "not a mapping") else type(cause).__name__
-        problems.append(f"{CONFIG_FILE} unreadable ({why}): move the run away and run its sweep again to train it "
-                        "afresh")
-    wrong = [k for k, kind in PLACING_KEYS.items() if config and not _is(config.get(k), kind)]
-    if wrong:  # a torn file that still parses, or another writer's: a group of depth 0 would be made up
-        problems.append(f"{CONFIG_FILE} lacks {' and '.join(wrong)} (or gives another type): incomplete; move the run "
-                        "away and run its sweep again to train it afresh")
-        config = {}
+    config, lists, problems = read_run_config(path)
     summary = read_summary(path)
     status = status_of(path, summary)
     if status == "damaged":
@@ -177,7 +180,7 @@ def load_runs(root: Path) -> list[Run]:
         raise UsageError(f"{root} is not a directory")
     paths = find_run_dirs(root)
     if not paths:
-        raise UsageError(f"no runs under {root} (a run directory holds config.yaml and TensorBoard event files); "
+        raise UsageError(f"no runs under {root} (a run directory holds summary.json, or event files beside config.yaml); "
                          "make some with `depthstudy sweep experiment=quick`")
     if len(paths) < 8:
         return [read_run(p) for p in paths]
@@ -280,7 +283,8 @@ class Group:
 
 def state(run: Run) -> str:
     """What reports call a run: "damaged" where its files cannot be read or disagree (run.problem says how),
-    else its status (finished, diverged, failed, ...). `depthstudy runs` uses the same word."""
+    else its status (finished, diverged, failed, ...). `depthstudy runs` says the same of a damaged config.yaml
+    or summary.json; it reads no event files, so damage there only `report` finds."""
     return "damaged" if run.problem else run.status
 
 
@@ -325,9 +329,9 @@ def list_runs(root: Path) -> list[dict]:
     for path in find_run_dirs(root):
         summary = read_summary(path) or {}
         status, error = (status_of(path, summary), summary.get("error")) if summary else _without_summary(path)
-        if not (path / CONFIG_FILE).exists():
-            status, error = "damaged", f"no {CONFIG_FILE}: what the run is cannot be known; move it away and run its " \
-                                       "command again to train it afresh"
+        config_problems = read_run_config(path)[2]  # cheap: one small YAML file
+        if config_problems:
+            status, error = "damaged", config_problems[0]
         rows.append({"run": path.name, "path": str(path), "status": status,
                      "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),

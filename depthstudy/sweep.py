@@ -187,7 +187,7 @@ def _dry_run(runs: list[PlannedRun], overrides: list[str] | None, console: Conso
 def _unfinished_error(runs: list[PlannedRun], worker_died: Exception | None) -> DepthstudyError | None:
     """Why the sweep did not do all it was asked, and what to do; None when every run finished or diverged."""
     unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
-    if worker_died is not None:
+    if worker_died is not None and unfinished:
         return DepthstudyError(f"a worker process of the sweep died ({_exit_of(worker_died)}); joblib then stops "
                                f"every worker, so {len(unfinished)} of {len(runs)} runs did not finish. Run the same "
                                "command again: finished runs are skipped, the others resume from their last checkpoint")
@@ -268,6 +268,8 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     error = _unfinished_error(runs, worker_died)
     if error:
         raise error
+    if worker_died is not None:  # every run had ended: what was asked is done
+        console.print(f"[yellow]a worker process of the sweep died ({_exit_of(worker_died)}) after every run ended[/]")
     return runs
 
 

@@ -8,6 +8,7 @@ checkpoint, summary.json). The run directory's format is depthstudy.rundir's; tr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shlex
 import time
@@ -357,7 +358,8 @@ def loop(run: Run, state: RunState, writer, progress, summary: dict) -> tuple[st
             if done % ckpt_every == 0 or stopping:
                 checkpoint.save(run.run_dir, state.to_checkpoint(run))
                 summary["iterations"] = done
-                rundir.write_summary(run.run_dir, summary)
+                with contextlib.suppress(OSError):  # bookkeeping: a full disk fails the next checkpoint, in its words
+                    rundir.write_summary(run.run_dir, summary)
             meter.exclude(time.perf_counter() - paused)
             if stopping:
                 return "interrupted", last, meter
@@ -412,7 +414,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         compile_time_s=round(state.compile_s, 2) if state.compile_s else None,
         train_images_per_s=round(meter.images / max(meter.train_s, 1e-9), 1) if meter.images else None,
         warmup_ended_at=warmup_ended if warmup_ended >= 0 else None,
-        warmup_ended_by=run.schedule.warmup_ended_by,  # "error": the paper's rule; "cap": max_iterations or a milestone
+        warmup_ended_by=run.schedule.warmup_ended_by,  # "error": the paper's rule; "cap": max_iterations, a milestone or the end
     )
     rundir.write_summary(run.run_dir, summary)
     progress.print(f"{run.name}: {status}, error % " + " ".join(  # fits 80 columns with the run name

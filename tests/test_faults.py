@@ -45,7 +45,7 @@ def test_curves_that_disagree_with_summary_json_are_flagged(cli, tmp_path, train
     assert f"{run.name}: final test error" in md and "in summary.json (not averaged)" in md
 
 
-@pytest.mark.parametrize("content", [b"\x00\xff\x13binary", b"[1, 2]", b"", b"{\"status\": "])
+@pytest.mark.parametrize("content", [b"\x00\xff\x13binary", b"[1, 2]", b"", b"{\"status\": ", b"{}"])
 def test_an_unreadable_summary_names_the_file_and_the_rest_goes_on(cli, tmp_path, trained, content):
     run = trained[0]
     (run / "summary.json").write_bytes(content)
@@ -95,8 +95,8 @@ def test_a_missing_or_incomplete_config_is_a_damaged_run_never_averaged(cli, tmp
     assert f"{trained[0].name}: {said}" in md and "| 1/1 |" in md  # the other seed is the group's one run
     assert "1 damaged run left out" in (tmp_path / "runs" / "report" / "depth.svg").read_text()
     (row,) = [r for r in json.loads(cli("runs", str(tmp_path / "runs"), "--json").output) if r["run"] == trained[0].name]
-    if damage == "gone":  # runs reads no config it cannot find; the rerun refuses to guess what the run was
-        assert row["status"] == "damaged"
+    assert row["status"] == "damaged" and said.split(":")[0] in row["error"]  # runs says what report says
+    if damage == "gone":  # the rerun refuses to guess what the run was
         again = cli("train", *TINY, "model.depth=8", "trainer.log_every=1", "seed=0")
         assert again.exit_code == 2 and "holds a trained run but no config.yaml" in again.output
 
