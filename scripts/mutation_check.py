@@ -155,6 +155,12 @@ MUTATIONS = [
              '                summary["iterations"] = done\n', '                pass\n'),
     Mutation("milestones_on_one_iteration_accepted", "depthstudy/config.py", "_check(len(set(at)) == len(at),",
              "_check(True,"),
+    Mutation("diverged_run_checked_as_finished", "depthstudy/runs.py", 'if s.get("status") != "finished":',
+             'if s.get("status") not in ("finished", "diverged"):'),
+    Mutation("resume_cadences_ignored", "depthstudy/runs.py",
+             '*(run.summary.get("log_every_used") or [])]', "]"),
+    Mutation("warmup_inert_keys_compared", "depthstudy/rundir.py",
+             "inert = inert_keys(a) & inert_keys(b)", "inert = set()"),
 ]
 
 # Quick, model-level tests first: a killed mutant stops at its first failure (-x).
