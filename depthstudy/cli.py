@@ -166,7 +166,8 @@ def runs(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
     debug: Debug = False,
 ) -> None:
-    """List the runs below a directory: status (crashed: its process died), iterations, final errors, time."""
+    """List the runs below a directory: status (crashed: its process died), iterations, final errors, time.
+    Fast: reads config.yaml and summary.json only; damage in event files shows in `depthstudy report`."""
     from depthstudy.runs import list_runs
 
     def go():
