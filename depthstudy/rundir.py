@@ -209,7 +209,7 @@ def read_summary(run_dir: Path) -> dict | None:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     except (OSError, ValueError):  # missing, binary, torn, not JSON
         return None
-    if not isinstance(summary, dict) or not isinstance(summary.get("status"), str):  # every summary depthstudy writes
+    if not isinstance(summary, dict) or summary.get("status") is None:  # every summary depthstudy writes has one
         return None
     for key, types in SUMMARY_TYPES.items():
         value = summary.get(key)
@@ -252,9 +252,21 @@ def flatten(d: dict, prefix: str = "", lists_as_str: bool = True) -> dict:
     return out
 
 
+# What to do with a run whose files say too little to continue it, in every message that finds one.
+RETRAIN = "move its directory away and run its command (or sweep) again to train it afresh"
+
+
+class ConfigUnreadable(DepthstudyError):
+    """A config.yaml that cannot be read; `why` in a word or two (UnicodeDecodeError, empty, not a mapping)."""
+
+    def __init__(self, path: Path, why: str):
+        self.why = why
+        super().__init__(f"{path} is unreadable ({why}): what the run is cannot be known; {RETRAIN}")
+
+
 def read_config(run_dir: Path) -> dict:
-    """The run's resolved config, as saved (nested dicts). A damaged file (torn YAML, not a mapping) raises a
-    DepthstudyError that names it and says what to do; a missing one, FileNotFoundError."""
+    """The run's resolved config, as saved (nested dicts). A damaged file (torn YAML, empty, not a mapping) raises
+    ConfigUnreadable, which names it and says what to do; a missing one, FileNotFoundError."""
     from omegaconf import OmegaConf
 
     path = run_dir / CONFIG_FILE
@@ -267,9 +279,7 @@ def read_config(run_dir: Path) -> dict:
     except FileNotFoundError:
         raise
     except Exception as e:  # YAML scanner and parser errors, OmegaConf errors, a list or a scalar
-        why = str(e) if str(e) in ("empty", "not a mapping") else type(e).__name__
-        raise DepthstudyError(f"{path} is unreadable ({why}): what the run is cannot be known; move "
-                              "its directory away and run the command again to train it afresh") from e
+        raise ConfigUnreadable(path, str(e) if str(e) in ("empty", "not a mapping") else type(e).__name__) from e
     return config
 
 
@@ -287,8 +297,8 @@ def read_source_run(path: Path, setting: str) -> dict:
                          "directory of a trained run, e.g. runs/default/resA-d20-wd0.0001-s0")
     try:
         cfg = read_config(path)
-    except DepthstudyError as e:  # damaged YAML: the source is not a run we can read
-        raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({type(e.__cause__).__name__})") from None
+    except ConfigUnreadable as e:  # damaged YAML: the source is not a run we can read
+        raise UsageError(f"{setting}: its {CONFIG_FILE} is unreadable ({e.why})") from None
     return cfg
 
 
@@ -326,8 +336,8 @@ def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=Non
         # (A run that failed before its config was written trained nothing: it starts afresh.)
         trained = (run_dir / CHECKPOINT_FILE).exists() or (read_summary(run_dir) or {}).get("status") in FINAL_STATUSES
         if trained:
-            raise UsageError(f"{run_dir} holds a trained run but no {CONFIG_FILE}: what it is cannot be known; move "
-                             "its directory away and run the command again to train it afresh")
+            raise UsageError(f"{run_dir} holds a trained run but no {CONFIG_FILE}: what it is cannot be known; "
+                             f"{RETRAIN}")
         return
     changes = config_changes(read_config(run_dir), config, defaults)
     model = [ch for ch in changes if ch.startswith("model.")]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from depthstudy import events
 from depthstudy.errors import UsageError
-from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, RUNTIME_KEYS, SUMMARY_FILE, flatten,
-                               lock_holder, read_config, read_summary, status_of)
+from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, RETRAIN, RUNTIME_KEYS, SUMMARY_FILE,
+                               ConfigUnreadable, flatten, lock_holder, read_config, read_summary, status_of)
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
 NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
@@ -84,19 +84,14 @@ def read_run_config(path: Path) -> tuple[dict, dict, list[str]]:
     try:
         config = read_config(path)
     except FileNotFoundError:
-        return {}, {}, [f"no {CONFIG_FILE}: what the run is cannot be known; move the run away and run its sweep "
-                        "again to train it afresh"]
-    except Exception as e:
-        cause = e.__cause__ or e
-        why = str(cause) if str(cause) in ("empty", "not a mapping") else type(cause).__name__
-        return {}, {}, [f"{CONFIG_FILE} unreadable ({why}): move the run away and run its sweep again to train it "
-                        "afresh"]
+        return {}, {}, [f"no {CONFIG_FILE}: what the run is cannot be known; {RETRAIN}"]
+    except ConfigUnreadable as e:
+        return {}, {}, [f"{CONFIG_FILE} unreadable ({e.why}): {RETRAIN}"]
     lists = {k: v for k, v in flatten(config, lists_as_str=False).items() if isinstance(v, list)}
     config = flatten(config)
     wrong = [k for k, kind in PLACING_KEYS.items() if not _is(config.get(k), kind)]
     if wrong:  # a torn file that still parses, or another writer's: a group of depth 0 would be made up
-        return {}, {}, [f"{CONFIG_FILE} lacks {' and '.join(wrong)} (or gives another type): incomplete; move the "
-                        "run away and run its sweep again to train it afresh"]
+        return {}, {}, [f"{CONFIG_FILE} lacks {' and '.join(wrong)} (or gives another type): incomplete; {RETRAIN}"]
     return config, lists, []
 
 
@@ -105,16 +100,14 @@ def read_run(path: Path) -> Run:
     then shown and named, never averaged)."""
     config, lists, problems = read_run_config(path)
     summary = read_summary(path)
-    status = status_of(path, summary)
+    status, why = run_status(path, summary)
     if status == "damaged":
-        problems.append(SUMMARY_LOST)
-    # no summary.json at all: another writer's run, read as its event files are (disagreements checks them)
-    run = Run(path, config, "external" if status == "new" else status, summary=summary or {}, lists=lists)
+        problems.append(why)
+    run = Run(path, config, status, summary=summary or {}, lists=lists)
     try:
         run.curves, run.wall_times = events.read_scalars(path, with_wall_times=True)
     except Exception as e:  # a truncated or corrupted event file: report it, keep going
-        problems.append(f"event file unreadable: {e}; its curves are lost: move the run away and run its sweep "
-                        "again to train it afresh")
+        problems.append(f"event file unreadable: {e}; its curves are lost: {RETRAIN}")
     if not problems:
         problems += disagreements(run) or gaps(run)
     run.problem = "; ".join(problems)
@@ -134,11 +127,11 @@ def gaps(run: Run) -> list[str]:
     diffs = [b - a for a, b in zip(steps, steps[1:])]
     if steps[0] > 2 * max(every, diffs[0]):
         return [f"its training curve starts at iteration {steps[0]}: the points before it are lost (event files "
-                "deleted or truncated); move the run away and run its sweep again to train it afresh"]
+                f"deleted or truncated); {RETRAIN}"]
     for i, d in enumerate(diffs):
         if d > 2 * max(every, diffs[i - 1] if i else 0, diffs[i + 1] if i + 1 < len(diffs) else 0):
             return [f"its training curve has no points between iterations {steps[i]} and {steps[i + 1]} (event "
-                    "files truncated or deleted); move the run away and run its sweep again to train it afresh"]
+                    f"files truncated or deleted); {RETRAIN}"]
     return []
 
 
@@ -162,7 +155,7 @@ def disagreements(run: Run) -> list[str]:
     steps = [step for step, _ in run.curves.get(events.TRAIN_ERROR, [])]
     if not steps and s.get("iterations"):
         return [f"no training curve in its event files (summary.json says {s['iterations']} iterations): they were "
-                "deleted or belong elsewhere; move the run away and run its sweep again to train it afresh"]
+                f"deleted or belong elsewhere; {RETRAIN}"]
     out = []
     if steps and s.get("iterations") is not None and steps[-1] != s["iterations"]:
         out.append(f"event files end at iteration {steps[-1]}, summary.json says {s['iterations']}")
@@ -327,8 +320,9 @@ def list_runs(root: Path) -> list[dict]:
         raise UsageError(f"{root} is not a directory of runs; e.g. depthstudy runs runs/quick")
     rows = []
     for path in find_run_dirs(root):
-        summary = read_summary(path) or {}
-        status, error = (status_of(path, summary), summary.get("error")) if summary else _without_summary(path)
+        summary = read_summary(path)
+        status, error = run_status(path, summary)
+        summary = summary or {}
         config_problems = read_run_config(path)[2]  # cheap: one small YAML file
         if config_problems:
             status, error = "damaged", config_problems[0]
@@ -340,8 +334,10 @@ def list_runs(root: Path) -> list[dict]:
     return rows
 
 
-def _without_summary(path: Path) -> tuple[str, str | None]:
-    """(status, why) of a run directory whose summary.json is missing or damaged."""
-    if (path / SUMMARY_FILE).exists():
-        return "damaged", SUMMARY_LOST
-    return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"
+def run_status(path: Path, summary: dict | None) -> tuple[str, str | None]:
+    """(status, why) of a run being read (rundir.status_of, summary from read_summary): without a summary.json
+    "external", another writer's run read as its event files are; "damaged" where it cannot be read."""
+    status = status_of(path, summary)
+    if status == "new":
+        return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"
+    return status, SUMMARY_LOST if status == "damaged" else summary.get("error")

@@ -34,10 +34,11 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     try:
         saved = checkpoint.load(run_dir)
     except checkpoint.CheckpointError:  # its advice is for training; eval can only say what is missing
-        raise UsageError(f"{run_dir / rundir.CHECKPOINT_FILE} is unreadable: this run's trained weights are lost; "
-                         "train it afresh (move the run away and run its command again) to evaluate it") from None
+        raise UsageError(f"{run_dir / rundir.CHECKPOINT_FILE} is unreadable: this run's trained weights are lost; to "
+                         f"evaluate it, {rundir.RETRAIN}") from None
+    summary = rundir.read_summary(run_dir) or {}
     if saved is None:
-        ended = (rundir.read_summary(run_dir) or {}).get("status") in rundir.FINAL_STATUSES
+        ended = summary.get("status") in rundir.FINAL_STATUSES
         raise UsageError(f"{run_dir} has no {rundir.CHECKPOINT_FILE}: " + (
             "it was deleted after the run ended, so its trained weights are lost" if ended
             else "the run never reached its first checkpoint"))
@@ -48,7 +49,7 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
 
     dev = pick_device(device, None, "--device")
     configure_device(dev, str(cfg.trainer.precision), "auto")  # the run's numerics, this machine's threads
-    data, model, _ = build_net(cfg, dev, fresh=False, grown=(rundir.read_summary(run_dir) or {}).get("grown_from"))
+    data, model, _ = build_net(cfg, dev, fresh=False, grown=summary.get("grown_from"))
     model.load_state_dict(saved["model"])
     return Trained(cfg, data, model, int(saved["step"]), dev)
 

@@ -110,8 +110,8 @@ def test_a_corrupted_event_file_is_reported_and_skipped(sweep, cli):
     assert "| residual (A) | 110 | 0/1 damaged 1 |" in md and "| plain | 56 | 2/2 |" in md
     event_file.unlink()  # now only the garbage file is damaged
     cli("report", str(sweep))
-    assert "events.out.tfevents.0.garbage is corrupted record at byte 0; its curves are lost: move the run away and " \
-           "run its sweep again to train it afresh (not averaged)" in (sweep / "report" / "report.md").read_text()
+    assert "events.out.tfevents.0.garbage is corrupted record at byte 0; its curves are lost: move its directory away " \
+           "and run its command (or sweep) again to train it afresh (not averaged)" in (sweep / "report" / "report.md").read_text()
 
 
 def test_a_single_run_and_a_run_without_summary(tmp_path, cli):
