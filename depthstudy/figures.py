@@ -177,8 +177,7 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str], unplaced: li
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
     fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
-    runs = study_runs(groups, unplaced)
-    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
+    study_caption(fig, groups, unplaced, counts, "curve")
     return save(fig, out, "curves", formats)
 
 
@@ -289,17 +288,16 @@ def left_out(runs: list[Run]) -> str:
     return f"{', '.join(f'{why[k]} {k}' for k in order)} run{'s' if total != 1 else ''} left out" if total else ""
 
 
-def study_runs(groups: list[Group], unplaced: list[Run] = ()) -> list[Run]:
-    """Every run a study figure speaks for: those in its groups, and those in none (config.yaml unreadable:
-    runs.unplaced), which its caption counts as left out."""
-    return [r for g in groups for r in g.runs] + list(unplaced)
+def study_caption(fig, groups: list[Group], unplaced: list[Run], counts: list[int], what: str = "point") -> None:
+    """A study figure's caption. It speaks for every run of its groups and of none (config.yaml unreadable:
+    runs.unplaced): the seeds each drawn point or curve averages where that varies (counts), and the runs left out."""
+    runs = [r for g in groups for r in g.runs] + list(unplaced)
+    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, what))
 
 
 def depth_caption(fig, groups: list[Group], splits, unplaced: list[Run] = ()) -> None:
-    """A depth plot's caption: the seeds each point averages where that varies, and the runs left out."""
-    runs = study_runs(groups, unplaced)
-    counts = [len(v) for g in groups for s in splits if (v := g.finals(s))]
-    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts))
+    """A depth plot's caption: the seeds each point averages (one count per group and split drawn)."""
+    study_caption(fig, groups, unplaced, [len(v) for g in groups for s in splits if (v := g.finals(s))])
 
 
 def plot_depth_by(groups: list[Group], key: str, out: Path, formats: list[str], extra_keys: list[str],
@@ -375,9 +373,8 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         ax.grid(alpha=0.3, which="both")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
-    runs = study_runs(groups, unplaced)
-    counts = [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series]
-    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
+    study_caption(fig, groups, unplaced, [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series],
+                  "curve")
     return save(fig, out, "responses", formats)
 
 
@@ -428,8 +425,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Residual blocks at the end of training")
-    runs = study_runs(groups, unplaced)
-    caption(fig, runs, left_out(runs), seeds_per_point(runs, counts, "curve"))
+    study_caption(fig, groups, unplaced, counts, "curve")
     return save(fig, out, "blocks", formats)
 
 
