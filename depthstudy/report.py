@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.rundir import atomic_write_bytes, atomic_write_text, flatten, inert_keys
+from depthstudy.rundir import atomic_write_text, flatten, inert_keys
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
                              load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
@@ -137,18 +137,14 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
 
 
 def _write_csv(path: Path, header: list, rows) -> None:
-    """A CSV file, written whole or not at all (rundir.atomic_write_bytes)."""
+    """A CSV file, written whole or not at all (rundir.atomic_write_text)."""
     import io
 
-    def write(f):
-        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-        w = csv.writer(text)
-        w.writerow(header)
-        w.writerows(rows)
-        text.flush()
-        text.detach()  # leave f open: atomic_write_bytes syncs and closes it
-
-    atomic_write_bytes(path, write)
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def _write_records(path: Path, records: list[dict]) -> None:
