@@ -20,8 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from depthstudy import schema
 from depthstudy.data import Data, Split, normalization
-from depthstudy.device import time_steps
-from depthstudy.device import autocast_for, device_name, configure_device, memory_format, pick_device
+from depthstudy.device import autocast_for, configure_device, device_name, memory_format, pick_device, time_steps
 from depthstudy.models import build_model
 from depthstudy.rundir import read_cached, write_cached
 from depthstudy.optim import fused_update, make_optimizer

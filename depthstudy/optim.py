@@ -130,8 +130,7 @@ class Schedule:
         self.warmup = w.min_depth is not None and depth >= w.min_depth  # does the rule apply to this net
         self.warmup_lr, self.warmup_until = w.lr, w.until_train_error
         # The cap: max_iterations, and never past the first milestone (nor the end of the run).
-        self.warmup_max = min([*([w.max_iterations] if w.max_iterations is not None else []), *self.milestones[:1],
-                               int(s.iterations)])
+        self.warmup_max = min(c for c in (w.max_iterations, *self.milestones[:1], int(s.iterations)) if c is not None)
         self.warming, self.warmup_ended, self.warmup_ended_by = self.warmup and self.warmup_max > 0, -1, None
         self.recent: deque[float] = deque(maxlen=self.WINDOW)
 

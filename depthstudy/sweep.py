@@ -279,8 +279,10 @@ def _exit_of(error: Exception) -> str:
     import re
 
     found = re.search(r"exit codes[^{]*\{([^}]*)\}", str(error))
-    return f"exit {found.group(1)}: killed, by hand or for lack of memory" if found and "SIGKILL" in found.group(1) else (
-        f"exit {found.group(1)}" if found else "no exit code given")
+    if not found:
+        return "no exit code given"
+    codes = found.group(1)
+    return f"exit {codes}" + (": killed, by hand or for lack of memory" if "SIGKILL" in codes else "")
 
 
 @contextmanager
