@@ -167,6 +167,7 @@ def runs(
     debug: Debug = False,
 ) -> None:
     """List the runs below a directory: status (crashed: its process died), iterations, final errors, time.
+
     Fast: reads config.yaml and summary.json only; damage in event files shows in `depthstudy report`."""
     from depthstudy.runs import list_runs
 
