@@ -304,11 +304,14 @@ def read_source_run(path: Path, setting: str) -> dict:
 
 def inert_keys(flat: dict) -> set[str]:
     """The keys of a flattened config that cannot change its run: the warm-up's, where it does not apply (no
-    min_depth, or a net shallower than it)."""
+    min_depth, or a net shallower than it), and the crop's padding where nothing is augmented."""
+    inert = set()
     min_depth, depth = flat.get("schedule.warmup.min_depth"), flat.get("model.depth")
     if min_depth is None or (isinstance(depth, int) and isinstance(min_depth, int) and depth < min_depth):
-        return {k for k in flat if k.startswith("schedule.warmup.")}
-    return set()
+        inert |= {k for k in flat if k.startswith("schedule.warmup.")}
+    if flat.get("data.augment") is False:
+        inert |= {"data.pad", "data.pad_fill"}
+    return inert
 
 
 def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:

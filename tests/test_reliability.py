@@ -179,7 +179,7 @@ def test_a_run_made_before_a_key_existed_is_the_same_experiment_at_its_default(c
     as_if_made_before(tmp_path / "one", "model.grow_init", "data.pad_fill")
     rerun = cli("train", *one, "trainer.progress=lines")
     assert rerun.exit_code == 0 and "already finished" in rerun.output, rerun.output
-    changed = cli("train", *one, "data.pad_fill=mean")
+    changed = cli("train", *one, "data.pad_fill=mean", "data.augment=true")  # with no augmentation the fill is inert
     assert changed.exit_code == 2 and "data.pad_fill: None -> 'mean'" in changed.output, changed.output
 
 
@@ -373,3 +373,6 @@ def test_a_warm_up_setting_does_not_make_a_net_it_cannot_touch_another_run():
     assert config_changes(resolved("model.depth=20", cap), resolved("model.depth=20")) == []
     assert config_changes(resolved("model.depth=110", cap), resolved("model.depth=110")) == [
         "schedule.warmup.max_iterations: 400 -> None"]
+    # without augmentation the crop's padding is inert too (report.md listed data.pad_fill for the quick study)
+    assert config_changes(resolved("data.augment=false"), resolved("data.augment=false", "data.pad_fill=zero")) == []
+    assert config_changes(resolved(), resolved("data.pad_fill=zero")) == ["data.pad_fill: 'mean' -> 'zero'"]
