@@ -394,7 +394,10 @@ def measure_training_split(run: Run, last: dict, progress) -> dict:
                          run.autocast)
     window = {f"train_window_{k}": last.pop(f"train_{k}") for k in ("error", "loss") if f"train_{k}" in last}
     progress.print(f"{run.name}: training split, eval mode: error {err:.2f}%")
-    return {**window, "train_error": err, "train_loss": loss, "train_error_measure": TRAIN_ERROR_MEASURE}
+    sizes = {name: len(split) for name, split in (("train", run.data.train), ("val", run.data.val),
+                                                   ("test", run.data.test)) if split is not None}
+    return {**window, "train_error": err, "train_loss": loss, "train_error_measure": TRAIN_ERROR_MEASURE,
+            "split_sizes": sizes}  # one image of a split is 100 / size points of its error
 
 
 def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow, writer, progress,
