@@ -195,8 +195,8 @@ def test_quick_study_shows_plain_error_rising_with_depth(cli, tmp_path):
     result = cli("sweep", "experiment=quick", "model.depth=20,56", "seed=0", "trainer.progress=none")
     assert result.exit_code == 0, result.output
     report = make_report(tmp_path / "runs" / "quick", None, [], ["png"], console=_Quiet())
-    plain20, plain56 = (group(report, "plain", d).stat("train")[0] for d in (20, 56))
-    res56 = group(report, "residual (A)", 56).stat("train")[0]
+    plain20, plain56 = (group(report, "plain", d).median("train") for d in (20, 56))
+    res56 = group(report, "residual (A)", 56).median("train")
     assert plain56 > plain20 + 20
     assert res56 < plain56 - 20
 
