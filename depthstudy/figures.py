@@ -391,7 +391,8 @@ def _stage_starts(run: Run) -> list[int]:
     """Block numbers (from 1) where a new stage (a change of width) begins, for the CIFAR nets; [] otherwise."""
     if run.config.get("model.arch", "cifar_resnet") != "cifar_resnet":
         return []
-    per_stage = (run.depth - 2) // (9 if run.config.get("model.block") == "bottleneck" else 6)
+    bottleneck = run.config.get("model.bottleneck") or run.config.get("model.block") == "bottleneck"
+    per_stage = (run.depth - 2) // (9 if bottleneck else 6)
     return [per_stage + 1, 2 * per_stage + 1] if per_stage else []
 
 
