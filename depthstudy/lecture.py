@@ -275,13 +275,15 @@ def _depth_verdicts(arms: dict[str, dict[int, dict]]) -> list[str]:
         matched = "He init" in a
         by_init.setdefault(matched, []).append(v.agrees)
         shortcut = gap(arms[plain][deepest], arms[a][deepest])
-        out.append(f"- {a} against {plain} ({'matched initialisation: the shortcut alone' if matched else 'different initialisations'}), "
+        pairing = "matched initialisation: the shortcut alone" if matched else "different initialisations"
+        out.append(f"- {a} against {plain} ({pairing}), "
                    f"depth {deepest}: {v.line()}. At depth {deepest}, plain minus residual (same seed): "
                    f"{shortcut.describe(names=('the plain net', 'the residual net'))}.")
     word = {True: "agrees", False: "disagrees", None: "gives no verdict"}
     together = {m: None if None in v else all(v) for m, v in by_init.items()}
-    summary = [f"{'with the shortcut alone (He init for both)' if m else 'with residual blocks that start as the identity (zero init)'} "
-               f"the claim {word[together[m]]}" for m in (True, False) if m in together]
+    names = {True: "with the shortcut alone (He init for both)",
+             False: "with residual blocks that start as the identity (zero init)"}
+    summary = [f"{names[m]} the claim {word[together[m]]}" for m in (True, False) if m in together]
     return [f"Under this recipe, {' and '.join(summary)}.", "", *out]
 
 
@@ -301,7 +303,8 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
         seeds = sorted({s for by_depth in arms.values() for v in by_depth.values() for s in v})
         lines += [f"**{rec}**, seeds {', '.join(map(str, seeds))}:", "",
                   "| arm | " + " | ".join(f"depth {d}" for d in depths) + " |", "|---" * (len(depths) + 1) + "|"]
-        lines += [f"| {a} | " + " | ".join(_cell(by_depth.get(d, {})) for d in depths) + " |" for a, by_depth in arms.items()]
+        lines += [f"| {a} | " + " | ".join(_cell(by_depth.get(d, {})) for d in depths) + " |"
+                  for a, by_depth in arms.items()]
         lines += ["", *_depth_verdicts(arms), ""]
     files = _plot_depth(table, mine, out, formats)
     return lines + [figures.figure_link("lecture_1_depth", formats, "claim 1"), ""], files
@@ -467,7 +470,8 @@ def _by_decay(runs: list[Run], quantity) -> dict[float, dict[int, float]]:
     """weight decay -> seed -> quantity(run)."""
     out: dict = {}
     for r in runs:
-        out.setdefault(float(r.config.get("optim.weight_decay", 0)), {}).setdefault(int(r.config.get("seed", 0)), quantity(r))
+        by_seed = out.setdefault(float(r.config.get("optim.weight_decay", 0)), {})
+        by_seed.setdefault(int(r.config.get("seed", 0)), quantity(r))
     return dict(sorted(out.items()))
 
 
@@ -478,7 +482,8 @@ def claim_weight_decay(runs: list[Run], out: Path, formats: list[str]) -> tuple[
              "together does not count as moving to the identity. For a plain block F is its whole pre-activation "
              "output, so the same ratio is its gain: decay shrinks every weight, and the question is whether the "
              "residual blocks move further than the plain net's layers do.", ""]
-    done = lambda part: [r for r in _part(runs, part) if r.status == "finished" and _final_blocks(r, "branch_ratio")]  # noqa: E731
+    done = lambda part: [r for r in _part(runs, part)  # noqa: E731
+                         if r.status == "finished" and _final_blocks(r, "branch_ratio")]
     mlp_lines, mlp_files = _weight_decay_mlp(done("weight_decay"), out, formats)
     bn_lines, bn_files = _weight_decay_bn(done("weight_decay_bn"), out, formats)
     if not mlp_files and not bn_files:
@@ -525,25 +530,28 @@ def _weight_decay_mlp(mine: list[Run], out: Path, formats: list[str]) -> tuple[l
     fig.suptitle("Claim 3: weight decay and each block's branch relative to its input (MLP, no normalisation, He init)")
     figures.caption(fig, mine)
     files = figures.save(fig, out, "lecture_3_weight_decay", formats)
-    lines = [f"MLP without normalisation (where the lecture's argument holds literally), He init, {recipe(mine[0]).split(', weight')[0]}. "
+    lines = ["MLP without normalisation (where the lecture's argument holds literally), He init, "
+             f"{recipe(mine[0]).split(', weight')[0]}. "
              "Medians over seeds of the mean over blocks:", "",
              "| family | weight decay | seeds | branch ratio | ||a[l+2] - s|| / ||s|| | ||W[l+2]|| | train err % |",
              "|---|---|---|---|---|---|---|"]
-    ratios = {}
+    ratios, errors = {}, {}
     for family in families:
         of = [r for r in mine if r.family == family]
         ratios[family] = _by_decay(of, lambda r: _block_mean(r, "branch_ratio"))
+        errors[family] = _by_decay(of, lambda r: r.final("train"))
         for wd, by_seed in ratios[family].items():
             at = [r for r in of if float(r.config.get("optim.weight_decay")) == wd]
             lines.append(f"| {family} | {wd:g} | {len(by_seed)} | {_fmt(_median(by_seed.values()))} | "
                          f"{_fmt(_median(_block_mean(r, 'change_ratio') for r in at))} | "
                          f"{_fmt(_median(_block_mean(r, 'last_weight_norm') for r in at))} | "
                          f"{_fmt(_median(r.final('train') for r in at))} |")
-    lines += ["", *_weight_decay_verdicts(ratios), "", figures.figure_link("lecture_3_weight_decay", formats, "claim 3"), ""]
+    lines += ["", *_weight_decay_verdicts(ratios, errors), "",
+              figures.figure_link("lecture_3_weight_decay", formats, "claim 3"), ""]
     return lines, files
 
 
-def _weight_decay_verdicts(ratios: dict[str, dict[float, dict]]) -> list[str]:
+def _weight_decay_verdicts(ratios: dict[str, dict[float, dict]], errors: dict[str, dict[float, dict]]) -> list[str]:
     res = next((f for f in ratios if "residual" in f), None)
     plain = next((f for f in ratios if "plain" in f), None)
     if res is None or plain is None or len(ratios[res]) < 2:
@@ -553,7 +561,9 @@ def _weight_decay_verdicts(ratios: dict[str, dict[float, dict]]) -> list[str]:
            f"{off:g}, and by a larger factor than the plain net's (paired by seed); one verdict per weight decay:", ""]
     for wd in [w for w in ratios[res] if w != off and w in ratios[plain] and off in ratios[plain]]:
         v = weight_decay_rule(ratios[res][off], ratios[res][wd], ratios[plain][off], ratios[plain][wd])
-        out.append(f"- weight decay {off:g} -> {wd:g}: {v.line()}.")
+        out.append(f"- weight decay {off:g} -> {wd:g} (median training error there: residual "
+                   f"{_fmt(_median(errors[res][wd].values()))}%, plain {_fmt(_median(errors[plain][wd].values()))}%): "
+                   f"{v.line()}.")
     return out
 
 
@@ -627,10 +637,11 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
     offset = bases[0].summary.get("iterations") or max(s for s, _ in bases[0].curves.get(events.TRAIN_LOSS, [(0, 0)]))
     files = _plot_grow(bases, kinds, offset, out, formats)
     base_err = seeds_of(bases, lambda r: r.final("train"))
-    lines += [f"Residual MLPs of depth {bases[0].depth} trained for {offset} iterations (not to the end: training error "
+    lines += [f"Residual MLPs of depth {bases[0].depth} ({arm(bases[0]).split(', ', 1)[1]}) trained for {offset} "
+              "iterations (not to the end: training error "
               f"{_fmt(min(base_err.values()))}-{_fmt(max(base_err.values()))}% over seeds "
-              f"{', '.join(map(str, sorted(base_err)))}), then each grown (model.init_from) and trained on for "
-              f"{recipe(grown[0])}; one grown net per base and seed. Medians over seeds: training error (%, eval mode, "
+              f"{', '.join(map(str, sorted(base_err)))}), then each grown (model.init_from) and trained on "
+              f"({recipe(grown[0])}); one grown net per base and seed. Medians over seeds: training error (%, eval mode, "
               "every training image) right before and right after the insertion, the largest change of any logit "
               "(the largest over seeds), and the final training loss and error (the last log window of mini-batches):",
               "", "| run | seeds | before | after | largest logit change | final train loss | final train err % |",
@@ -663,7 +674,8 @@ def _grow_verdicts(kinds: dict[str, list[Run]]) -> list[str]:
         after = _median(r.summary["grown_from"].get("train_error_after") for r in kinds["plain"])
         text.append(f"The lecture adds that plain layers find even the identity hard to learn. Measured: randomly "
                     f"initialised plain layers first break the trained function (training error right after insertion: "
-                    f"median {_fmt(after)}%); at the end, the log of the final training loss, plain over zero insertion (above "
+                    f"median {_fmt(after)}%); at the end, the log of the final training loss, plain over zero "
+                    "insertion (above "
                     f"0: the plain insertion ends worse): {_log_gap(loss['plain'], loss['zero']).describe(unit='')}.")
     return text
 
@@ -738,7 +750,8 @@ def claim_projection(runs: list[Run], out: Path, formats: list[str]) -> tuple[li
             lines.append(f"| {d} | {_fmt(a.median('train'))} | {_fmt(b.median('train'))} | {_fmt(a.median('test'))} | "
                          f"{_fmt(b.median('test'))} | {extra} |")
     lines += ["", "The lecture gives both as options and claims no winner; so this is a measurement, not a test: medians "
-              "over seeds, on the same nets and budget.", "", figures.figure_link("lecture_5_projection", formats, "claim 5"), ""]
+              "over seeds, on the same nets and budget.", "",
+              figures.figure_link("lecture_5_projection", formats, "claim 5"), ""]
     return lines, files
 
 
