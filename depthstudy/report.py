@@ -8,9 +8,10 @@ loads neither torch nor matplotlib).
 from __future__ import annotations
 
 import csv
+import statistics
 from pathlib import Path
 
-from depthstudy import stats
+from depthstudy import events, stats
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.rundir import atomic_write_text, flatten, inert_keys
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
@@ -153,6 +154,29 @@ def _resolution(runs: list[Run]) -> list[str]:
                                        for name, n in sizes) + ".", ""]
 
 
+def _last_fifth_change(run: Run) -> float | None:
+    """How far the training curve moved over the last fifth of the run: its last log window minus the first window
+    at or after 80% of the iterations (points; near 0: flat, converged or stuck)."""
+    points = run.curves.get(events.TRAIN_ERROR) or []
+    if len(points) < 2:
+        return None
+    start = next(v for step, v in points if step >= 0.8 * points[-1][0])
+    return points[-1][1] - start
+
+
+def convergence_lines(groups: list[Group]) -> list[str]:
+    """report.md's check that the final errors are converged ones: each group's change over the last fifth."""
+    cells = []
+    for g in groups:
+        changes = [c for r in g.ok_runs() if (c := _last_fifth_change(r)) is not None]
+        if changes:
+            cells.append(f"{g.family} {g.depth}{''.join(f' {v}' for v in g.extra)}: "
+                         f"{statistics.median(changes):+.1f} ({min(changes):+.1f} to {max(changes):+.1f})")
+    return ["Training curve over the last fifth of the run (last log window minus the first window at 80% of the "
+            "iterations, points; median over seeds, then the seeds' range): " + "; ".join(cells) + ". Near 0: flat "
+            "(converged, or stuck where the error is high).", ""] if cells else []
+
+
 def _window_note(groups: list[Group]) -> list[str]:
     """Runs from before the training-split measure: their training error is their last log window."""
     older = [r for g in groups for r in g.ok_runs() if not r.measured_train_split]
@@ -203,8 +227,8 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
     lines += ["", "Errors are final errors in %, the median over seeds (the figures draw the same median). Val and "
               "test: the final weights on the split in eval mode. Train: the final weights over the whole training "
               "split in eval mode, without augmentation (summary.json's train_error_measure), so it does not depend "
-              "on the logging cadence; the training curves are the log windows of (augmented) training mini-batches "
-              "in train mode. The paper does not say how its training curves were computed."]
+              "on the logging cadence; the training curves are the log windows of training mini-batches (augmented "
+              "where data.augment is on) in train mode. The paper does not say how its training curves were computed."]
     if "paper test %" in header:
         lines += ["", "paper test %: He 2015 Table 6, one run per depth, except ResNet-110: the mean of 5 runs "
                   "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline). gap: the median over our seeds "
@@ -357,7 +381,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     stale = _remove_stale_figures(out, files)
     header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
-    paired = [] if section else paired_section(groups, extra_keys) + _window_note(groups)
+    paired = [] if section else paired_section(groups, extra_keys) + convergence_lines(groups) + _window_note(groups)
     write_markdown(out / "report.md", root, header, rows, files, problems,
                    _provenance(runs, recipe, command or f"depthstudy report {root}"), section, paired)
     write_csvs(out, runs, [*TABLE_AXES, *extra_keys])

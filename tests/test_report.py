@@ -332,6 +332,16 @@ def test_a_seed_that_goes_the_other_way_shows_in_the_paired_count(tmp_path, cli)
     assert "| 20 | residual (A) | +24.00 [-1.00, +29.00] (2/3 > 0) |" in md  # the interval spans 0: no effect shown
 
 
+def test_report_says_whether_the_training_curves_are_flat_at_the_end(tmp_path, cli):
+    root = tmp_path / "moving"
+    write_run(root, "none", 20, 0, 5.0, 5.0, steps=(10, 20, 30, 40, 50))  # falls 10 points a log point to the end
+    write_run(root, "A", 20, 0, 1.0, 1.0, steps=(50,))
+    assert cli("report", str(root)).exit_code == 0
+    md = (root / "report" / "report.md").read_text()
+    assert "plain 20: -10.0 (-10.0 to -10.0)" in md  # 80% of 50 is 40: the window at 40 minus the one at 50
+    assert "residual (A) 20" not in md.split("last fifth")[1].split("\n")[0]  # one point: nothing to say
+
+
 def test_one_seed_shows_its_value_without_a_zero_std(tmp_path, cli):
     write_run(tmp_path / "one", "A", 20, 0, 1.25, 4.5)
     assert cli("report", str(tmp_path / "one")).exit_code == 0
