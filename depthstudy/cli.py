@@ -51,11 +51,14 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def _console():
-    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells)."""
+    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells); $COLUMNS
+    where set, terminal or not."""
+    import os
+
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=160)
     return console
 
@@ -160,6 +163,9 @@ def config(
     _guard(go, debug)
 
 
+RUNS_DROPPED = ("time s", "val err %", "iterations", "train err %", "test err %")  # at a narrow terminal, in order
+
+
 @app.command()
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
@@ -184,7 +190,9 @@ def runs(
             return
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} runs under {runs_dir}")
+        from depthstudy.tables import Fitted, count
+
+        table = Table(title=f"{count(len(rows), 'run')} under {runs_dir}")
         for col in ("run", "status", "iterations", "train err %", "val err %", "test err %", "time s"):
             table.add_column(col, justify="left" if col in ("run", "status") else "right")
         fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
@@ -192,12 +200,21 @@ def runs(
             status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "")
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
-        _console().print(table)
+        _console().print(Fitted(table, drop=RUNS_DROPPED, more="--json has every column"))
         for r in rows:  # why a run failed or cannot be read, and what to do
             if r["error"] and r["status"] in ("failed", "damaged"):
                 _console().print(f"[yellow]{r['run']}: {r['error']}[/]", highlight=False)
 
     _guard(go, debug)
+
+
+def _eval_line(r: dict, names: list[str]) -> str:
+    """A run's errors on one line, or, on a narrow terminal, broken between splits (never inside a number)."""
+    from depthstudy.tables import fields
+
+    errors = [f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None else f"{n} -"
+              for n in names]
+    return fields([r["run"], f"[{r['iterations']}/{r['total_iterations']} it]", *errors], _console().width)
 
 
 @app.command("eval", epilog=_examples(
@@ -223,9 +240,7 @@ def eval_command(
             typer.echo(json.dumps(results, indent=2))
             return
         for r in results:
-            errors = "  ".join(f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None
-                               else f"{n} -" for n in names)
-            typer.echo(f"{r['run']}  [{r['iterations']}/{r['total_iterations']} it]  {errors}")
+            typer.echo(_eval_line(r, names))
 
     _guard(go, debug)
 
@@ -263,7 +278,9 @@ def report(
     note="Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
          "written once in CIFAR-10's file format."))
 def bench(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated resnetN / plainN (N = 6n+2).")] = "resnet20,resnet56,plain56,resnet110",
+    # defaults and keys written so that no word is longer than the help column of an 80-column terminal (26)
+    models: Annotated[str, typer.Option("--models", show_default=False, help="Comma-separated resnetN / plainN "
+                                        "(N = 6n+2); default: resnet20, resnet56, plain56, resnet110.")] = "resnet20,resnet56,plain56,resnet110",
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per measurement.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per model and path before the first measurement.")] = 2,
     rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
@@ -273,8 +290,8 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
-    compile_optimizer: Annotated[bool, typer.Option("--compile-optimizer", help="Ours: the SGD update compiled too (as trainer.compile_optimizer; under --cuda-graphs, a graph).")] = False,
-    concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto.")] = None,
+    compile_optimizer: Annotated[bool, typer.Option("--compile-optimizer", help="Ours: the SGD update compiled too, as trainer.compile_optimizer does (under --cuda-graphs, a graph).")] = False,
+    concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto to use.")] = None,
     debug: Debug = False,
 ) -> None:
     """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak; --concurrent: k runs at once vs one."""
