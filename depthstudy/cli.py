@@ -9,7 +9,49 @@ import typer
 
 from depthstudy.errors import DepthstudyError, UsageError
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """click's usage errors (no such command, no such option) in the style of every other error: one line on stderr,
+    `error: ...`, exit 2, instead of a boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:
+            from typer._click.exceptions import ClickException  # typer vendors click since 0.2x
+        except ImportError:
+            from click.exceptions import ClickException
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickException as e:
+            if e.format_message():  # (no arguments: the help, already printed, says it all)
+                typer.secho(f"error: {_click_message(self, e)}", err=True, fg=typer.colors.RED)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_message(group, error) -> str:
+    """click's message, with the command it meant (`depthstudy clean`) or where to look."""
+    import difflib
+
+    message = error.format_message().rstrip(".")
+    ctx = getattr(error, "ctx", None)
+    if message.startswith("No such command"):
+        name = message.split("'")[1] if "'" in message else ""
+        close = difflib.get_close_matches(name, list(group.commands), n=1)
+        return (f"No such command '{name}'; " + (f"did you mean `depthstudy {close[0]}`?" if close else
+                                                f"the commands: {', '.join(group.commands)}"))
+    return message + (f" (`{ctx.command_path} --help` shows the usage)" if ctx is not None else "")
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.\n\n"
          "Start with `depthstudy sweep experiment=quick`, then `depthstudy report runs/quick`.",
     no_args_is_help=True,
@@ -77,11 +119,29 @@ def _fail(error: BaseException, debug: bool) -> None:
     raise typer.Exit(code)
 
 
+_CONFIG = "`depthstudy config OVERRIDES` prints the config they compose"
+_SWEEP = "`depthstudy sweep OVERRIDES` trains the grid (comma lists sweep)"
+_PRESET = "a preset is chosen by experiment=NAME (`depthstudy config --groups` lists them)"
+HYDRA_FLAGS = {"--cfg": _CONFIG, "-c": _CONFIG, "--info": _CONFIG, "-i": _CONFIG, "--resolve": _CONFIG,
+               "--package": _CONFIG, "-p": _CONFIG, "--multirun": _SWEEP, "-m": _SWEEP,
+               "--run": "`depthstudy train OVERRIDES` trains one run", "-r": "`depthstudy train OVERRIDES` trains one run",
+               "--config-name": _PRESET, "-cn": _PRESET, "--config-path": _PRESET, "-cp": _PRESET,
+               "--config-dir": _PRESET, "-cd": _PRESET, "--hydra-help": "`depthstudy COMMAND --help` shows the usage",
+               "--shell-completion": "`depthstudy --install-completion` installs completion",
+               "-sc": "`depthstudy --install-completion` installs completion"}
+
+
 def _overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
     """The command's overrides; a mistyped option (ignore_unknown_options passes it on as one) refused in one line."""
     import difflib
 
     for arg in overrides or []:
+        flag = arg.split("=")[0]
+        if flag in HYDRA_FLAGS:  # a Hydra app's flag: depthstudy has a command for it
+            hint = HYDRA_FLAGS[flag]
+            if hint.startswith(f"`depthstudy {ctx.info_name} "):
+                hint = f"`depthstudy {ctx.info_name}` does that already; drop {flag}"
+            raise UsageError(f"{flag} is Hydra's flag, not one of `depthstudy {ctx.info_name}`: {hint}")
         if arg.startswith("-"):
             names = [n for p in ctx.command.params for n in p.opts if n.startswith("--")]
             close = difflib.get_close_matches(arg.split("=")[0], names, n=1)

@@ -119,3 +119,38 @@ def test_no_help_text_is_cut_at_80_columns(command):
 
     output = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
     assert "…" not in output and max(map(len, output.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("args,said", [
+    (["sweep", "quick"], "quick is not an override: overrides are key=value; use experiment=quick"),
+    (["train", "cifar10"], "use data=cifar10"),
+    (["sweep", "quik"], "did you mean experiment=quick?"),
+    (["train", "experiment=quik"], "experiment=quik is not an option of experiment; did you mean experiment=quick?"),
+    (["sweep", "experiment=he2015fig6", "--dry-run"], "did you mean experiment=he2015_fig6?"),
+    (["train", "data=cifar"], "did you mean data=cifar10?"),
+    (["train", "--cfg", "job"], "--cfg is Hydra's flag, not one of `depthstudy train`: `depthstudy config OVERRIDES`"),
+    (["train", "-m", "model.depth=20,32"], "`depthstudy sweep OVERRIDES` trains the grid"),
+    (["sweep", "--multirun"], "`depthstudy sweep` does that already; drop --multirun"),
+    (["train", "--config-name=he2015"], "a preset is chosen by experiment=NAME"),
+])
+def test_hydra_habits_get_a_pointer_in_one_line(cli, args, said):
+    result = cli(*args)
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("args,said", [
+    (["clean"], "error: No such command 'clean'; the commands: train, sweep, config, runs, eval, report, bench"),
+    (["trian"], "error: No such command 'trian'; did you mean `depthstudy train`?"),
+    (["runs", "--jsn"], "error: No such option: --jsn"),
+    (["eval"], "error: Missing argument"),
+])
+def test_clicks_usage_errors_are_one_line_like_every_other(args, said):
+    """Through the installed entry point (CliRunner would not show click's own formatting)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "from depthstudy.cli import main; main()", *args], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and p.stderr.startswith(said) and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "╭" not in p.stderr and "Traceback" not in p.stderr
