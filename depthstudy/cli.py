@@ -93,14 +93,11 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def _console():
-    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells); $COLUMNS
-    where set, terminal or not."""
-    import os
-
+    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells)."""
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
+    if not console.is_terminal:
         console = Console(width=160)
     return console
 

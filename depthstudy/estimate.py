@@ -35,6 +35,13 @@ class Estimate:
     seconds: float  # the run's whole budget, training and evaluation
     step_s: float  # one training iteration
     cached: bool  # the step time came from an earlier calibration
+    scaled_from: str = ""  # not timed: the run whose timed step was scaled by the ratio of MACs
+
+
+# A dry run times nets for at most this long; the nets left are scaled from a timed one of the same family by their
+# MACs (a CPU's step time grows with them: measured ResNet-20 -> 110 on 2 cores), so that it ends within a minute.
+CALIBRATION_BUDGET_S = 25.0
+SLOW_STEP_S = 1.0  # a warm-up step slower than this: time 2 steps, not 6
 
 
 def _key(cfg: DictConfig, device: torch.device) -> str:
@@ -46,8 +53,25 @@ def _key(cfg: DictConfig, device: torch.device) -> str:
     return json.dumps(setting, sort_keys=True)
 
 
+def _family(key: str) -> str:
+    """A calibration key without the depth and shortcut: nets whose step times scale with their MACs."""
+    setting = json.loads(key)
+    setting["model"] = {k: v for k, v in setting["model"].items() if k not in ("depth", "shortcut")}
+    return json.dumps(setting, sort_keys=True)
+
+
+def macs(cfg: DictConfig) -> int:
+    """One image's forward multiply-accumulates of the run's net."""
+    from depthstudy.models import count_macs
+
+    name = str(cfg.data.name)
+    shape = schema.DATASET_SHAPES[name]
+    return count_macs(build_model(cfg.model, shape, schema.DATASET_CLASSES[name]), shape)
+
+
 def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: int = 2) -> float:
-    """Seconds per training iteration of this run's net and batch on this device (eager)."""
+    """Seconds per training iteration of this run's net and batch on this device (eager); where a warm-up step
+    takes over SLOW_STEP_S, the warm-up ends there and one step is timed."""
     t = cfg.trainer
     configure_device(device, str(t.precision), t.threads)
     name, batch = str(cfg.data.name), int(cfg.optim.batch_size)
@@ -67,9 +91,9 @@ def step_seconds(cfg: DictConfig, device: torch.device, steps: int = 6, warmup: 
     def step() -> None:
         train_step(forward, optimizer, *stream.batch(next(batches)), autocast, window)
 
-    time_steps(step, warmup, device)
+    slow = any(time_steps(step, 1, device)[0] > SLOW_STEP_S for _ in range(warmup))
     # each step on its own (block=1): one step slowed by another process does not move the median
-    return statistics.median(time_steps(step, steps, device, block=1))
+    return statistics.median(time_steps(step, 1 if slow else steps, device, block=1))
 
 
 # Two real one-iteration runs in one child process: the first pays the process's imports (some happen only in a
@@ -108,7 +132,7 @@ def startup_seconds(cfg: DictConfig, overrides: list[str], step_s: float, say=la
     key = json.dumps({"startup": str(cfg.data.name), "device": str(device), "torch": torch.__version__,
                       "machine": platform.node()}, sort_keys=True)
     cache = read_cached(CACHE)
-    if key in cache:
+    if _valid(cache.get(key)) and len(cache[key]) == 2:
         return Startup(*cache[key], cached=True)
     say(f"measuring a run's start-up on {device} (two runs of one iteration of {cfg.run_name}, in a child process)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,9 +147,11 @@ def startup_seconds(cfg: DictConfig, overrides: list[str], step_s: float, say=la
     if measured.get("status") != ["finished", "finished"]:
         return None
     job_s = max(0.0, measured["job_s"] - step_s - _eval_seconds(cfg, step_s, 1))
-    cache[key] = [measured["import_s"], job_s]
+    # a difference of two timings: on a busy machine the second run can take longer than the first, so never < 0
+    import_s = max(0.0, measured["import_s"])
+    cache[key] = [import_s, job_s]
     write_cached(CACHE, cache)
-    return Startup(measured["import_s"], job_s, cached=False)
+    return Startup(import_s, job_s, cached=False)
 
 
 def _eval_seconds(cfg: DictConfig, step_s: float, evaluations: int) -> float:
@@ -140,34 +166,76 @@ def busy_cpu() -> str | None:
     return f"load average {load:.1f} on {cores} cores" if load > cores else None
 
 
-def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None) -> list[Estimate]:
-    """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache).
-    threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads.
+def _valid(value) -> bool:
+    """A cache entry to use: positive seconds (a step), or non-negative ones (start-up); anything else is measured
+    again (a cache written by an older version held a negative import time)."""
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, (int, float)) and v >= 0 for v in values) and (
+        isinstance(value, list) or value > 0)
+
+
+def estimate_runs(cfgs: list[DictConfig], say=lambda line: None, threads=None,
+                  budget_s: float | None = None) -> list[Estimate]:
+    """One Estimate per run config; each distinct net and setting is calibrated once (or read from the cache),
+    smallest first, for up to budget_s; a net left when the budget is spent is scaled from a timed net of its family
+    by MACs. threads: the CPU threads each run will have (a parallel launcher's share), instead of trainer.threads.
     Calibrations on a busy CPU serve this estimate but are not kept: they would skew every later one."""
     cache = read_cached(CACHE)
-    out, fresh, busy = [], False, None
-    for cfg in cfgs:
-        if threads is not None and cfg.trainer.threads == "auto":
-            cfg = cfg.copy()
-            cfg.trainer.threads = threads
-        device = pick_device(str(cfg.trainer.device), None)
-        key = _key(cfg, device)
-        cached = key in cache
-        if not cached:
-            if not fresh and device.type == "cpu" and (busy := busy_cpu()):
-                say(f"the machine is busy ({busy}): the calibrations below may read slow; they are used for this "
-                    "estimate and not kept")
-            say(f"calibrating {cfg.run_name} on {device} (a few training steps)")
-            cache[key], fresh = step_seconds(cfg, device), True
-        step_s = cache[key]
+    cfgs = [_with_threads(cfg, threads) for cfg in cfgs]
+    keys = [_key(cfg, pick_device(str(cfg.trainer.device), None)) for cfg in cfgs]
+    steps, scaled, fresh, busy = _calibrate(dict(zip(keys, cfgs)), cache, say, budget_s or CALIBRATION_BUDGET_S)
+    out = []
+    for cfg, key in zip(cfgs, keys):
+        step_s, cached = steps[key], key in cache and key not in fresh and key not in scaled
         iterations = int(cfg.schedule.iterations)
         # train.loop evaluates every eval_every iterations before the last, and finish() once at the end
         every = int(cfg.trainer.eval_every)
         evaluations = ((iterations - 1) // every if every else 0) + 1
         out.append(Estimate(iterations * step_s + _eval_seconds(cfg, step_s, evaluations), step_s, cached))
+        out[-1].scaled_from = scaled.get(key, "")
     if fresh and not busy:
-        write_cached(CACHE, cache)
+        write_cached(CACHE, {**cache, **{k: steps[k] for k in fresh}})
     return out
+
+
+def _with_threads(cfg: DictConfig, threads) -> DictConfig:
+    if threads is not None and cfg.trainer.threads == "auto":
+        cfg = cfg.copy()
+        cfg.trainer.threads = threads
+    return cfg
+
+
+def _calibrate(nets: dict[str, DictConfig], cache: dict, say, budget_s: float):
+    """{key: step seconds} for every distinct net, and which were {key: scaled from}, freshly timed, and why the CPU
+    is busy (or None). Nets are timed smallest first; once the budget is spent, or a net's predicted timing would
+    overrun it, its step is its family's nearest timed step times the ratio of MACs."""
+    import time
+
+    steps = {k: cache[k] for k in nets if _valid(cache.get(k))}
+    todo = [k for k in nets if k not in steps]
+    size = {k: macs(nets[k]) for k in nets if todo}  # one forward pass of one image each: cheap
+    todo.sort(key=size.get)
+    fresh, scaled, busy, started = [], {}, None, time.perf_counter()
+    for key in todo:
+        cfg = nets[key]
+        device = pick_device(str(cfg.trainer.device), None)
+        timed = [k for k in steps if k in size and k not in scaled and _family(k) == _family(key)]
+        nearest = min(timed, key=lambda k: abs(size[k] - size[key]), default=None)
+        predicted = steps[nearest] * size[key] / size[nearest] if nearest else 0.0
+        predicted *= 2 if predicted > SLOW_STEP_S else 8  # step_seconds: 2 warm-up and 6 timed steps, or 1 and 1
+        if nearest and time.perf_counter() - started + predicted > budget_s:
+            steps[key], scaled[key] = steps[nearest] * size[key] / size[nearest], str(nets[nearest].run_name)
+            say(f"{cfg.run_name}: {steps[key]:.2f} s per iteration, not timed: {scaled[key]}'s x "
+                f"{size[key] / size[nearest]:.1f} (MACs)")
+            continue
+        if not fresh and device.type == "cpu" and (busy := busy_cpu()):
+            say(f"the machine is busy ({busy}): the calibrations below may read slow; they are used for this "
+                "estimate and not kept")
+        say(f"calibrating {cfg.run_name} on {device} (a few training steps)")
+        steps[key] = step_seconds(cfg, device)
+        fresh.append(key)
+        say(f"  {steps[key]:.2f} s per iteration")
+    return steps, scaled, fresh, busy
 
 
 def duration(seconds: float) -> str:

@@ -95,7 +95,7 @@ def _estimate(runs: list[PlannedRun], console: Console):
     for r, e in zip(todo, estimate_runs([config.without_hydra(r.cfg) for r in todo], console.print, threads)):
         r.estimate = e
     probe = next((r for r in todo if not r.cfg.model.get("init_from")), None)  # a run that needs no other run
-    if probe is None:
+    if probe is None or min(r.estimate.seconds for r in todo) > 3600:  # seconds of start-up against hours: not measured
         return None
     startup = startup_seconds(config.without_hydra(probe.cfg), probe.overrides, probe.estimate.step_s, console.print)
     for r in todo if startup else []:
@@ -149,7 +149,10 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
         return
     total = sum(r.estimate.seconds for r in todo) + (startup.import_s if startup else 0.0)
     source = "cached calibration" if all(r.estimate.cached for r in todo) else "calibration just now"
-    how = f"{source}: a few eager training steps of each net on trainer.device={todo[0].cfg.trainer.device}, evaluation"
+    scaled = sum(bool(r.estimate.scaled_from) for r in todo)
+    how = f"{source}: a few eager training steps of each net on trainer.device={todo[0].cfg.trainer.device}"
+    how += f" ({scaled} of {len(todo)} runs not timed: scaled from a timed net by MACs)" if scaled else ""
+    how += ", evaluation"
     how += (f", {startup.job_s:.1f} s of start-up per run and {startup.import_s:.1f} s of imports per process "
             "(one-iteration runs, measured)") if startup else "; each run's start-up adds a few seconds (not measured)"
     threads = _threads_per_worker(runs)

@@ -173,7 +173,7 @@ def test_a_comma_list_given_to_train_points_to_sweep(cli):
     assert result.exit_code == 2 and "use `depthstudy sweep model.depth=20,32`" in result.output
 
 
-def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path, monkeypatch):
+def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
     import json
     import socket
     import subprocess
@@ -190,7 +190,6 @@ def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path, monkeypatch)
     dead.wait()
     (run / ".lock").write_text(f"{dead.pid}@{socket.gethostname()}")
     (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3, "total_iterations": 6}))
-    monkeypatch.setenv("COLUMNS", "200")  # every column: the run's name is long (at 80, only the status fits beside it)
     table = cli("runs", "runs")
     assert table.exit_code == 0 and "crashed" in table.output and "3/6" in table.output
 

@@ -47,9 +47,16 @@ def _lines(output: str) -> list[str]:
     return output.splitlines()
 
 
+def _terminal(monkeypatch, columns: int) -> None:
+    """The CLI's tables printed as on a terminal of this width (CliRunner's output is a pipe: 160 columns)."""
+    from rich.console import Console
+
+    monkeypatch.setattr("depthstudy.cli._console", lambda: Console(width=columns))
+
+
 @pytest.mark.parametrize("columns", [80, 200])
 def test_runs_fits_the_terminal_with_every_run_name_whole(study, cli, monkeypatch, columns):
-    monkeypatch.setenv("COLUMNS", str(columns))
+    _terminal(monkeypatch, columns)
     result = cli("runs", str(study))
     assert result.exit_code == 0, result.output
     assert max(map(len, _lines(result.output))) <= columns
@@ -71,7 +78,7 @@ def test_one_run_is_one_run(tmp_path, cli):
 
 @pytest.mark.parametrize("columns", [80, 200])
 def test_report_table_fits_the_terminal_with_families_and_numbers_whole(study, cli, monkeypatch, columns):
-    monkeypatch.setenv("COLUMNS", str(columns))
+    _terminal(monkeypatch, columns)
     result = cli("report", str(study), "--format", "png")
     assert result.exit_code == 0, result.output
     assert max(map(len, _lines(result.output))) <= columns
@@ -154,3 +161,66 @@ def test_clicks_usage_errors_are_one_line_like_every_other(args, said):
                        text=True)
     assert p.returncode == 2 and p.stderr.startswith(said) and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert "╭" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_the_estimate_is_never_negative_and_a_negative_cache_entry_is_measured_again(tmp_path, monkeypatch):
+    """Start-up is a difference of two timings: on a busy machine the second run can be slower than the first."""
+    import subprocess
+    import types
+
+    from depthstudy import estimate
+    from depthstudy.config import without_hydra
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    children = []
+
+    def child(*args, **kwargs):
+        children.append(args)
+        return types.SimpleNamespace(stdout=json.dumps({"import_s": -0.883, "job_s": 0.5,
+                                                         "status": ["finished", "finished"]}))
+
+    monkeypatch.setattr(subprocess, "run", child)
+    cfg = without_hydra(compose(["model.depth=8"]))
+    first = estimate.startup_seconds(cfg, [], step_s=0.0)
+    assert first.import_s == 0.0 and first.job_s >= 0 and not first.cached
+    from depthstudy.rundir import read_cached, write_cached
+
+    assert all(v >= 0 for entry in read_cached(estimate.CACHE).values() for v in entry)
+    write_cached(estimate.CACHE, {k: [-0.883, 0.5] for k in read_cached(estimate.CACHE)})  # an older version's entry
+    again = estimate.startup_seconds(cfg, [], step_s=0.0)
+    assert len(children) == 2 and again.import_s == 0.0 and not again.cached
+
+
+def test_a_dry_run_over_its_time_budget_times_one_net_and_scales_the_rest_by_macs(cli, tmp_path, monkeypatch):
+    """he2015_fig6 (CIFAR nets up to ResNet-110) on a CPU: one net timed, nine scaled, said line by line and in the
+    total; no start-up measured for runs of hours."""
+    from depthstudy import estimate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    timed = []
+    monkeypatch.setattr(estimate, "step_seconds", lambda cfg, device: timed.append(cfg.run_name) or 2.0)
+    monkeypatch.setattr(estimate, "CALIBRATION_BUDGET_S", 1.0)
+    monkeypatch.setattr(estimate, "busy_cpu", lambda: None)  # the timing is kept, whatever this machine's load
+    monkeypatch.setattr(estimate, "startup_seconds", lambda *a, **k: pytest.fail("start-up measured"))
+    _terminal(monkeypatch, 200)
+    result = cli("sweep", "experiment=he2015_fig6", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert timed == ["plain-d20-wd0.0001-s0"]  # the smallest net, once
+    assert "calibrating plain-d20-wd0.0001-s0" in result.output
+    scaled = re.search(r"plain-d110-wd0.0001-s0: ([\d.]+) s per iteration, not timed: plain-d20-wd0.0001-s0's x "
+                       r"([\d.]+) \(MACs\)", result.output)
+    assert scaled and float(scaled.group(1)) == pytest.approx(2.0 * float(scaled.group(2)), abs=0.1)
+    assert "9 of 10 runs not timed: scaled from a timed net by MACs" in " ".join(result.output.split())
+    cached = json.loads((tmp_path / "cache" / "depthstudy" / estimate.CACHE).read_text())
+    assert list(cached.values()) == [2.0]  # only the timed step is kept, never a scaled one
+
+
+def test_a_slow_step_ends_the_warm_up_and_is_timed_once(monkeypatch):
+    from depthstudy import estimate
+    from depthstudy.config import without_hydra
+
+    steps = []
+    monkeypatch.setattr(estimate, "train_step", lambda *a: steps.append(1))
+    monkeypatch.setattr(estimate, "SLOW_STEP_S", -1.0)  # every step is slow
+    estimate.step_seconds(without_hydra(compose(["model.depth=8", "trainer.threads=1"])), __import__("torch").device("cpu"))
+    assert len(steps) == 2  # one warm-up step, one timed (a fast net: 2 + 6)
