@@ -6,7 +6,9 @@
   norm of its branch's last BN gamma (what weight decay shrinks towards an identity block) and its RMS
   (||gamma|| / sqrt(C): about 1 for an untouched BN, whatever the width), the norms of its weights and of
   W[l+2], how far its output is from its input, and the same with W[l+2] zeroed (the lecture's claims).
-Both run in eval mode without gradients; the model is left as it was found.
+- identity_learning: the lecture's claim 2 measured: how fast a residual block and a plain block from the same
+  He init learn f(a) = a on given activations (block_input: what a trained net's block receives).
+The instruments run in eval mode without gradients; the model is left as it was found.
 """
 
 from __future__ import annotations
@@ -97,3 +99,54 @@ def diagnostic_scalars(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
             if math.isfinite(v):
                 values[events.block_tag(key, i)] = v
     return values
+
+
+def identity_learning(train_a: torch.Tensor, held_a: torch.Tensor, seed: int, steps: int, lr: float,
+                      batch_size: int, at: list[int]) -> dict[str, list[tuple[int, float]]]:
+    """Learning f(a) = a from a standard init (the lecture's claim 2, measured rather than constructed).
+
+    A residual block (identity shortcut) and a plain block (no shortcut) of the MLP, same width as a, no
+    normalisation, He init from the same seed (so the same W[l+1], W[l+2]: the shortcut is the only difference),
+    trained by SGD (momentum 0.9) on the same mini-batches of activations to output their input (mean squared
+    error). Returns, per kind ("residual", "plain"), ||block(a) - a|| / ||a|| on the held-out activations at
+    each step in `at` (0: at init).
+    """
+    from depthstudy.models import MLPBlock, he_init
+    from depthstudy.schema import MLPConfig
+
+    width = train_a.shape[1]
+    curves = {}
+    for kind, shortcut in (("residual", "A"), ("plain", "none")):
+        torch.manual_seed(seed)
+        block = MLPBlock(width, width, MLPConfig(arch="mlp", shortcut=shortcut, norm="none"))
+        he_init(block)
+        opt = torch.optim.SGD(block.parameters(), lr=lr, momentum=0.9)
+        batches = torch.Generator().manual_seed(seed)  # the same batches for both kinds
+        curve = []
+        for step in range(steps + 1):
+            if step in at:
+                with torch.no_grad():
+                    curve.append((step, ((block(held_a) - held_a).norm() / held_a.norm()).item()))
+            if step == steps:
+                break
+            a = train_a[torch.randint(0, len(train_a), (batch_size,), generator=batches)]
+            loss = torch.nn.functional.mse_loss(block(a), a)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        curves[kind] = curve
+    return curves
+
+
+@torch.no_grad()
+def block_input(model: nn.Module, x: torch.Tensor, index: int) -> torch.Tensor:
+    """What block `index` receives, a[l], on the inputs x (eval mode)."""
+    block = [m for m in model.modules() if isinstance(m, ResidualBlock)][index]
+    seen = []
+    hook = block.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        with evaluating(model):
+            model(x)
+    finally:
+        hook.remove()
+    return seen[0].float()

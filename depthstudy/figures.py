@@ -243,7 +243,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         depth_axes(ax, groups, which, extra_keys)
         if paper and which == "test":
             _paper_markers(ax, paper)
-        ax.set_title(f"final {'training' if which == 'train' else which} error")
+        ax.set_title(f"final {which} error" if which != "train" else "final training error" + _train_measure(groups))
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
         if scale == "symlog":
@@ -266,9 +266,18 @@ def _paper_markers(ax, paper: list[tuple[int, float, str]]) -> None:
     for marker, table in zip(PAPER_MARKERS * 2, sorted({t for _, _, t in paper})):
         points = sorted((d, n) for d, n, t in paper if t == table)
         label = ("He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in points) else "")
-                 if table == "He 2015 Table 6" else f"{table} (median of 5)")
+                 if table == "He 2015 Table 6" else table)
         ax.scatter(*zip(*points), marker=marker, s=90 if marker == "*" else 50, facecolor="white", edgecolor="black",
                    lw=1.0, zorder=4, label=label)
+
+
+def _train_measure(groups: list[Group]) -> str:
+    """What a depth plot's training error is: the final weights over the training split (runs.Run.final), the last
+    log window for runs from before that measure."""
+    measured = {r.measured_train_split for g in groups for r in g.ok_runs()}
+    return {frozenset({True}): "\n(final weights, whole training split, eval mode)",
+            frozenset({False}): "\n(last log window of training batches)"}.get(frozenset(measured),
+                                                                                "\n(training split; older runs: last window)")
 
 
 def caption(fig, runs: list[Run], note: str = "", seeds: str | None = None) -> None:

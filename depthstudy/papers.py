@@ -2,9 +2,9 @@
 
 A number is set beside a group of runs only where the runs follow that table's recipe: every setting of the study
 (report's `defines_recipe`) equal to the preset the table names, the table's own axes (depth, unit, data set, ...)
-aside, and those axes equal to the row's. Where the paper reports medians (He 2016: "the median accuracy of 5 runs
-for each architecture on CIFAR"), the gap is taken from our median; He 2015 Table 6 from our mean (its ResNet-110
-number is the mean of 5 runs). No torch: the recipes are Hydra compositions (depthstudy.config).
+aside, and those axes equal to the row's. Each table says what its number summarises (He 2016: "the median accuracy
+of 5 runs for each architecture on CIFAR"; He 2015 Table 6: one run, ResNet-110 the mean of 5); the report's gap is
+our median's, its one summary. No torch: the recipes are Hydra compositions (depthstudy.config).
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ def defines_recipe(key: str) -> bool:
 class Table:
     name: str  # as the report names it: "He 2015 Table 6"
     recipe: tuple[str, ...]  # the overrides that compose its recipe
-    statistic: str  # what our seeds are summarised by beside it: "mean" or "median"
+    statistic: str  # what every number of the table summarises ("median of 5"); "" where it varies (its note says)
     note: str  # report.md's footnote, where the table appears
     rows: tuple[tuple[dict, float], ...]  # the settings of a row (the table's axes) and its test error (%)
+
+    @property
+    def label(self) -> str:
+        """Its name, with what its numbers summarise where that is one thing: "He 2016 Table 2 (median of 5)"."""
+        return f"{self.name} ({self.statistic})" if self.statistic else self.name
 
 
 def _units(depth: int, shortcut: str, bottleneck: bool, numbers: dict, data: str = "cifar10") -> tuple:
@@ -39,22 +44,22 @@ def _units(depth: int, shortcut: str, bottleneck: bool, numbers: dict, data: str
 
 
 TABLES = (
-    Table("He 2015 Table 6", ("experiment=he2015",), "mean",
+    Table("He 2015 Table 6", ("experiment=he2015",), "",
           "He 2015 Table 6: CIFAR-10, option A, one run per depth, except ResNet-110: the mean of 5 runs "
-          "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline); gap: the mean over our seeds minus that "
-          "number, so compare a single seed's spread with it, not only the mean.",
+          "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline). gap: the median over our seeds minus that "
+          "number, so compare a single seed's spread (runs.csv) with it, not only the median.",
           tuple(({"data.name": "cifar10", "model.depth": d, "model.shortcut": "A", "model.bottleneck": False,
                   "model.block": "post"}, n) for d, n in {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61,
                                                           1202: 7.93}.items())),
     # Table 2's ResNet-110 column: two 3x3 convs per unit, shortcut A; ResNet-164: bottlenecks, projections (B).
-    Table("He 2016 Table 2", ("experiment=he2016",), "median",
+    Table("He 2016 Table 2", ("experiment=he2016",), "median of 5",
           "He 2016 Table 2: CIFAR-10, the units of its Fig. 4, the median of 5 runs; gap: the median over our seeds "
           "minus that number.",
           _units(110, "A", False, {"post": 6.61, "bn_after_add": 8.17, "relu_before_add": 7.84, "relu_pre": 6.71,
                                    "pre": 6.37})
           + _units(164, "B", True, {"post": 5.93, "bn_after_add": 6.50, "relu_before_add": 6.14, "relu_pre": 5.91,
                                     "pre": 5.46})),
-    Table("He 2016 Table 3", ("experiment=he2016",), "median",
+    Table("He 2016 Table 3", ("experiment=he2016",), "median of 5",
           "He 2016 Table 3: CIFAR-10 and CIFAR-100, original (post) vs pre-activation (pre) bottleneck units, the "
           "median of 5 runs (ResNet-1001's mean \u00b1 std, Table 4: 4.89 \u00b1 0.14 and 22.68 \u00b1 0.22); gap: "
           "the median over our seeds minus that number.",

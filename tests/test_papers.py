@@ -129,7 +129,7 @@ def _smoke_report(cli, tmp_path, preset: str, *narrow: str) -> list[dict]:
         block, data = rec.get("model.block", cfg.model.block), rec.get("data.name", cfg.data.name)
         number, table = _expected(preset, data, rec["depth"], block)
         assert (rec["paper_test_error"], rec["paper_table"]) == (number, table), rec
-        assert rec["paper_statistic"] == ("mean" if table == "He 2015 Table 6" else "median")
+        assert rec["paper_statistic"] == ("" if table == "He 2015 Table 6" else "median of 5")
         assert f"| {number:.2f} |" in md and table in md
     assert ("He 2015 Table 6 (ResNet, A)" if preset == "he2015_fig6_right" else "(median of 5)") \
         in (root / "report" / "depth.svg").read_text()
