@@ -147,3 +147,47 @@ def test_a_smoke_run_of_he2016_presets_gets_the_right_paper_column(cli, tmp_path
                                             ("he2015_fig6_right", 2)])
 def test_a_smoke_run_of_every_paper_preset_gets_the_right_paper_column(cli, tmp_path, skip_md5, preset, configs):
     assert len(_smoke_report(cli, tmp_path, preset)) == configs
+
+
+def _flat(*overrides):
+    from depthstudy.rundir import flatten
+
+    return flatten(OmegaConf.to_container(compose(list(overrides)), resolve=True))
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["experiment=he2015", "model.depth=110"], (6.61, "He 2015 Table 6")),
+    (["experiment=he2016", "model.depth=110"], (6.61, "He 2016 Table 2")),  # the same number, another recipe
+    (["experiment=he2016", "model.depth=110", "model.block=bn_after_add"], (8.17, "He 2016 Table 2")),
+    (["experiment=he2016", "model.depth=164", "model.bottleneck=true", "model.shortcut=B", "model.block=pre"],
+     (5.46, "He 2016 Table 2")),
+    (["experiment=he2016", "model.depth=164", "model.block=bottleneck", "model.shortcut=B"],  # the older spelling
+     (5.46, "He 2016 Table 2")),
+    (["experiment=he2016", "model.depth=1001", "model.bottleneck=true", "model.shortcut=B", "data=cifar100"],
+     (27.82, "He 2016 Table 3")),
+    # He 2015's ResNet-110 warm-up rule is not He 2016's 400 iterations, and the reverse: no number
+    (["experiment=he2015", "model.depth=110", "model.block=pre"], None),
+    (["experiment=he2016", "model.depth=110", "schedule.warmup.until_train_error=80"], None),
+    # the reference codes' switches, and a net the tables do not have
+    (["experiment=he2016", "model.depth=110", "optim.nesterov=true"], None),
+    (["experiment=he2016", "model.depth=164", "model.bottleneck=true", "model.shortcut=B", "model.init_mode=fan_out"],
+     None),
+    (["experiment=he2016", "model.depth=164", "model.bottleneck=true", "model.shortcut=A"], None),
+    (["experiment=he2015", "model.depth=56", "data=cifar100"], None),
+    (["experiment=he2015_val", "model.depth=20"], None),  # the 45k/5k schedule-selection split
+])
+def test_a_paper_number_stands_only_beside_runs_of_its_tables_recipe(overrides, expected):
+    from depthstudy.papers import reference
+
+    ref = reference(_flat(*overrides))
+    assert (ref and (ref.number, ref.table.name)) == expected
+
+
+def test_runs_made_before_the_new_switches_keep_table_6():
+    """A config.yaml written before model.bottleneck, model.init_mode, optim.nesterov existed ran as their defaults."""
+    from depthstudy.papers import reference
+
+    config = _flat("experiment=he2015", "model.depth=56")
+    for key in ("model.bottleneck", "model.bottleneck_stride", "model.init_mode", "optim.nesterov"):
+        del config[key]
+    assert reference(config).number == 6.97
