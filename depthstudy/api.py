@@ -26,8 +26,10 @@ def train_run(overrides: list[str] | None = None) -> dict:
 
 def load_runs(runs_dir: str | Path):
     """A pandas DataFrame, one row per run below runs_dir: run, path, family, status, every config key
-    (model.depth, optim.weight_decay, ...; lists stay lists), {train,val,test}_{error,loss} (the last logged
-    point, errors in %), params, wall_time_s, images_per_s, diverged_at, problem (why a run is unreadable)."""
+    (model.depth, optim.weight_decay, ...; lists stay lists), {train,val,test}_{error,loss} (errors in %; val
+    and test: the last evaluation; train: the final weights over the training split in eval mode where the run
+    measured it, else the last log window; train_window_error: that window), params, wall_time_s, images_per_s,
+    diverged_at, problem (why a run is unreadable)."""
     import pandas as pd
 
     from depthstudy.runs import load_runs as read, run_record

@@ -321,6 +321,8 @@ def _validate_optim_and_schedule(o: DictConfig, s: DictConfig) -> None:
     _check(_number(o.momentum) and 0 <= o.momentum < 1, f"optim.momentum={o.momentum} must be in [0, 1)")
     _check(o.wd_scope in ("all", "weights"), f"optim.wd_scope={o.wd_scope!r} is unknown; choose all or weights")
     _check(o.momentum_form in ("pytorch", "caffe"), f"optim.momentum_form={o.momentum_form!r}: choose pytorch or caffe")
+    _check(isinstance(o.get("nesterov", False), bool), f"optim.nesterov={o.get('nesterov')!r} must be true or false")
+    _check(not o.get("nesterov", False) or o.momentum > 0, "optim.nesterov=true needs optim.momentum > 0")
     _check(_int(o.batch_size, 1), f"optim.batch_size={o.batch_size} must be an integer > 0")
     _check(_int(s.iterations, 1), f"schedule.iterations={s.iterations} must be an integer > 0")
     _check(OmegaConf.is_list(s.milestones) and all(_int(x, 1) or (_number(x) and 0 < x < 1) for x in s.milestones),

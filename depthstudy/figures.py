@@ -245,7 +245,7 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
             ax.scatter(*zip(*sorted(paper)), marker="*", s=90, facecolor="white", edgecolor="black", lw=1.0, zorder=4,
                        label="He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in paper)
                                                                 else ""))
-        ax.set_title(f"final {'training' if which == 'train' else which} error")
+        ax.set_title(f"final {which} error" if which != "train" else "final training error" + _train_measure(groups))
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
         if scale == "symlog":
@@ -257,6 +257,15 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
     fig.suptitle(title)
     depth_caption(fig, groups, ("train", split), unplaced)
     return save(fig, out, stem, formats)
+
+
+def _train_measure(groups: list[Group]) -> str:
+    """What a depth plot's training error is: the final weights over the training split (runs.Run.final), the last
+    log window for runs from before that measure."""
+    measured = {r.measured_train_split for g in groups for r in g.ok_runs()}
+    return {frozenset({True}): "\n(final weights, whole training split, eval mode)",
+            frozenset({False}): "\n(last log window of training batches)"}.get(frozenset(measured),
+                                                                                "\n(training split; older runs: last window)")
 
 
 def caption(fig, runs: list[Run], note: str = "", seeds: str | None = None) -> None:
@@ -382,7 +391,8 @@ def _stage_starts(run: Run) -> list[int]:
     """Block numbers (from 1) where a new stage (a change of width) begins, for the CIFAR nets; [] otherwise."""
     if run.config.get("model.arch", "cifar_resnet") != "cifar_resnet":
         return []
-    per_stage = (run.depth - 2) // (9 if run.config.get("model.block") == "bottleneck" else 6)
+    bottleneck = run.config.get("model.bottleneck") or run.config.get("model.block") == "bottleneck"
+    per_stage = (run.depth - 2) // (9 if bottleneck else 6)
     return [per_stage + 1, 2 * per_stage + 1] if per_stage else []
 
 

@@ -60,7 +60,7 @@ def _initialise(block: ResidualBlock, init: str) -> None:
     if block.alpha is not None:  # skipinit's branch scale: 1, or an inserted block could neither pass nor learn
         block.alpha.fill_(1.0)
     if init in ("default", "plain"):  # He init whatever the net's own model.branch_init
-        he_init(block)
+        he_init(block, block.spec.init_mode)
     if init == "default":
         return
     if init == "zero":

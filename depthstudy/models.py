@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from depthstudy.errors import UsageError
-from depthstudy.schema import (ARCHS, SHORTCUTS, ModelConfig, blocks_per_stage, bottleneck_blocks, mlp_blocks,
-                               model_config)
+from depthstudy.schema import (ARCHS, SHORTCUTS, ModelConfig, blocks_per_stage, bottleneck_blocks, is_bottleneck,
+                               mlp_blocks, model_config, unit_of)
 
 # A block is built from the model's config: its options are declared once, in depthstudy.schema.
 BlockSpec = ModelConfig
@@ -89,11 +89,13 @@ class ResidualBlock(nn.Module):
 
     post (He 2015):  a[l+2] = relu(s(a[l]) + F(a[l]))     plain: a[l+2] = relu(F(a[l]))
     pre  (He 2016):  x[l+1] = s(x[l]) + F(x[l])           plain: x[l+1] = F(x[l])
+    bn_after_add:    relu(BN(s + F)); relu_before_add and relu_pre: s + F (He 2016 Fig. 4 (b)-(d))
     """
 
     def __init__(self, spec: BlockSpec, shortcut: nn.Module | None, gate: nn.Module | None):
         super().__init__()
         self.spec, self.shortcut, self.gate = spec, shortcut, gate
+        self.unit = unit_of(spec)
         self.alpha = nn.Parameter(torch.zeros(())) if spec.branch_init == "skipinit" and shortcut is not None else None
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,11 +106,20 @@ class ResidualBlock(nn.Module):
         f = self.branch(x)
         return f if self.alpha is None else self.alpha * f
 
-    preact = "branch"  # where a pre-activation block's first BN-ReLU sits (see BasicBlock)
+    preact = "branch"  # where a pre-activation block's first activation sits (see BasicBlock)
 
     def preactivate(self, x: torch.Tensor) -> torch.Tensor:
-        """What both paths receive: x itself, or, where the first BN-ReLU sits before the split, BN-ReLU(x)."""
-        return F.relu(self.bn1(x)) if self.preact == "both" else x
+        """What both paths receive: x itself, or, where the first activation sits before the split, BN-ReLU(x)
+        (pre) or ReLU(x) (relu_pre)."""
+        if self.preact != "both":
+            return x
+        return F.relu(self.bn1(x)) if self.unit == "pre" else F.relu(x)
+
+    def after_addition(self, out: torch.Tensor) -> torch.Tensor:
+        """f in He 2016's x[l+1] = f(s + F): ReLU (post), BN then ReLU (bn_after_add), the identity otherwise."""
+        if self.unit == "bn_after_add":
+            return F.relu(self.norms[-1](out))
+        return F.relu(out) if self.unit == "post" else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preactivate(x)
@@ -128,7 +139,7 @@ class ResidualBlock(nn.Module):
                 out = (1 - torch.sigmoid(self.gate(x))) * s + f
             else:  # dropout on the shortcut
                 out = F.dropout(s, self.spec.shortcut_dropout, self.training) + f
-        return F.relu(out) if self.spec.block == "post" else out
+        return self.after_addition(out)
 
     @torch.no_grad()
     def zero_branch(self) -> None:
@@ -155,78 +166,98 @@ def _norm2d(spec: BlockSpec, c: int) -> nn.Module:
     return nn.BatchNorm2d(c) if spec.norm == "bn" else nn.Identity()
 
 
-class BasicBlock(ResidualBlock):
-    """post: 3x3 conv, BN, ReLU, 3x3 conv, BN; add the shortcut (if any); ReLU.
-    pre:  BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv; add the shortcut (if any). Where the first BN-ReLU
-          sits (`preact`, He 2016 and fb.resnet.torch's preresnet): "branch", inside F (the shortcut
-          takes x as it is); "both", before the split, so F and the shortcut both take BN-ReLU(x) (the
-          first block of a stage that changes size); "none", no BN-ReLU of its own (the net's first
-          block, whose input is the stem's conv-BN-ReLU).
+class ConvUnit(ResidualBlock):
+    """A CIFAR unit of k conv layers (conv1..convk) with BN and ReLU placed as He 2016 Fig. 4 says (model.block):
 
-    `responses` are the layer outputs He 2015 Figure 7 measures (after BN, before ReLU or addition;
-    the conv outputs in a pre-activation block).
+    post, bn_after_add, relu_before_add, relu_pre: BN i follows conv i (bn_after_add: the last BN follows the
+    addition instead); relu_pre starts the branch with a ReLU. pre: BN i precedes conv i (bn1 at the input width).
+    Where the first activation of pre and relu_pre sits (`preact`, He 2016's appendix and fb.resnet.torch's
+    preresnet): "branch", inside F (the shortcut takes x as it is); "both", before the split, so F and the
+    shortcut both take the activated x (the first block of a stage that changes size); "none", no activation of
+    its own (the net's first block, whose input is the stem's conv-BN-ReLU). Post-activation units have "branch".
+
+    `responses` are the layer outputs He 2015 Figure 7 measures (after BN, before ReLU or addition; the conv
+    outputs where no BN follows a conv: pre, and bn_after_add's last conv).
     """
 
     PREACTS = ("branch", "both", "none")
 
-    def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str, preact: str = "branch"):
-        spec = BlockSpec(shortcut=spec) if isinstance(spec, str) else spec
-        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), _conv_gate(spec, cin, cout, stride))
+    def _layers(self, convs: list[nn.Conv2d], preact: str, interleave: bool) -> None:
+        """Name the convs conv1..convk and make their BNs bn1..bnk. Checkpoints know these names, and a
+        checkpoint's optimizer state follows the order parameters were registered in: interleave keeps each
+        class's order (BasicBlock: the convs, then the BNs; BottleneckBlock: bn1, conv1, bn2, ...)."""
         assert preact in self.PREACTS, preact
-        self.preact = preact if spec.block == "pre" else "branch"
-        bias = spec.norm == "none"
-        self.conv1, self.conv2 = conv3x3(cin, cout, stride, bias), conv3x3(cout, cout, bias=bias)
-        if spec.block == "post":
-            self.bn1 = _norm2d(spec, cout)
+        self.preact = preact if self.unit in ("pre", "relu_pre") else "branch"
+        pre = self.unit == "pre"
+        norms = [None if pre and i == 0 and self.preact == "none" else
+                 _norm2d(self.spec, conv.in_channels if pre else conv.out_channels) for i, conv in enumerate(convs)]
+        pairs = [(f"bn{i}", bn) for i, bn in enumerate(norms, 1)], [(f"conv{i}", c) for i, c in enumerate(convs, 1)]
+        for name, layer in ([p for pair in zip(*pairs) for p in pair] if interleave else pairs[1] + pairs[0]):
+            setattr(self, name, layer)
+        self.convs, self.norms = list(convs), norms
+        if self.unit == "pre":
+            self.responses = list(convs)
+        elif self.unit == "bn_after_add":
+            self.responses = [*self.norms[:-1], convs[-1]]
         else:
-            self.bn1 = _norm2d(spec, cin) if self.preact != "none" else None
-        self.bn2 = _norm2d(spec, cout)
-        self.responses = [self.bn1, self.bn2] if spec.block == "post" else [self.conv1, self.conv2]
+            self.responses = list(self.norms)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """F(x): the residual branch, before it meets the shortcut (x already preactivated)."""
-        if self.spec.block == "pre":
+        """F(x): the residual branch, before it meets the shortcut (x already preactivated where `preact` is both)."""
+        if self.unit == "pre":
             h = F.relu(self.bn1(x)) if self.preact == "branch" else x
-            return self.conv2(F.relu(self.bn2(self.conv1(h))))
-        return self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+            for i, conv in enumerate(self.convs):
+                h = conv(h if i == 0 else F.relu(self.norms[i](h)))
+            return h
+        h = F.relu(x) if self.unit == "relu_pre" and self.preact == "branch" else x
+        last = len(self.convs) - 1
+        for i, (conv, bn) in enumerate(zip(self.convs, self.norms)):
+            h = conv(h)
+            if i == last and self.unit == "bn_after_add":
+                return h  # its BN comes after the addition
+            h = bn(h)
+            if i < last or self.unit == "relu_before_add":
+                h = F.relu(h)
+        return h
 
     def last_layer(self) -> nn.Module:
         """The branch's last scaled layer: zeroing it makes F(x) = 0 (branch_init=zero_gamma)."""
-        if self.spec.norm == "bn":
-            return self.bn2
-        return self.conv2
+        if self.spec.norm == "bn" and self.unit not in ("pre", "bn_after_add"):
+            return self.norms[-1]
+        return self.convs[-1]
 
     def last_weight(self) -> nn.Module:
         """The branch's last weight layer, W[l+2] in the lecture's notation."""
-        return self.conv2
+        return self.convs[-1]
 
 
-class BottleneckBlock(ResidualBlock):
-    """He 2016's pre-activation bottleneck (ResNet-164, ResNet-1001): BN, ReLU, 1x1 conv (width), BN, ReLU,
-    3x3 conv (width, the block's stride), BN, ReLU, 1x1 conv (4 x width); add the shortcut. The first
-    BN-ReLU sits where BasicBlock's `preact` says."""
+class BasicBlock(ConvUnit):
+    """Two 3x3 convs (the first with the block's stride) and the shortcut, in the unit model.block names:
+    post: 3x3 conv, BN, ReLU, 3x3 conv, BN; add the shortcut (if any); ReLU.
+    pre:  BN, ReLU, 3x3 conv, BN, ReLU, 3x3 conv; add the shortcut (if any). See ConvUnit for the others."""
+
+    def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec | str, preact: str = "branch"):
+        spec = BlockSpec(shortcut=spec) if isinstance(spec, str) else spec
+        super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), _conv_gate(spec, cin, cout, stride))
+        bias = spec.norm == "none"
+        self._layers([conv3x3(cin, cout, stride, bias), conv3x3(cout, cout, bias=bias)], preact, interleave=False)
+
+
+class BottleneckBlock(ConvUnit):
+    """He 2016's bottleneck (ResNet-164, ResNet-1001): 1x1 conv (width), 3x3 conv (width), 1x1 conv (4 x width),
+    with BN and ReLU where model.block puts them (pre: BN, ReLU before each); add the shortcut. The stride of a
+    unit that halves the map sits on the 3x3 conv (fb.resnet.torch) or, with bottleneck_stride=1x1, on the first
+    1x1 (KaimingHe/resnet-1k-layers): the parameter count is the same."""
 
     EXPANSION = 4
 
     def __init__(self, cin: int, width: int, stride: int, spec: BlockSpec, preact: str = "branch"):
         cout = self.EXPANSION * width
         super().__init__(spec, make_shortcut(spec.shortcut, cin, cout, stride, spec.norm), _conv_gate(spec, cin, cout, stride))
-        self.preact, bias = preact, spec.norm == "none"
-        self.bn1 = _norm2d(spec, cin) if preact != "none" else None
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=bias)
-        self.bn2, self.conv2 = _norm2d(spec, width), conv3x3(width, width, stride, bias)
-        self.bn3, self.conv3 = _norm2d(spec, width), nn.Conv2d(width, cout, 1, bias=bias)
-        self.responses = [self.conv1, self.conv2, self.conv3]
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.bn1(x)) if self.preact == "branch" else x
-        return self.conv3(F.relu(self.bn3(self.conv2(F.relu(self.bn2(self.conv1(h)))))))
-
-    def last_layer(self) -> nn.Module:
-        return self.bn3 if self.spec.norm == "bn" else self.conv3
-
-    def last_weight(self) -> nn.Module:
-        return self.conv3
+        bias, first = spec.norm == "none", spec.bottleneck_stride == "1x1"
+        self._layers([nn.Conv2d(cin, width, 1, stride=stride if first else 1, bias=bias),
+                      conv3x3(width, width, 1 if first else stride, bias), nn.Conv2d(width, cout, 1, bias=bias)], preact,
+                     interleave=True)
 
 
 class CifarResNet(nn.Module):
@@ -236,12 +267,12 @@ class CifarResNet(nn.Module):
         super().__init__()
         spec = BlockSpec(shortcut=shortcut) if isinstance(shortcut, str) else shortcut
         spec.check()
-        bottleneck = spec.block == "bottleneck"
+        bottleneck = is_bottleneck(spec)
         n = bottleneck_blocks(depth) if bottleneck else blocks_per_stage(depth)
         self.depth, self.spec = depth, spec
         w0 = STAGE_WIDTHS[0]
-        # Both block types start with conv, BN, ReLU: in a pre-activation net that BN-ReLU is the first
-        # block's pre-activation, shared by its branch and its shortcut (He 2016).
+        # Every unit starts with conv, BN, ReLU: in a pre-activation net that activation is the first block's,
+        # shared by its branch and its shortcut (He 2016's appendix; for relu_pre the stem keeps its BN).
         self.stem = nn.Sequential(conv3x3(in_channels, w0, bias=spec.norm == "none"), _norm2d(spec, w0), nn.ReLU())
         blocks, cin = [], w0
         for stage, width in enumerate(STAGE_WIDTHS):
@@ -255,8 +286,10 @@ class CifarResNet(nn.Module):
                     blocks.append(BasicBlock(cin, width, stride, spec, preact))
                     cin = width
         self.blocks = nn.Sequential(*blocks)
-        # Pre-activation nets end with the BN-ReLU their last block no longer has.
-        self.head = nn.Sequential(_norm2d(spec, cin), nn.ReLU()) if spec.block != "post" else nn.Identity()
+        # Pre-activation nets end with the activation their last block no longer has (He 2016's appendix).
+        unit = unit_of(spec)
+        self.head = (nn.Sequential(_norm2d(spec, cin), nn.ReLU()) if unit == "pre" else nn.ReLU() if unit == "relu_pre"
+                     else nn.Identity())
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self, spec)
 
@@ -305,8 +338,9 @@ class MLP(nn.Module):
     def __init__(self, depth: int, spec: BlockSpec, in_features: int, num_classes: int, widths=(128, 256)):
         super().__init__()
         spec.check()
-        if spec.block != "post":
-            raise UsageError("model.block=pre is for the CIFAR nets; the MLP uses the lecture's post-activation block")
+        if spec.block != "post" or spec.bottleneck:
+            raise UsageError(f"model.block={spec.block}{' with model.bottleneck=true' if spec.bottleneck else ''} is for "
+                             "the CIFAR nets; the MLP uses the lecture's post-activation block")
         n = mlp_blocks(depth)
         self.depth, self.spec = depth, spec
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, widths[0]), nn.ReLU())
@@ -331,11 +365,13 @@ class MLP(nn.Module):
         return [list(range(half)), list(range(half, n))]
 
 
-def he_init(module: nn.Module) -> None:
-    """He ("MSRA") init of every conv and linear weight in module, zero biases; BN as the identity."""
+def he_init(module: nn.Module, mode: str = "fan_in") -> None:
+    """He ("MSRA") init of every conv and linear weight in module, zero biases; BN as the identity.
+    mode (model.init_mode): the n of std sqrt(2 / n) for conv layers, fan_in (k*k*in) or fan_out (k*k*out, as
+    resnet-1k-layers' and fb.resnet.torch's ConvInit); linear layers always fan_in (theirs keep Torch's default)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            nn.init.kaiming_normal_(m.weight, mode="fan_in" if isinstance(m, nn.Linear) else mode, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
@@ -344,12 +380,13 @@ def he_init(module: nn.Module) -> None:
 
 
 def init_weights(model: nn.Module, spec: BlockSpec) -> None:
-    """He ("MSRA") init, std sqrt(2 / fan_in), for conv and linear weights; BN starts as the identity.
+    """He ("MSRA") init, std sqrt(2 / fan_in) (or fan_out: model.init_mode), for conv and linear weights; BN
+    starts as the identity.
 
     Gates start nearly closed towards the branch (bias gate_bias, He 2016). zero_gamma zeroes each
     branch's last BN gamma (or its last layer without BN), so every block starts as the identity.
     """
-    he_init(model)
+    he_init(model, spec.init_mode)
     for block in model.modules():
         if isinstance(block, ResidualBlock):
             if block.gate is not None:

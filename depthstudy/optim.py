@@ -33,7 +33,9 @@ def make_optimizer(model: torch.nn.Module, o: DictConfig, say, fused: bool = Fal
     for g in params if lr_as_tensor else []:
         g["lr"] = torch.tensor(float(o.lr), device=g["params"][0].device)
     try:
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, fused=fused or None)
+        # nesterov (opt-in): fb.resnet.torch's `nesterov = true` (train.lua); He 2015/2016 trained in Caffe with plain SGD
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=bool(o.get("nesterov", False)),
+                               fused=fused or None)
     except RuntimeError as e:  # this torch has no fused SGD for the device
         raise UsageError(f"trainer.fused_optimizer=true is not supported here ({str(e).splitlines()[0]}); "
                          "set trainer.fused_optimizer=false") from None

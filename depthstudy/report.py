@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from depthstudy import stats
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.rundir import atomic_write_text, flatten, inert_keys
 from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
@@ -22,9 +23,10 @@ PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
 
 # --- tables ---
 
-def _pm(mean, std, n) -> str:
-    """mean ± std over seeds; one seed: its value alone (no "± 0.00")."""
-    return "" if mean is None else f"{mean:.2f}" if n == 1 else f"{mean:.2f} \u00b1 {std:.2f}"
+def _median_cell(g: Group, split: str) -> str:
+    """The median over seeds, the one summary of every table and figure (the spread: the paired section)."""
+    median = g.median(split)
+    return "" if median is None else f"{median:.2f}"
 
 
 def _paper_recipe() -> dict:
@@ -68,13 +70,94 @@ def summary_rows(groups: list[Group], extra_keys: list[str], paper: dict) -> tup
         n_ok = len(g.ok_runs())
         runs = f"{n_ok}/{len(g.runs)}" + "".join(f" {k} {v}" for k, v in counts.items() if k not in STATUS_IN_MEANS)
         row = [g.family, str(g.depth), *[str(v) for v in g.extra], runs,
-               *[_pm(*g.stat(s)) for s in ("train", "val", "test")]]
+               *[_median_cell(g, s) for s in ("train", "val", "test")]]
         if with_paper:
-            number, (test, _, _) = paper[id(g)], g.stat("test")
+            number, test = paper[id(g)], g.median("test")
             row += ["" if number is None else f"{number:.2f}",
                     "" if number is None or test is None else f"{test - number:+.2f}"]
         rows.append(row)
     return header, rows
+
+
+# --- paired by seed: the comparisons the study's conclusions rest on ---
+
+def _by_seed(g: Group, split: str) -> dict:
+    return {r.config.get("seed"): r.final(split) for r in g.ok_runs()}
+
+
+def _plain_twin(g: Group, groups: list[Group]) -> Group | None:
+    """The plain group a residual group is compared with: the same architecture, depth and other settings."""
+    family = g.family.split("residual")[0] + "plain"
+    return next((p for p in groups if (p.family, p.depth, p.extra) == (family, g.depth, g.extra)), None)
+
+
+def _paired_cells(a: Group, b: Group) -> list[str]:
+    """a - b per seed on the training and the held-out split: median [interval] and the seeds above 0."""
+    cells = []
+    for split in ("train", _held_out(a)):
+        p = stats.paired(_by_seed(a, split), _by_seed(b, split))
+        cells.append("" if p is None else f"{p.median:+.2f} [{p.low:+.2f}, {p.high:+.2f}] ({p.above}/{p.n} > 0)")
+    return cells
+
+
+def _held_out(g: Group) -> str:
+    return "test" if any(r.final("test") is not None for r in g.ok_runs()) else "val"
+
+
+def _coverages(pairs: list[tuple[Group, Group]]) -> str:
+    seeds = sorted({len(set(_by_seed(a, "train")) & set(_by_seed(b, "train"))) for a, b in pairs} - {0})
+    return ", ".join(f"{stats.median_interval([0.0] * n)[2]:.0%} with {n} seed{'s' * (n != 1)}" for n in seeds)
+
+
+def paired_section(groups: list[Group], extra_keys: list[str]) -> list[str]:
+    """report.md's paired comparisons: each residual net's plain twin minus it, and each family's deepest net minus its
+    shallowest, seed by seed, with the exact sign-test interval for the median difference."""
+    twins = [(p, g) for g in groups if "residual" in g.family and (p := _plain_twin(g, groups)) is not None]
+    ends = []
+    for (family, extra) in dict.fromkeys((g.family, g.extra) for g in groups):
+        same = sorted((g for g in groups if (g.family, g.extra) == (family, extra)), key=lambda g: g.depth)
+        if len(same) > 1:
+            ends.append((same[-1], same[0]))
+    if not twins and not ends:
+        return []
+    extra = [k.split(".")[-1] for k in extra_keys]
+    split = _held_out(groups[0]) if groups else "test"
+    lines = ["## Paired by seed", "",
+             f"Each cell: the median over seeds of a per-seed difference in final error (points), its interval for the "
+             f"median difference from the exact sign test (order statistics: coverage {_coverages(twins + ends)}; "
+             f"not 95%: few seeds cannot give more), and how many seeds' differences are above 0. Only seeds "
+             f"that both nets finished count.", ""]
+    if twins:
+        lines += _paired_table("Plain minus its residual twin (same depth, same seed):", ["depth", *extra, "residual"],
+                               [([g.depth, *g.extra, g.family], p, g) for p, g in twins], split)
+    if ends:
+        lines += _paired_table("Deepest minus shallowest net of each family (same seed):", ["family", *extra, "depths"],
+                               [([a.family, *a.extra, f"{a.depth} - {b.depth}"], a, b) for a, b in ends], split)
+    return lines + _resolution([r for g in groups for r in g.ok_runs()])
+
+
+def _paired_table(title: str, keys: list[str], rows: list[tuple[list, Group, Group]], split: str) -> list[str]:
+    """A markdown table: each row's key cells, then a - b (_paired_cells)."""
+    lines = [title, "", "| " + " | ".join([*keys, "train", split]) + " |", "|---" * (len(keys) + 2) + "|"]
+    lines += ["| " + " | ".join([*map(str, cells), *_paired_cells(a, b)]) + " |" for cells, a, b in rows]
+    return lines + [""]
+
+
+def _resolution(runs: list[Run]) -> list[str]:
+    """What one image is worth on each held-out split these runs were evaluated on."""
+    sizes = sorted({(name, n) for r in runs for name, n in (r.summary.get("split_sizes") or {}).items()
+                    if name != "train" and isinstance(n, int) and n > 0})
+    if not sizes:
+        return []
+    return ["Resolution: " + "; ".join(f"one {name} image of {n} = {stats.resolution(n):.2f} points"
+                                       for name, n in sizes) + ".", ""]
+
+
+def _window_note(groups: list[Group]) -> list[str]:
+    """Runs from before the training-split measure: their training error is their last log window."""
+    older = [r for g in groups for r in g.ok_runs() if not r.measured_train_split]
+    return [f"{len(older)} run{'s' * (len(older) != 1)} predate the training-split measure: their training error is "
+            "their last log window of training mini-batches (train mode).", ""] if older else []
 
 
 def _problem_lines(runs: list[Run]) -> list[str]:
@@ -113,19 +196,22 @@ def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
 
 
 def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str],
-                   provenance: list[str] = (), section: list[str] = ()) -> None:
+                   provenance: list[str] = (), section: list[str] = (), paired: list[str] = ()) -> None:
     lines = [f"# Depth study report: `{root}`", "", *provenance, *section]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "Errors are the last logged point of each curve, in %, mean \u00b1 std over seeds. "
-              "Training error is depthstudy's measure: the % misclassified over the last log window of (augmented) "
-              "training mini-batches, in train mode; the paper does not say how its training curves were computed."]
+    lines += ["", "Errors are final errors in %, the median over seeds (the figures draw the same median). Val and "
+              "test: the final weights on the split in eval mode. Train: the final weights over the whole training "
+              "split in eval mode, without augmentation (summary.json's train_error_measure), so it does not depend "
+              "on the logging cadence; the training curves are the log windows of (augmented) training mini-batches "
+              "in train mode. The paper does not say how its training curves were computed."]
     if "paper test %" in header:
         lines += ["", "paper test %: He 2015 Table 6, one run per depth, except ResNet-110: the mean of 5 runs "
-                  "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline). gap: the mean over our seeds "
-                  "minus that number, so compare a single seed's spread with it, not only the mean."]
+                  "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline). gap: the median over our seeds "
+                  "minus that number, so compare a single seed's spread (runs.csv) with it, not only the median."]
+    lines += ["", *paired] if paired else []
     if problems:
-        lines += ["", "## Runs not in the means", ""] + [f"- {p}" for p in problems]
+        lines += ["", "## Runs not in the medians", ""] + [f"- {p}" for p in problems]
     if not section:  # a section shows its own figures where it discusses them
         from depthstudy.figures import figure_link  # matplotlib: loaded by now (make_report drew the figures)
 
@@ -271,8 +357,9 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     stale = _remove_stale_figures(out, files)
     header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
+    paired = [] if section else paired_section(groups, extra_keys) + _window_note(groups)
     write_markdown(out / "report.md", root, header, rows, files, problems,
-                   _provenance(runs, recipe, command or f"depthstudy report {root}"), section)
+                   _provenance(runs, recipe, command or f"depthstudy report {root}"), section, paired)
     write_csvs(out, runs, [*TABLE_AXES, *extra_keys])
     write_table(out, table_records(groups, extra_keys, paper))
 

@@ -199,6 +199,7 @@ def status_of(run_dir: Path, summary: dict | None) -> str:
 
 # summary.json's fields that readers compute with, and the types they must have (None: not measured).
 SUMMARY_TYPES = {"status": (str,), "iterations": (int,), "total_iterations": (int,), "train_error": (int, float),
+                 "train_error_measure": (str,), "train_window_error": (int, float),
                  "val_error": (int, float), "test_error": (int, float), "wall_time_s": (int, float)}
 
 

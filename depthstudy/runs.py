@@ -44,8 +44,18 @@ class Run:
         return self.path.name
 
     def final(self, split: str) -> float | None:
+        """The run's final error on a split. Training: the final weights over the whole training split in eval
+        mode (summary.json's train_error where train_error_measure says so: runs since that measure existed), else
+        the last log window of the training curve (older runs, and runs that did not finish)."""
+        if split == "train" and self.measured_train_split:
+            return self.summary["train_error"]
         points = self.curves.get(events.ERROR_TAGS[split])
         return points[-1][1] if points else None
+
+    @property
+    def measured_train_split(self) -> bool:
+        return bool(self.summary.get("train_error_measure")) and isinstance(self.summary.get("train_error"),
+                                                                              (int, float))
 
     @property
     def family(self) -> str:
@@ -191,10 +201,14 @@ def tidy(value):
 
 def run_record(run: Run) -> dict:
     """One run as one flat row: name, family, status, every config key (lists stay lists), the final
-    errors and losses (last logged point), and what the summary measured (parameters, time, speed)."""
+    errors and losses (Run.final: the training split in eval mode where measured, else the last logged point),
+    and what the summary measured (parameters, time, speed)."""
     s = run.summary
     finals = {f"{split}_{what}": tidy(run.curves[tags[split]][-1][1]) if run.curves.get(tags[split]) else None
               for what, tags in (("error", events.ERROR_TAGS), ("loss", events.LOSS_TAGS)) for split in tags}
+    if run.measured_train_split:
+        finals.update(train_error=tidy(s["train_error"]), train_loss=tidy(s.get("train_loss")),
+                      train_window_error=tidy(s.get("train_window_error")))
     return {"run": run.name, "path": str(run.path), "family": run.family, "status": state(run),
             **{k: tidy(v) for k, v in sorted({**run.config, **run.lists}.items())}, **finals,
             "params": s.get("params"), "wall_time_s": s.get("wall_time_s"), "images_per_s": s.get("train_images_per_s"),

@@ -16,7 +16,11 @@ from depthstudy.errors import UsageError
 
 ARCHS = ("cifar_resnet", "mlp")
 SHORTCUTS = ("none", "A", "B", "C")
-BLOCKS = ("post", "pre", "bottleneck")
+# He 2016 Fig. 4's units (a)-(e): post (a), bn_after_add (b), relu_before_add (c), relu_pre (d), pre (e); bottleneck:
+# the same as pre with model.bottleneck=true (its spelling before model.bottleneck existed, kept for those runs).
+BLOCKS = ("post", "pre", "bottleneck", "bn_after_add", "relu_before_add", "relu_pre")
+BOTTLENECK_STRIDES = ("3x3", "1x1")
+INIT_MODES = ("fan_in", "fan_out")
 COMBINES = ("add", "scale", "exclusive_gate", "shortcut_gate", "dropout")
 BRANCH_INITS = ("default", "zero_gamma", "skipinit")
 NORMS = ("bn", "none")
@@ -39,8 +43,16 @@ class ModelConfig:
     arch: str = "cifar_resnet"  # cifar_resnet: He 2015's CIFAR nets, depth 6n+2 | mlp: the lecture's MLP, depth 2n+2
     depth: Any = 20  # layers with weights (typed by validate(), which names the valid depths)
     shortcut: str = "A"  # none (plain) | A zero-pad | B projection where size changes | C projection everywhere
-    block: str = "post"  # post: conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | pre: BN-ReLU-conv x2, add (He 2016)
-    #   | bottleneck: BN-ReLU-conv 1x1, 3x3, 1x1 (4x wide), add (He 2016's ResNet-164/1001; depth 9n+2)
+    block: str = "post"  # the unit, He 2016 Fig. 4 (written for two 3x3 convs; the bottleneck's three work alike):
+    #   post (a): conv-BN-ReLU-conv-BN, add, ReLU (He 2015) | bn_after_add (b): conv-BN-ReLU-conv, add, BN, ReLU
+    #   | relu_before_add (c): conv-BN-ReLU-conv-BN-ReLU, add | relu_pre (d): ReLU-conv-BN-ReLU-conv-BN, add
+    #   | pre (e): BN-ReLU-conv-BN-ReLU-conv, add | bottleneck: pre with bottleneck=true (the older spelling)
+    bottleneck: bool = False  # true: 1x1 (width), 3x3 (width), 1x1 (4 x width) units, depth 9n+2 (He 2016's
+    #   ResNet-164/1001; its code projects where the size changes: use shortcut B)
+    bottleneck_stride: str = "3x3"  # the conv that strides in a bottleneck unit that halves the map: 3x3
+    #   (fb.resnet.torch's preresnet.lua) | 1x1, the first (KaimingHe/resnet-1k-layers); He 2016 does not say
+    init_mode: str = "fan_in"  # He init's n: fan_in, k*k*in_channels (Caffe's MSRA filler default) | fan_out,
+    #   k*k*out_channels for the conv layers (fb.resnet.torch and resnet-1k-layers); He 2016 cites He init only
     combine: str = "add"  # how shortcut s and branch F meet (He 2016 Table 1):
     #   add: s + F | scale: scale*s + (1-scale)*F (scale_branch) or scale*s + F | exclusive_gate: (1-g)*s + g*F
     #   shortcut_gate: (1-g)*s + F | dropout: dropout(s) + F; with g = sigmoid(1x1 conv(x) + gate_bias)
@@ -59,7 +71,8 @@ class ModelConfig:
     def check(self) -> None:
         """Refuse an unknown choice with a line that lists the valid ones."""
         for name, choices in (("shortcut", SHORTCUTS), ("block", BLOCKS), ("combine", COMBINES),
-                              ("branch_init", BRANCH_INITS), ("norm", NORMS), ("grow_init", GROW_INITS)):
+                              ("branch_init", BRANCH_INITS), ("norm", NORMS), ("grow_init", GROW_INITS),
+                              ("bottleneck_stride", BOTTLENECK_STRIDES), ("init_mode", INIT_MODES)):
             value = getattr(self, name)
             if value not in choices:
                 raise UsageError(f"model.{name}={value!r} is unknown; choose one of: {', '.join(choices)}")
@@ -85,6 +98,18 @@ def model_config(model_cfg) -> ModelConfig:
     return ModelConfig(**{f.name: model_cfg[f.name] for f in fields(ModelConfig) if f.name in model_cfg})
 
 
+def unit_of(model_cfg) -> str:
+    """The unit's arrangement (He 2016 Fig. 4) of a model config: its block, with bottleneck read as pre."""
+    block = model_cfg.get("block", "post") if hasattr(model_cfg, "get") else model_cfg.block
+    return "pre" if block == "bottleneck" else block
+
+
+def is_bottleneck(model_cfg) -> bool:
+    """Whether the net's units are 1x1-3x3-1x1 bottlenecks (model.bottleneck, or its older spelling block=bottleneck)."""
+    get = model_cfg.get if hasattr(model_cfg, "get") else lambda k, d=None: getattr(model_cfg, k, d)
+    return bool(get("bottleneck", False)) or get("block", "post") == "bottleneck"
+
+
 def blocks_per_stage(depth) -> int:
     """n for depth 6n+2, or a UsageError naming the valid depths."""
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 8 or (depth - 2) % 6:
@@ -98,7 +123,7 @@ def blocks_per_stage(depth) -> int:
 def bottleneck_blocks(depth) -> int:
     """n for a bottleneck net of depth 9n+2 (three 1x1/3x3/1x1 layers per block), or a UsageError."""
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 11 or (depth - 2) % 9:
-        raise UsageError(f"model.depth={depth} is not of the form 9n+2 with n >= 1, as model.block=bottleneck needs; "
+        raise UsageError(f"model.depth={depth} is not of the form 9n+2 with n >= 1, as model.bottleneck=true needs; "
                          "valid depths are 11, 20, 29, ..., 164, ..., 1001 (He 2016 uses 164 and 1001)")
     return (depth - 2) // 9
 
@@ -107,7 +132,7 @@ def depth_rule(model_cfg):
     """The depth check of a model config's architecture and block."""
     if model_cfg.arch == "mlp":
         return mlp_blocks
-    return bottleneck_blocks if model_cfg.get("block") == "bottleneck" else blocks_per_stage
+    return bottleneck_blocks if is_bottleneck(model_cfg) else blocks_per_stage
 
 
 def mlp_blocks(depth) -> int:

@@ -382,6 +382,24 @@ def evaluate_and_log(run: Run, state: RunState, writer, progress) -> dict:
     return out
 
 
+TRAIN_ERROR_MEASURE = "final weights, whole training split, eval mode, no augmentation"
+
+
+def measure_training_split(run: Run, last: dict, progress) -> dict:
+    """A finished run's train_error and train_loss: its final weights over the whole training split in eval mode,
+    without augmentation, so that the number does not depend on trainer.log_every or on the last batches drawn.
+    The last log window's numbers (where Fig. 6's training curves end) stay, as train_window_error/loss."""
+    t = run.cfg.trainer
+    err, loss = evaluate(run.model, run.data, run.data.train, int(t.eval_batch_size), bool(t.channels_last),
+                         run.autocast)
+    window = {f"train_window_{k}": last.pop(f"train_{k}") for k in ("error", "loss") if f"train_{k}" in last}
+    progress.print(f"{run.name}: training split, eval mode: error {err:.2f}%")
+    sizes = {name: len(split) for name, split in (("train", run.data.train), ("val", run.data.val),
+                                                   ("test", run.data.test)) if split is not None}
+    return {**window, "train_error": err, "train_loss": loss, "train_error_measure": TRAIN_ERROR_MEASURE,
+            "split_sizes": sizes}  # one image of a split is 100 / size points of its error
+
+
 def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow, writer, progress,
            summary: dict) -> dict:
     """Final evaluation and checkpoint of a finished run; summary.json for every ending."""
@@ -399,6 +417,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     if status == "finished":
         with stop_on_interrupt():  # a first Ctrl-C now waits for the final evaluation and checkpoint
             last.update(evaluate_and_log(run, state, writer, progress))
+            last.update(measure_training_split(run, last, progress))
             writer.scalars(state.step, diagnostic_scalars(run.model, run.probe))
             checkpoint.save(run.run_dir, state.to_checkpoint(run))  # the finished run keeps its final weights
     else:

@@ -51,10 +51,10 @@ MUTATIONS = [
     Mutation("option_b_projects_everywhere", "depthstudy/models.py",
              'if kind == "C" or (kind == "B" and resizes):', 'if kind in ("B", "C"):'),
     Mutation("post_block_loses_final_relu", "depthstudy/models.py",
-             'return F.relu(out) if self.spec.block == "post" else out', "return out"),
+             'return F.relu(out) if self.unit == "post" else out', "return out"),
     Mutation("gate_bias_not_initialised", "depthstudy/models.py",
              "nn.init.constant_(block.gate.bias, spec.gate_bias)", "pass"),
-    Mutation("he_init_fan_out", "depthstudy/models.py", 'mode="fan_in"', 'mode="fan_out"'),
+    Mutation("he_init_fan_out", "depthstudy/schema.py", 'init_mode: str = "fan_in"', 'init_mode: str = "fan_out"'),
     Mutation("zero_gamma_not_applied", "depthstudy/models.py",
              "                block.zero_branch()", "                pass"),
     # --- data: splits, normalisation, the batch stream ---

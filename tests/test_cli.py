@@ -65,9 +65,10 @@ def test_every_example_in_help_survives_an_80_column_terminal(command):
 
 @pytest.mark.parametrize("group,options", [
     ("model", ["resnet", "mlp"]), ("data", ["digits", "cifar10", "cifar100"]), ("optim", ["sgd"]),
-    ("schedule", ["short", "he2015"]), ("trainer", ["default"]),
+    ("schedule", ["short", "he2015", "he2016"]), ("trainer", ["default"]),
     ("experiment", ["quick", "lecture", "he2015", "he2015_val", "he2015_fig6", "he2015_table6", "shortcuts", "weight_decay", "mlp_depth",
-                    "responses", "identity_variants"]),
+                    "responses", "identity_variants", "he2015_fig6_right", "he2016", "he2016_units", "he2016_deep",
+                    "he2016_cifar100"]),
 ])
 def test_every_config_group_composes_and_validates(group, options):
     from depthstudy.config import load_checked
@@ -84,7 +85,8 @@ def test_config_groups_on_disk_are_all_tested():
               "schedule/he2015", "trainer/default", "experiment/quick", "experiment/he2015",
               "experiment/he2015_fig6", "experiment/he2015_table6", "experiment/shortcuts", "experiment/weight_decay",
               "experiment/mlp_depth", "experiment/responses", "experiment/identity_variants", "experiment/he2015_val",
-              "experiment/lecture"}
+              "experiment/lecture", "schedule/he2016", "experiment/he2015_fig6_right", "experiment/he2016",
+              "experiment/he2016_units", "experiment/he2016_deep", "experiment/he2016_cifar100"}
     assert found <= tested, f"add {found - tested} to test_every_config_group_composes_and_validates"
 
 
@@ -121,7 +123,7 @@ def test_config_prints_the_composed_config_without_training(cli, tmp_path):
     assert cli("train", *args).exit_code == 0
     assert shown.startswith("runs/default/resA-d8-wd0.0001-s0-lr0.05-") and (tmp_path / shown / "summary.json").exists()
     groups = cli("config", "--groups").output
-    assert "experiment: he2015, he2015_fig6, he2015_table6, he2015_val," in groups and "model: mlp, resnet" in groups
+    assert "experiment: he2015, he2015_fig6, he2015_fig6_right, he2015_table6, he2015_val, he2016," in groups and "model: mlp, resnet" in groups
     ignored = cli("config", "--groups", "model.depth=21")  # was: the overrides silently ignored
     assert ignored.exit_code == 2 and "--groups lists every config group and takes no overrides" in ignored.output
     empty = cli("runs", str(tmp_path / "nothing-here-yet"))

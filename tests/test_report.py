@@ -78,7 +78,7 @@ def test_figures_and_report_files_are_written(sweep, cli):
         assert (out / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
     md = (out / "report.md").read_text()
     assert "![depth](depth.png)" in md and "| plain | 20 | 2/2 |" in md
-    assert "35.00 \u00b1 7.07" in md  # plain-56 train error: mean 35, std 7.07
+    assert "| plain | 56 | 2/2 | 35.00 |" in md  # plain-56 train error: the median of 30 and 40
     curves = (out / "curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 8 * 3 * 3  # header + 8 runs x 3 tags x 3 points: nothing down-sampled
     assert "plain" in result.output and "residual (A)" in result.output
@@ -92,7 +92,7 @@ def test_failed_diverged_and_running_runs_are_shown_not_averaged(sweep, cli):
     assert "plain-d110-wd0.0001-s0: diverged at iteration 40 (not averaged)" in result.output
     assert "plain-d56-wd0.0001-s2: running at iteration 30 of 30 (not averaged)" in result.output
     md = (sweep / "report" / "report.md").read_text()
-    assert "| plain | 56 | 2/3 running 1 |" in md and "35.00 \u00b1 7.07" in md  # the running run is not in the mean
+    assert "| plain | 56 | 2/3 running 1 | 35.00 |" in md  # the running run is not in the median
     assert "| plain | 110 | 0/1 diverged 1 |" in md
 
 
@@ -195,8 +195,8 @@ def test_quick_study_shows_plain_error_rising_with_depth(cli, tmp_path):
     result = cli("sweep", "experiment=quick", "model.depth=20,56", "seed=0", "trainer.progress=none")
     assert result.exit_code == 0, result.output
     report = make_report(tmp_path / "runs" / "quick", None, [], ["png"], console=_Quiet())
-    plain20, plain56 = (group(report, "plain", d).stat("train")[0] for d in (20, 56))
-    res56 = group(report, "residual (A)", 56).stat("train")[0]
+    plain20, plain56 = (group(report, "plain", d).median("train") for d in (20, 56))
+    res56 = group(report, "residual (A)", 56).median("train")
     assert plain56 > plain20 + 20
     assert res56 < plain56 - 20
 
@@ -225,7 +225,7 @@ def test_paper_recipe_runs_are_set_beside_table6(tmp_path, cli):
     result = cli("report", str(root))
     assert result.exit_code == 0, result.output
     md = (root / "report" / "report.md").read_text()
-    assert "paper test %" in md and "| 9.00 \u00b1 0.71 | 8.75 | +0.25 |" in md  # He 2015 Table 6: ResNet-20 8.75
+    assert "paper test %" in md and "| 9.00 | 8.75 | +0.25 |" in md  # He 2015 Table 6: ResNet-20 8.75
     assert "Every setting follows the paper's CIFAR-10 recipe" in md
     assert "He 2015 Table 6 (ResNet, A)" in (root / "report" / "depth.svg").read_text()  # the reference marker
     # Not the paper's recipe (another weight decay): no Table 6 number beside it.
@@ -309,6 +309,27 @@ def test_runs_csv_has_one_tidy_row_per_run_and_curves_csv_the_layer_index(sweep,
     assert plain56["train_error_std"] == pytest.approx(7.0710678)
     assert table[("residual (A)", 110)]["averaged"] == 0  # diverged: shown, not averaged
     assert "plain,56,2,2,35.0," in (sweep / "report" / "table.csv").read_text()
+
+
+def test_paired_section_gives_per_seed_differences_with_their_interval(sweep, cli):
+    assert cli("report", str(sweep)).exit_code == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert "coverage 50% with 2 seeds" in md  # [min, max] of 2 seeds: 1 - 2/4
+    # plain - residual (A) at depth 20, seeds 0 and 1: train 2-1, 4-1.5; test 5-4, 7-4.5
+    assert "| 20 | residual (A) | +1.75 [+1.00, +2.50] (2/2 > 0) | +1.75 [+1.00, +2.50] (2/2 > 0) |" in md
+    # deepest minus shallowest: plain 28 and 36 points worse, residual (A) better at 56 on both seeds
+    assert "| plain | 56 - 20 | +32.00 [+28.00, +36.00] (2/2 > 0) |" in md
+    assert "| residual (A) | 56 - 20 | -0.65 [-0.80, -0.50] (0/2 > 0) |" in md
+
+
+def test_a_seed_that_goes_the_other_way_shows_in_the_paired_count(tmp_path, cli):
+    root = tmp_path / "mixed"
+    for seed, (plain, res) in enumerate([(30.0, 1.0), (2.0, 3.0), (25.0, 1.0)]):
+        write_run(root, "none", 20, seed, plain, plain)
+        write_run(root, "A", 20, seed, res, res)
+    assert cli("report", str(root)).exit_code == 0
+    md = (root / "report" / "report.md").read_text()
+    assert "| 20 | residual (A) | +24.00 [-1.00, +29.00] (2/3 > 0) |" in md  # the interval spans 0: no effect shown
 
 
 def test_one_seed_shows_its_value_without_a_zero_std(tmp_path, cli):

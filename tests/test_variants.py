@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from depthstudy.diagnostics import block_diagnostics, layer_responses
 from depthstudy.errors import UsageError
-from depthstudy.models import MLP, BasicBlock, BlockSpec, CifarResNet, MLPBlock, ZeroPadShortcut, count_params
+from depthstudy.models import (MLP, BasicBlock, BlockSpec, CifarResNet, MLPBlock, ProjectionShortcut, ZeroPadShortcut,
+                              count_params)
 
 BASE = 269_722  # ResNet-20, option A (PAPER.md)
 
@@ -43,7 +44,8 @@ def test_no_bn_variant_has_biases_instead():
 @pytest.mark.parametrize("spec", [
     BlockSpec(branch_init="zero_gamma"), BlockSpec(branch_init="skipinit"),
     BlockSpec(branch_init="zero_gamma", norm="none"), BlockSpec(branch_init="skipinit", norm="none"),
-    BlockSpec(branch_init="zero_gamma", block="pre"),
+    BlockSpec(branch_init="zero_gamma", block="pre"), BlockSpec(branch_init="zero_gamma", block="relu_before_add"),
+    BlockSpec(branch_init="zero_gamma", block="relu_pre"), BlockSpec(branch_init="skipinit", block="relu_before_add"),
 ])
 def test_zero_init_and_alpha_zero_blocks_are_the_identity_at_init(spec):
     model = CifarResNet(20, spec, 3, 10)
@@ -138,7 +140,7 @@ def test_mlp_depth_must_be_even_and_at_least_4(depth):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model.block=mid", "model.block='mid' is unknown; choose one of: post, pre"),
+    ("model.block=mid", "model.block='mid' is unknown; choose one of: post, pre, bottleneck, bn_after_add"),
     ("model.combine=multiply", "choose one of: add, scale, exclusive_gate, shortcut_gate, dropout"),
     ("model.branch_init=ones", "choose one of: default, zero_gamma, skipinit"),
     ("model.norm=ln", "model.norm='ln' is unknown; choose one of: bn, none"),
@@ -243,3 +245,140 @@ def test_bottleneck_nets_have_he_2016s_depths_and_parameter_counts():
 def test_bottleneck_depth_must_be_9n_plus_2(depth):
     with pytest.raises(UsageError, match=r"9n\+2.*164.*1001"):
         CifarResNet(depth, BlockSpec(block="bottleneck"), 3, 10)
+
+
+def _random_bn(model):
+    """Non-trivial BN statistics and affine parameters, so that a missing or misplaced BN shows; eval mode."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return model.eval()
+
+
+def _option_a(h):
+    return torch.cat([h[:, :, ::2, ::2], torch.zeros_like(h[:, :, ::2, ::2])], dim=1)
+
+
+# He 2016 Fig. 4 (b)-(d), each block written out by hand: (shortcut input, branch output) -> block output.
+HAND_UNITS = {
+    # (b) BN after addition: conv-BN-ReLU-conv, add, BN, ReLU
+    "bn_after_add": lambda b, h: (h, lambda s: F.relu(b.bn2(s + b.conv2(F.relu(b.bn1(b.conv1(h))))))),
+    # (c) ReLU before addition: conv-BN-ReLU-conv-BN-ReLU, add
+    "relu_before_add": lambda b, h: (h, lambda s: s + F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(h))))))),
+    # (d) ReLU-only pre-activation: ReLU-conv-BN-ReLU-conv-BN, add
+    "relu_pre": lambda b, h: (h, lambda s: s + b.bn2(b.conv2(F.relu(b.bn1(b.conv1(F.relu(h))))))),
+}
+
+
+@pytest.mark.parametrize("unit", sorted(HAND_UNITS))
+def test_he_2016_unit_variants_are_wired_as_figure_4(unit):
+    """A whole ResNet-8 of each Fig. 4 unit, written out by hand. Post-activation-like units (b, c) keep the
+    stem's conv-BN-ReLU and end without an extra activation; ReLU-only pre-activation (d), like full
+    pre-activation, takes the stem's ReLU as its first unit's activation, applies its ReLU before the split in
+    units that change size (so option A pads the activated input), and ends with a ReLU (He 2016's appendix)."""
+    model = _random_bn(CifarResNet(8, BlockSpec(block=unit), 3, 10))
+    b0, b1, b2 = model.blocks
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        h = F.relu(model.stem[1](model.stem[0](x)))
+        for i, b in enumerate((b0, b1, b2)):
+            if unit == "relu_pre":
+                if i == 0:  # the stem's ReLU is its pre-activation: no ReLU of its own
+                    h = h + b.bn2(b.conv2(F.relu(b.bn1(b.conv1(h)))))
+                    continue
+                a = F.relu(h)  # before the split
+                h = _option_a(a) + b.bn2(b.conv2(F.relu(b.bn1(b.conv1(a)))))
+                continue
+            _, out = HAND_UNITS[unit](b, h)
+            h = out(h if i == 0 else _option_a(h))
+        if unit == "relu_pre":
+            h = F.relu(h)
+        expected = model.fc(h.mean((2, 3)))
+        assert torch.allclose(model(x), expected, atol=1e-5)
+    # a unit inside a stage (no size change) is the formula of HAND_UNITS, its shortcut the identity
+    block = _random_bn(CifarResNet(14, BlockSpec(block=unit), 3, 10)).blocks[1]
+    h = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        s, out = HAND_UNITS[unit](block, h)
+        assert torch.allclose(block(h), out(s), atol=1e-5)
+
+
+def _bottleneck_by_hand(b, h, unit):
+    """One bottleneck unit inside a stage (identity shortcut), written out: conv i is 1x1, 3x3, 1x1."""
+    if unit == "pre":
+        f = b.conv3(F.relu(b.bn3(b.conv2(F.relu(b.bn2(b.conv1(F.relu(b.bn1(h)))))))))
+        return h + f
+    f = b.bn3(b.conv3(F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(F.relu(h) if unit == "relu_pre" else h))))))))
+    return F.relu(h + f) if unit == "post" else h + f
+
+
+@pytest.mark.parametrize("unit", ["post", "relu_pre", "pre"])
+def test_bottleneck_units_follow_the_block_setting(unit):
+    model = _random_bn(CifarResNet(20, BlockSpec(block=unit, bottleneck=True, shortcut="B"), 3, 10))
+    block = model.blocks[1]  # 64 -> 64 in stage 1: identity shortcut
+    h = torch.relu(torch.randn(2, 64, 8, 8))
+    with torch.no_grad():
+        assert torch.allclose(block(h), _bottleneck_by_hand(block, h, unit), atol=1e-5)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_bottleneck_stride_sits_on_the_3x3_or_the_first_1x1():
+    """fb.resnet.torch's preresnet.lua strides the 3x3; KaimingHe/resnet-1k-layers the first 1x1. Same count."""
+    spec = dict(block="pre", bottleneck=True, shortcut="B")
+    on3, on1 = (CifarResNet(20, BlockSpec(**spec, bottleneck_stride=s), 3, 10) for s in ("3x3", "1x1"))
+    b3, b1 = on3.blocks[2], on1.blocks[2]  # first block of stage 2: 64 -> 128, stride 2
+    assert (b3.conv1.stride, b3.conv2.stride) == ((1, 1), (2, 2))
+    assert (b1.conv1.stride, b1.conv2.stride) == ((2, 2), (1, 1))
+    assert count_params(on3) == count_params(on1)
+    assert on1(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # the old spelling, block=bottleneck, is the same net as block=pre with bottleneck=true
+    old = CifarResNet(20, BlockSpec(block="bottleneck", shortcut="B"), 3, 10)
+    assert [n for n, _ in old.named_parameters()] == [n for n, _ in on3.named_parameters()]
+
+
+@pytest.mark.parametrize("unit,bottleneck", [("bn_after_add", False), ("relu_before_add", False), ("relu_pre", False),
+                                             ("post", True), ("relu_pre", True)])
+def test_unit_variants_keep_the_parameter_count(unit, bottleneck):
+    """Fig. 4: "All these units consist of the same components -- only the orders are different"."""
+    if not bottleneck:
+        assert count_params(CifarResNet(110, BlockSpec(block=unit), 3, 10)) == 1_727_962  # ResNet-110, A
+        return
+    # bottleneck ResNet-164 (Table 2's "original" and "ReLU-only pre-activation"): a BN after each conv (w, w, 4w)
+    # instead of before it (cin, w, w) as in full pre-activation, and no final BN
+    model = CifarResNet(164, BlockSpec(block=unit, bottleneck=True, shortcut="B"), 3, 10)
+    after = sum(2 * (w + w + 4 * w) for w in (16, 32, 64) for _ in range(18))
+    convs = 1_676_464  # every conv of ResNet-164 with B's projections (their BNs: 2 * (64 + 128 + 256))
+    assert count_params(model) == convs + 2 * 16 + after + 2 * (64 + 128 + 256) + 256 * 10 + 10
+
+
+def test_resnet_1001_counts_10_33m_parameters_and_the_papers_10_2m_leaves_out_bn():
+    """He 2016 Table 4 gives ResNet-1001 10.2M. Ours with B: 10,328,602. Not the projections' BN (896 of them;
+    resnet-1k-layers' projections have none), not the stride placement (no parameters): the BN layers' gamma and
+    beta (150,112) are the difference; without them 10,178,490, 10.2M (ResNet-164: 1.68M or 1.70M, both 1.7M)."""
+    from torch import nn
+
+    model = CifarResNet(1001, BlockSpec(block="pre", bottleneck=True, shortcut="B"), 3, 10)
+    bn = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters())
+    projection_bn = sum(p.numel() for m in model.modules() if isinstance(m, ProjectionShortcut) for p in m[1].parameters())
+    assert (count_params(model), bn, projection_bn) == (10_328_602, 150_112, 896)
+    assert round((count_params(model) - projection_bn) / 1e6, 2) == 10.33
+    assert round((count_params(model) - bn) / 1e6, 1) == 10.2
+
+
+@pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
+def test_init_mode_sets_he_inits_n_for_the_conv_layers(mode):
+    torch.manual_seed(0)
+    model = CifarResNet(20, BlockSpec(block="pre", bottleneck=True, shortcut="B", init_mode=mode), 3, 10)
+    checked = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.numel() > 2000 and m.in_channels != m.out_channels:
+            k = m.kernel_size[0] * m.kernel_size[1]
+            n = k * (m.in_channels if mode == "fan_in" else m.out_channels)
+            assert m.weight.std().item() == pytest.approx((2 / n) ** 0.5, rel=0.1)
+            checked += 1
+    assert checked >= 4
+    assert model.fc.weight.std().item() == pytest.approx((2 / 256) ** 0.5, rel=0.2)  # the FC layer: fan_in always
