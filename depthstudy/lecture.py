@@ -61,7 +61,7 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 
 def train_error(run: Run) -> float:
-    """The final training error (%); a run that diverged: +inf (worse than any that finished)."""
+    """The final training error (%, Run.final); a run that diverged: +inf (worse than any that finished)."""
     if run.status == "diverged":
         return math.inf
     value = run.final("train")
@@ -69,11 +69,23 @@ def train_error(run: Run) -> float:
 
 
 def train_loss(run: Run) -> float:
-    """The final training loss (the last log window's mean cross-entropy); diverged: +inf."""
+    """The final training loss, measured as Run.final measures the error (the final weights over the training
+    split where the run measured that, else the last log window's mean cross-entropy); diverged: +inf."""
     if run.status == "diverged":
         return math.inf
+    if run.measured_train_split and isinstance(run.summary.get("train_loss"), (int, float)):
+        return run.summary["train_loss"]
     points = run.curves.get(events.TRAIN_LOSS)
     return points[-1][1] if points else math.nan
+
+
+def train_measure(runs: list[Run]) -> str:
+    """What the final training numbers of these runs measure, in words."""
+    measured = {r.measured_train_split for r in runs if r.status == "finished"}
+    if measured == {True}:
+        return "the final weights over the whole training split, eval mode"
+    return "the last log window of training mini-batches" + (" (for the runs from before the training split was "
+                                                             "measured)" if True in measured else "")
 
 
 def seeds_of(runs: list[Run], value) -> dict[int, float]:
@@ -295,7 +307,8 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
     table = _depth_table(mine)
     lines += ["MLPs without normalisation; arms paired by seed. Residual nets from He init (the plain nets' own) "
               "separate what the shortcut does from what a zero init does (every block starts as the identity). "
-              f"Median final training error (%) over seeds; 'diverged': the loss became nan or inf and training "
+              f"Median final training error (%; {train_measure(mine)}) over seeds; 'diverged': the loss became nan or "
+              "inf and training "
               f"stopped. Verdict rule: on every seed ({MIN_SEEDS} at least) the deepest plain net more than "
               f"{DEPTH_MARGIN:g} points worse than its best shallower depth, the deepest residual net less.", ""]
     for rec, arms in table.items():
@@ -648,7 +661,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
               f"{', '.join(map(str, sorted(base_err)))}), then each grown (model.init_from) and trained on "
               f"({recipe(grown[0])}); one grown net per base and seed. Medians over seeds: training error (%, eval mode, "
               "every training image) right before and right after the insertion, the largest change of any logit "
-              "(the largest over seeds), and the final training loss and error (the last log window of mini-batches):",
+              f"(the largest over seeds), and the final training loss and error ({train_measure(grown)}):",
               "", "| run | seeds | before | after | largest logit change | final train loss | final train err % |",
               "|---|---|---|---|---|---|---|"]
     for kind, of in kinds.items():
