@@ -83,7 +83,10 @@ def train_measure(runs: list[Run]) -> str:
     """What the final training numbers of these runs measure, in words."""
     measured = {r.measured_train_split for r in runs if r.status == "finished"}
     if measured == {True}:
-        return "the final weights over the whole training split, eval mode"
+        sizes = {(r.summary.get("split_sizes") or {}).get("train") for r in runs if r.status == "finished"}
+        n = sizes.pop() if len(sizes) == 1 else None
+        return "the final weights over the whole training split, eval mode" + (
+            f"; one training image of {n} is {stats.resolution(n):.2f} points" if isinstance(n, int) and n > 0 else "")
     return "the last log window of training mini-batches" + (" (for the runs from before the training split was "
                                                              "measured)" if True in measured else "")
 
@@ -607,7 +610,8 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
             f"{_fmt(_median(errors[wd].values()))} |" for wd in ratio]
     lines = [f"With BatchNorm the argument is not literal: a BN after W[l+2] undoes any scale of W[l+2], so decay on "
              "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what decay can shrink "
-             f"is the branch's last BN gamma. ResNet-{bn[0].depth} on digits, {recipe(bn[0]).split(', weight')[0]}, "
+             f"is the branch's last BN gamma. ResNet-{bn[0].depth} on digits, He init, "
+             f"{recipe(bn[0]).split(', weight')[0]}, "
              "medians over seeds of the mean over blocks:", "",
              "| weight decay | seeds | RMS gamma | branch ratio | train err % |", "|---|---|---|---|---|", *rows, ""]
     lines += _bn_framing(gamma, ratio)

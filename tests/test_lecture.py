@@ -389,3 +389,19 @@ def test_claim_1_separates_the_shortcut_from_the_zero_init_and_shows_divergence(
     assert "| mlp residual (A), He init | 0.00 | 21.00 | diverged (3 of 3) |" in md
     assert "lr 0.01, 200 iterations of batch 64, weight decay 0.0001, normalisation none" in md
     assert [f.name for f in files] == ["lecture_1_depth.png"]
+
+
+def test_final_training_numbers_are_the_training_split_where_the_run_measured_it():
+    from depthstudy import events
+    from depthstudy.lecture import train_error, train_loss, train_measure
+    from depthstudy.runs import Run
+
+    curves = {events.TRAIN_ERROR: [(200, 9.0)], events.TRAIN_LOSS: [(200, 0.3)]}
+    measured = Run(Path("m"), {}, "finished", curves=curves, summary={
+        "train_error": 1.5, "train_loss": 0.05, "train_error_measure": "final weights", "split_sizes": {"train": 1200}})
+    window = Run(Path("w"), {}, "finished", curves=curves, summary={})
+    assert (train_error(measured), train_loss(measured)) == (1.5, 0.05)
+    assert (train_error(window), train_loss(window)) == (9.0, 0.3)  # a run from before the measure
+    assert train_measure([measured]).endswith("eval mode; one training image of 1200 is 0.08 points")
+    assert train_measure([measured, window]).startswith("the last log window")
+    assert train_loss(Run(Path("d"), {}, "diverged", curves=curves)) == math.inf
