@@ -405,3 +405,25 @@ def test_final_training_numbers_are_the_training_split_where_the_run_measured_it
     assert train_measure([measured]).endswith("eval mode; one training image of 1200 is 0.08 points")
     assert train_measure([measured, window]).startswith("the last log window")
     assert train_loss(Run(Path("d"), {}, "diverged", curves=curves)) == math.inf
+
+
+def test_identity_learning_pairs_the_two_blocks_and_is_a_function_of_its_seed():
+    """Claim 2's fit: both kinds start from the same weights (the shortcut is the only difference), so at step 0
+    the residual block's output is relu(F(a) + a) and the plain block's relu(F(a)) for one and the same F."""
+    from depthstudy.diagnostics import identity_learning
+    from depthstudy.models import MLPBlock, he_init
+    from depthstudy.schema import MLPConfig
+
+    torch.manual_seed(5)
+    fit, held = torch.rand(40, 6), torch.rand(20, 6)
+    curves = identity_learning(fit, held, seed=3, steps=4, lr=0.1, batch_size=8, at=[0, 2, 4])
+    assert [s for s, _ in curves["residual"]] == [0, 2, 4] == [s for s, _ in curves["plain"]]
+    assert curves == identity_learning(fit, held, seed=3, steps=4, lr=0.1, batch_size=8, at=[0, 2, 4])
+    torch.manual_seed(3)
+    block = MLPBlock(6, 6, MLPConfig(arch="mlp", shortcut="none", norm="none"))
+    he_init(block)
+    with torch.no_grad():
+        f = block.fc2(torch.relu(block.fc1(held)))
+        expect = {"plain": torch.relu(f), "residual": torch.relu(f + held)}
+    for kind, out in expect.items():
+        assert curves[kind][0][1] == pytest.approx(float((out - held).norm() / held.norm()), rel=1e-6)
