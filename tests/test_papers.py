@@ -191,3 +191,10 @@ def test_runs_made_before_the_new_switches_keep_table_6():
     for key in ("model.bottleneck", "model.bottleneck_stride", "model.init_mode", "optim.nesterov"):
         del config[key]
     assert reference(config).number == 6.97
+
+
+@pytest.mark.parametrize("override", ["model.block=relu_pre", "model.bottleneck=true"])
+def test_the_mlp_refuses_he_2016s_units_in_one_line(cli, override):
+    result = cli("config", "model=mlp", override)
+    assert result.exit_code == 2 and f"{override} is for the CIFAR nets" in result.output
+    assert "Traceback" not in result.output
