@@ -9,7 +9,49 @@ import typer
 
 from depthstudy.errors import DepthstudyError, UsageError
 
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """click's usage errors (no such command, no such option) in the style of every other error: one line on stderr,
+    `error: ...`, exit 2, instead of a boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import sys
+
+        try:
+            from typer._click.exceptions import ClickException  # typer vendors click since 0.2x
+        except ImportError:
+            from click.exceptions import ClickException
+
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except ClickException as e:
+            if e.format_message():  # (no arguments: the help, already printed, says it all)
+                typer.secho(f"error: {_click_message(self, e)}", err=True, fg=typer.colors.RED)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _click_message(group, error) -> str:
+    """click's message, with the command it meant (`depthstudy clean`) or where to look."""
+    import difflib
+
+    message = error.format_message().rstrip(".")
+    ctx = getattr(error, "ctx", None)
+    if message.startswith("No such command"):
+        name = message.split("'")[1] if "'" in message else ""
+        close = difflib.get_close_matches(name, list(group.commands), n=1)
+        return (f"No such command '{name}'; " + (f"did you mean `depthstudy {close[0]}`?" if close else
+                                                f"the commands: {', '.join(group.commands)}"))
+    return message + (f" (`{ctx.command_path} --help` shows the usage)" if ctx is not None else "")
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.\n\n"
          "Start with `depthstudy sweep experiment=quick`, then `depthstudy report runs/quick`.",
     no_args_is_help=True,
@@ -51,11 +93,14 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 
 def _console():
-    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells)."""
+    """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells); $COLUMNS
+    where set, terminal or not."""
+    import os
+
     from rich.console import Console
 
     console = Console()
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(width=160)
     return console
 
@@ -74,11 +119,29 @@ def _fail(error: BaseException, debug: bool) -> None:
     raise typer.Exit(code)
 
 
+_CONFIG = "`depthstudy config OVERRIDES` prints the config they compose"
+_SWEEP = "`depthstudy sweep OVERRIDES` trains the grid (comma lists sweep)"
+_PRESET = "a preset is chosen by experiment=NAME (`depthstudy config --groups` lists them)"
+HYDRA_FLAGS = {"--cfg": _CONFIG, "-c": _CONFIG, "--info": _CONFIG, "-i": _CONFIG, "--resolve": _CONFIG,
+               "--package": _CONFIG, "-p": _CONFIG, "--multirun": _SWEEP, "-m": _SWEEP,
+               "--run": "`depthstudy train OVERRIDES` trains one run", "-r": "`depthstudy train OVERRIDES` trains one run",
+               "--config-name": _PRESET, "-cn": _PRESET, "--config-path": _PRESET, "-cp": _PRESET,
+               "--config-dir": _PRESET, "-cd": _PRESET, "--hydra-help": "`depthstudy COMMAND --help` shows the usage",
+               "--shell-completion": "`depthstudy --install-completion` installs completion",
+               "-sc": "`depthstudy --install-completion` installs completion"}
+
+
 def _overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
     """The command's overrides; a mistyped option (ignore_unknown_options passes it on as one) refused in one line."""
     import difflib
 
     for arg in overrides or []:
+        flag = arg.split("=")[0]
+        if flag in HYDRA_FLAGS:  # a Hydra app's flag: depthstudy has a command for it
+            hint = HYDRA_FLAGS[flag]
+            if hint.startswith(f"`depthstudy {ctx.info_name} "):
+                hint = f"`depthstudy {ctx.info_name}` does that already; drop {flag}"
+            raise UsageError(f"{flag} is Hydra's flag, not one of `depthstudy {ctx.info_name}`: {hint}")
         if arg.startswith("-"):
             names = [n for p in ctx.command.params for n in p.opts if n.startswith("--")]
             close = difflib.get_close_matches(arg.split("=")[0], names, n=1)
@@ -160,6 +223,9 @@ def config(
     _guard(go, debug)
 
 
+RUNS_DROPPED = ("time s", "val err %", "iterations", "train err %", "test err %")  # at a narrow terminal, in order
+
+
 @app.command()
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
@@ -184,7 +250,9 @@ def runs(
             return
         from rich.table import Table
 
-        table = Table(title=f"{len(rows)} runs under {runs_dir}")
+        from depthstudy.tables import Fitted, count
+
+        table = Table(title=f"{count(len(rows), 'run')} under {runs_dir}")
         for col in ("run", "status", "iterations", "train err %", "val err %", "test err %", "time s"):
             table.add_column(col, justify="left" if col in ("run", "status") else "right")
         fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
@@ -192,12 +260,21 @@ def runs(
             status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "")
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
-        _console().print(table)
+        _console().print(Fitted(table, drop=RUNS_DROPPED, more="--json has every column"))
         for r in rows:  # why a run failed or cannot be read, and what to do
             if r["error"] and r["status"] in ("failed", "damaged"):
                 _console().print(f"[yellow]{r['run']}: {r['error']}[/]", highlight=False)
 
     _guard(go, debug)
+
+
+def _eval_line(r: dict, names: list[str]) -> str:
+    """A run's errors on one line, or, on a narrow terminal, broken between splits (never inside a number)."""
+    from depthstudy.tables import fields
+
+    errors = [f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None else f"{n} -"
+              for n in names]
+    return fields([r["run"], f"[{r['iterations']}/{r['total_iterations']} it]", *errors], _console().width)
 
 
 @app.command("eval", epilog=_examples(
@@ -223,9 +300,7 @@ def eval_command(
             typer.echo(json.dumps(results, indent=2))
             return
         for r in results:
-            errors = "  ".join(f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None
-                               else f"{n} -" for n in names)
-            typer.echo(f"{r['run']}  [{r['iterations']}/{r['total_iterations']} it]  {errors}")
+            typer.echo(_eval_line(r, names))
 
     _guard(go, debug)
 
@@ -263,7 +338,9 @@ def report(
     note="Uses real CIFAR-10 when torchvision's integrity check passes under --data-root, else random images "
          "written once in CIFAR-10's file format."))
 def bench(
-    models: Annotated[str, typer.Option("--models", help="Comma-separated resnetN / plainN (N = 6n+2).")] = "resnet20,resnet56,plain56,resnet110",
+    # defaults and keys written so that no word is longer than the help column of an 80-column terminal (26)
+    models: Annotated[str, typer.Option("--models", show_default=False, help="Comma-separated resnetN / plainN "
+                                        "(N = 6n+2); default: resnet20, resnet56, plain56, resnet110.")] = "resnet20,resnet56,plain56,resnet110",
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per measurement.")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps per model and path before the first measurement.")] = 2,
     rounds: Annotated[int, typer.Option("--rounds", help="Measurements per path and model, ours and reference alternating.")] = 1,
@@ -273,8 +350,8 @@ def bench(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where to look for CIFAR-10 (default: $DEPTHSTUDY_DATA, else ~/.cache/depthstudy).")] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write every number and setting here as JSON.")] = None,
-    compile_optimizer: Annotated[bool, typer.Option("--compile-optimizer", help="Ours: the SGD update compiled too (as trainer.compile_optimizer; under --cuda-graphs, a graph).")] = False,
-    concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto.")] = None,
+    compile_optimizer: Annotated[bool, typer.Option("--compile-optimizer", help="Ours: the SGD update compiled too, as trainer.compile_optimizer does (under --cuda-graphs, a graph).")] = False,
+    concurrent: Annotated[Optional[str], typer.Option("--concurrent", help="Instead: aggregate img/s of k training processes sharing the device against one, e.g. 1,2,4; on a GPU kept for trainer.jobs_per_gpu=auto to use.")] = None,
     debug: Debug = False,
 ) -> None:
     """Training throughput: depthstudy's training path vs the common DataLoader loop, interleaved, and vs matmul peak; --concurrent: k runs at once vs one."""

@@ -99,7 +99,25 @@ def normalize_overrides(overrides: list[str] | None) -> list[str]:
         adds_a_key = o.startswith("+") and not key.startswith("hydra") and not (CONFIG_DIR / key).is_dir()
         return o.lstrip("+") if adds_a_key or o.startswith("+experiment=") else o
 
+    for o in overrides or []:
+        if "=" not in o and not o.startswith("~"):  # Hydra would say "missing EQUAL at '<EOF>'"
+            raise _bare_word(o)
     return [plain(o) for o in (overrides or [])]
+
+
+def _bare_word(word: str) -> UsageError:
+    """A word without `=` (`depthstudy sweep quick`): the preset or group option it names, or the closest one."""
+    import difflib
+
+    choices = [f"{group}={option}" for group, options in config_groups().items() for option in options]
+    named = [c for c in choices if c.split("=", 1)[1] == word]
+    named.sort(key=lambda c: not c.startswith("experiment="))  # a preset first: the habit of other CLIs
+    close = named[:1] or difflib.get_close_matches(word, choices, n=1) or [
+        f"{c.split('=')[0]}={m}" for m in difflib.get_close_matches(word, [c.split("=", 1)[1] for c in choices], n=1)
+        for c in choices if c.endswith("=" + m)][:1]
+    return UsageError(f"{word} is not an override: overrides are key=value" + (
+        f"; use {close[0]}" if named else f"; did you mean {close[0]}?" if close else
+        ", e.g. experiment=quick model.depth=56 (`depthstudy config --groups` lists the presets)"))
 
 
 def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
@@ -243,7 +261,20 @@ def one_line(e: BaseException) -> str:
         if text and text != "None" and "$" not in text and text not in " ".join(parts):
             parts.append(text)
         e = e.__cause__ or e.__context__
-    return ": ".join(parts)[:600] or "invalid configuration"
+    return _option_hint(": ".join(parts))[:600] or "invalid configuration"
+
+
+def _option_hint(message: str) -> str:
+    """Hydra's "Could not find 'experiment/quik'" with the option meant, like a mistyped key's."""
+    import difflib
+
+    found = re.search(r"Could not find '([\w/]+)/([^'/]+)'", message)
+    if not found or found.group(1) not in config_groups():
+        return message
+    group, option = found.groups()
+    close = difflib.get_close_matches(option, config_groups()[group], n=1)
+    return (f"{group}={option} is not an option of {group}" + (f"; did you mean {group}={close[0]}?" if close else "")
+            + f" (options: {', '.join(config_groups()[group])})")
 
 
 @functools.lru_cache(maxsize=1)

@@ -295,6 +295,22 @@ def _remove_stale_figures(out: Path, written: list[Path]) -> list[Path]:
 
 # --- the command ---
 
+def _terminal_table(runs: list[Run], root: Path, header: list[str], rows: list[list[str]], out: Path):
+    """The summary table for the terminal, fitted to its width: a row is named by its family, depth and the keys
+    that vary (kept whole); on a narrow terminal the other columns go, least useful first."""
+    from rich.table import Table
+
+    from depthstudy.tables import Fitted, count
+
+    table = Table(title=f"{count(len(runs), 'run')} under {root}")
+    for h in header:
+        table.add_column(h, justify="left" if h in ("family", "runs") else "right")
+    for row in rows:
+        table.add_row(*row)
+    return Fitted(table, header[:header.index("runs")], ("gap", "val err %", "paper test %", "runs", "train err %"),
+                  f"{out / 'report.md'} has every column")
+
+
 def make_report(root: Path, out: Path | None, by: list[str], formats: list[str], console, yscale: str = "auto",
                 style: str = "default", command: str | None = None) -> dict:
     """Read every run below root and write figures, report.md, runs.csv, curves.csv and table.csv/json to out."""
@@ -358,14 +374,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     write_csvs(out, runs, [*TABLE_AXES, *extra_keys])
     write_table(out, table_records(groups, extra_keys, paper))
 
-    from rich.table import Table
-
-    table = Table(title=f"{len(runs)} runs under {root}")
-    for h in header:
-        table.add_column(h, justify="left" if h in ("family", "runs") else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    console.print(_terminal_table(runs, root, header, rows, out))
     for p in problems:
         console.print(f"[yellow]{p}[/]")
     console.print(f"report: {out / 'report.md'} ({len(files)} figure files"

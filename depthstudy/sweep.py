@@ -25,6 +25,7 @@ from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.interrupt import StopWorkersOnCtrlC
 from depthstudy.launch import run_hydra
 from depthstudy.rundir import FINAL_STATUSES, check_same_experiment, read_summary, status_of
+from depthstudy.tables import Fitted, count
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
     if packed:  # a joblib sweep on GPUs: its runs share them (_gpu_jobs)
         pace = (f"{packed.gain:.2f}x one run's pace on a GPU, measured; " if packed.gain else  # None for one per GPU
                 "" if packed.per_gpu == 1 else "their gain on a GPU not measured, counted as none; ")
-        line = (f"estimated: {duration(total / packed.speedup)} for {len(todo)} runs, {packed.at_once} ({pace}"
+        line = (f"estimated: {duration(total / packed.speedup)} for {count(len(todo), 'run')}, {packed.at_once} ({pace}"
                 f"{duration(total)} of run time; {how})")
     elif threads is not None and "cuda" not in str(todo[0].cfg.trainer.device):
         workers = _workers(runs, runs[0].launcher_jobs)
@@ -164,10 +165,10 @@ def _say_total(runs: list[PlannedRun], console: Console, startup=None, packed=No
             times = [r.estimate.seconds for r in grid_runs if r.estimate is not None]
             if times:
                 wall += max(sum(times) / min(workers, len(times)), max(times)) + (startup.import_s if startup else 0.0)
-        line = (f"estimated: {duration(wall)} for {len(todo)} runs, {workers} at a time with {threads} "
+        line = (f"estimated: {duration(wall)} for {count(len(todo), 'run')}, {workers} at a time with {threads} "
                 f"CPU thread{'s' if threads > 1 else ''} each ({duration(total)} of run time; {how})")
     else:
-        line = f"estimated: {duration(total)} for {len(todo)} runs one after another ({how})"
+        line = f"estimated: {duration(total)} for {count(len(todo), 'run')} one after another ({how})"
         if runs[0].launcher_jobs != 1 or "submitit" in runs[0].launcher:
             line += "; parallel jobs shorten it where they do not share the same cores or GPU"
     console.print(line)
@@ -179,7 +180,7 @@ def _dry_run(runs: list[PlannedRun], overrides: list[str] | None, console: Conso
     if packed:
         console.print(packed.line)
     startup = _estimate(runs, console) if estimate else None
-    console.print(runs_table(runs, f"{len(runs)} runs (dry run: nothing trained)", dry_run=True))
+    console.print(runs_table(runs, f"{count(len(runs), 'run')} (dry run: nothing trained)", dry_run=True))
     if estimate:
         _say_total(runs, console, startup, packed)
 
@@ -206,7 +207,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         _dry_run(runs, overrides, console, estimate)
         return runs
     to_train = sum(r.status not in FINAL_STATUSES for r in runs)
-    console.print(f"sweep: {len(runs)} runs, {len(runs) - to_train} already done, {to_train} to train, "
+    console.print(f"sweep: {count(len(runs), 'run')}, {len(runs) - to_train} already done, {to_train} to train, "
                   f"under {runs[0].run_dir.parent}")
     if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
@@ -416,15 +417,16 @@ def _fmt(x) -> str:
     return "" if x is None else f"{x:.2f}"
 
 
-def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Table:
+def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Fitted:
+    """The sweep's runs, one row each, fitted to the terminal (run names whole; the least useful columns go first)."""
     keys = _varying(runs)
     table = Table(title=title)
-    table.add_column("run", no_wrap=True, min_width=min(max(len(r.run_dir.name) for r in runs), 32))
+    table.add_column("run")
     for k in keys:
         table.add_column(k.split(".")[-1])
     table.add_column("status")
     if dry_run and any(r.estimate for r in runs):
-        table.add_column("est. time", justify="right")
+        table.add_column("est. time", justify="right", no_wrap=True)
     if not dry_run:
         for col in ("train err %", "val err %", "test err %", "time s"):
             table.add_column(col, justify="right")
@@ -445,4 +447,5 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Tab
             row += [_fmt(s.get("train_error")), _fmt(s.get("val_error")), _fmt(s.get("test_error")),
                     _fmt(s.get("wall_time_s"))]
         table.add_row(*row)
-    return table
+    return Fitted(table, ("run", "status"), ("time s", "val err %", "train err %", *[k.split(".")[-1] for k in keys]),
+                  more="`depthstudy runs` lists them")

@@ -13,7 +13,7 @@ from helpers import TINY
     ("optim.lr=-0.1", "optim.lr=-0.1 must be a number > 0"),
     ("optim.batch_size=0", "optim.batch_size=0 must be an integer > 0"),
     ("data.name=mnist", "data.name='mnist' is not a known data set; choose one of: digits, cifar10, cifar100"),
-    ("data=mnist", "Could not find 'data/mnist'"),
+    ("data=mnist", "data=mnist is not an option of data"),
     ("model.nonsense=3", "model.nonsense is not a config key"),
     ("model.depth=", "model.depth= is not of the form 6n+2"),
     ("model.depth=[20", "override_grammar"),
@@ -137,7 +137,7 @@ def test_version_and_unknown_options_list_every_choice(cli):
 
     assert cli("--version").output.strip() == f"depthstudy {__version__}"
     result = cli("train", "data=imagenet")
-    assert result.exit_code == 2 and "Available options in 'data': cifar10 cifar100 digits" in result.output
+    assert result.exit_code == 2 and "(options: cifar10, cifar100, digits)" in result.output
 
 
 def test_a_shortened_run_keeps_its_lr_drops_or_is_refused(cli):
@@ -173,7 +173,7 @@ def test_a_comma_list_given_to_train_points_to_sweep(cli):
     assert result.exit_code == 2 and "use `depthstudy sweep model.depth=20,32`" in result.output
 
 
-def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
+def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path, monkeypatch):
     import json
     import socket
     import subprocess
@@ -190,6 +190,7 @@ def test_runs_lists_every_run_with_status_and_finals(cli, tmp_path):
     dead.wait()
     (run / ".lock").write_text(f"{dead.pid}@{socket.gethostname()}")
     (run / "summary.json").write_text(json.dumps({"status": "running", "iterations": 3, "total_iterations": 6}))
+    monkeypatch.setenv("COLUMNS", "200")  # every column: the run's name is long (at 80, only the status fits beside it)
     table = cli("runs", "runs")
     assert table.exit_code == 0 and "crashed" in table.output and "3/6" in table.output
 

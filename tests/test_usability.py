@@ -1,0 +1,156 @@
+"""What a user at an 80-column terminal, a Hydra habit or a notebook relies on (issue 30)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from omegaconf import OmegaConf
+
+from depthstudy import events
+from depthstudy.config import compose
+
+
+def write_run(root, overrides, train_err=12.345, test_err=23.456, status="finished"):
+    """A finished run as train.py leaves it: config.yaml, event files, summary.json."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    cfg = compose(overrides)
+    run = root / cfg.run_name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    w = SummaryWriter(str(run))
+    for step in (10, 20):
+        for tag, value in ((events.TRAIN_ERROR, train_err), (events.VAL_ERROR, test_err), (events.TEST_ERROR, test_err)):
+            w.add_scalar(tag, value, step)
+    w.close()
+    (run / "summary.json").write_text(json.dumps({
+        "status": status, "iterations": 20, "total_iterations": 64000, "train_error": train_err,
+        "val_error": test_err, "test_error": test_err, "wall_time_s": 12345.678}))
+    return run
+
+
+@pytest.fixture
+def study(tmp_path):
+    """The paper's recipe at three depths, two families, two seeds: report sets Table 6 beside it."""
+    root = tmp_path / "runs" / "he2015"
+    for depth in (20, 56, 110):
+        for shortcut in ("none", "A"):
+            for seed in (0, 1):
+                write_run(root, ["experiment=he2015", f"model.depth={depth}", f"model.shortcut={shortcut}",
+                                 f"seed={seed}"], train_err=depth / 10 + seed, test_err=depth / 5 + seed)
+    return root
+
+
+def _lines(output: str) -> list[str]:
+    return output.splitlines()
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_runs_fits_the_terminal_with_every_run_name_whole(study, cli, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = cli("runs", str(study))
+    assert result.exit_code == 0, result.output
+    assert max(map(len, _lines(result.output))) <= columns
+    names = sorted(p.name for p in study.iterdir())
+    shown = [re.split(r"\s*│\s*", line)[1] for line in _lines(result.output) if line.startswith("│ ")]
+    assert sorted(shown) == names  # whole, never plain-d2…
+    assert "12 runs under" in result.output and "…" not in result.output
+    assert "23.00" in result.output  # numbers whole
+    if columns == 200:
+        assert "time s" in result.output and "not shown" not in result.output
+    else:  # what did not fit is named, and where to read it
+        assert "not shown at 80 columns: time s" in result.output and "--json" in result.output
+
+
+def test_one_run_is_one_run(tmp_path, cli):
+    write_run(tmp_path / "runs" / "one", ["model.depth=8"])
+    assert "1 run under" in cli("runs", str(tmp_path / "runs" / "one")).output
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_report_table_fits_the_terminal_with_families_and_numbers_whole(study, cli, monkeypatch, columns):
+    monkeypatch.setenv("COLUMNS", str(columns))
+    result = cli("report", str(study), "--format", "png")
+    assert result.exit_code == 0, result.output
+    assert max(map(len, _lines(result.output))) <= columns
+    rows = [re.split(r"\s*│\s*", line.strip("│ ")) for line in _lines(result.output) if line.startswith("│ ")]
+    assert {(r[0], r[1]) for r in rows} == {(f, d) for f in ("plain", "residual (A)") for d in ("20", "56", "110")}
+    assert all(re.fullmatch(r"[-+]?\d+\.\d\d", cell) for r in rows for cell in r[3:] if cell)  # no number cut
+    assert "…" not in result.output
+    assert "+15.89" in result.output  # the gap to Table 6, beside the paper recipe's runs
+
+
+def test_a_table_too_wide_drops_columns_in_order_and_says_so():
+    from rich.console import Console
+    from rich.table import Table
+
+    from depthstudy.tables import Fitted
+
+    table = Table(title="t")
+    for h in ("run", "status", "a long header", "b", "c"):
+        table.add_column(h)
+    table.add_row("resA-d110-wd0.0001-s0-lr0.2-6f3a2b", "running (pid 12345)", "123456.78", "1.00", "2.00")
+    console = Console(width=60, record=True)
+    console.print(Fitted(table, drop=("c", "a long header", "b")))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 60
+    assert "resA-d110-wd0.0001-s0-lr0.2-6f3a2b" in text and "123456.78" not in text
+    assert "not shown at 60 columns: c, a long header" in text and "1.00" in text
+
+
+def test_eval_lines_break_between_splits_never_inside_a_number():
+    from depthstudy.tables import fields
+
+    parts = ["runs/quick/resA-d56-wd0.0001-s0", "[300/300 it]", "train 2.67% (loss 0.0912)",
+             "val 3.10% (loss 0.1021)", "test 4.25% (loss 0.1500)"]
+    narrow = fields(parts, 80)
+    assert max(map(len, narrow.splitlines())) <= 80 and len(narrow.splitlines()) == 2
+    assert all(p in narrow for p in parts)
+    assert fields(parts, 200) == "  ".join(parts)
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "config", "runs", "eval", "report", "bench"])
+def test_no_help_text_is_cut_at_80_columns(command):
+    from typer.testing import CliRunner
+
+    from depthstudy.cli import app
+
+    output = CliRunner().invoke(app, [command, "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
+    assert "…" not in output and max(map(len, output.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("args,said", [
+    (["sweep", "quick"], "quick is not an override: overrides are key=value; use experiment=quick"),
+    (["train", "cifar10"], "use data=cifar10"),
+    (["sweep", "quik"], "did you mean experiment=quick?"),
+    (["train", "experiment=quik"], "experiment=quik is not an option of experiment; did you mean experiment=quick?"),
+    (["sweep", "experiment=he2015fig6", "--dry-run"], "did you mean experiment=he2015_fig6?"),
+    (["train", "data=cifar"], "did you mean data=cifar10?"),
+    (["train", "--cfg", "job"], "--cfg is Hydra's flag, not one of `depthstudy train`: `depthstudy config OVERRIDES`"),
+    (["train", "-m", "model.depth=20,32"], "`depthstudy sweep OVERRIDES` trains the grid"),
+    (["sweep", "--multirun"], "`depthstudy sweep` does that already; drop --multirun"),
+    (["train", "--config-name=he2015"], "a preset is chosen by experiment=NAME"),
+])
+def test_hydra_habits_get_a_pointer_in_one_line(cli, args, said):
+    result = cli(*args)
+    assert result.exit_code == 2 and said in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("args,said", [
+    (["clean"], "error: No such command 'clean'; the commands: train, sweep, config, runs, eval, report, bench"),
+    (["trian"], "error: No such command 'trian'; did you mean `depthstudy train`?"),
+    (["runs", "--jsn"], "error: No such option: --jsn"),
+    (["eval"], "error: Missing argument"),
+])
+def test_clicks_usage_errors_are_one_line_like_every_other(args, said):
+    """Through the installed entry point (CliRunner would not show click's own formatting)."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", "from depthstudy.cli import main; main()", *args], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and p.stderr.startswith(said) and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "╭" not in p.stderr and "Traceback" not in p.stderr
