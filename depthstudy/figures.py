@@ -249,7 +249,8 @@ def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: l
         if scale == "symlog":
             percent_symlog(ax)
     _from_zero(axes)
-    axes[0].legend(fontsize="small")
+    if axes[0].get_legend_handles_labels()[0]:  # no run finished: nothing to name
+        axes[0].legend(fontsize="small")
     if paper:
         tables = len({t for _, _, t in paper})
         axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-tables:], fontsize="small", loc="upper left")

@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 STOP_FILE_ENV = "DEPTHSTUDY_STOP_FILE"
@@ -92,8 +93,26 @@ class stop_on_interrupt:
         return False
 
 
+@contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM to a sweep whose jobs run in this process ends it as Ctrl-C does (a run in training stops at the end of
+    its iteration with a checkpoint, stop_on_interrupt), its temporary files removed; not at once, leaving them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 class StopWorkersOnCtrlC:
-    """Ctrl-C while a sweep's jobs run in joblib's worker processes.
+    """Ctrl-C (or SIGTERM) while a sweep's jobs run in joblib's worker processes.
 
     The terminal sends Ctrl-C to the workers too; every job leaves its worker ignoring SIGINT
     (ignore_ctrl_c) and the sweep starts no more workers than it has jobs. This process catches the
@@ -110,7 +129,7 @@ class StopWorkersOnCtrlC:
         self.stop_file.parent.mkdir(exist_ok=True)
         os.environ[STOP_FILE_ENV] = str(self.stop_file)
         os.environ[SWEEP_PID_ENV] = str(os.getpid())
-        self._old_handler = signal.signal(signal.SIGINT, self._handle)
+        self._old_handlers = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
@@ -122,7 +141,8 @@ class StopWorkersOnCtrlC:
               "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._old_handler)
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
         os.environ.pop(STOP_FILE_ENV, None)
         os.environ.pop(SWEEP_PID_ENV, None)
         shutil.rmtree(self.stop_file.parent, ignore_errors=True)  # the stop file and the jobs' GPU slots

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from depthstudy import interrupt, rundir
 from depthstudy.config import CONFIG_DIR, CONFIG_NAME, key_defaults, validate
 from depthstudy.errors import DepthstudyError, UsageError
+from depthstudy.progress import say
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
@@ -33,7 +34,7 @@ def run_job(cfg: DictConfig) -> dict:
     run_dir = Path(hc.runtime.output_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN
     if not in_sweep and cfg.trainer.progress != "none":  # the next seconds go to importing torch and loading data
-        print(f"{run_dir.name}: starting (importing torch, loading {cfg.data.name}, building the net)", flush=True)
+        say(f"{run_dir.name}: starting (importing torch, loading {cfg.data.name}, building the net)")
     from depthstudy.train import train  # torch: only once a job really runs
 
     if interrupt.in_sweep_worker():  # Ctrl-C is the sweep's to handle (interrupt.StopWorkersOnCtrlC)
@@ -63,7 +64,7 @@ def run_job(cfg: DictConfig) -> dict:
             rundir.record_failure(run_dir, e, traceback.format_exc() if bug else None)
         if not in_sweep:
             raise AbortRun(e) from e
-        print(f"error: {run_dir.name}: {e}", file=sys.stderr)
+        say(f"error: {run_dir.name}: {e}", err=True)
         return {"status": "failed", "error": str(e)}
 
 
@@ -99,8 +100,13 @@ def train_one(overrides: list[str]) -> Path:
 
     args, cfg = load_checked(overrides)
     check_run_dir(cfg)
+    run_dir = Path(str(cfg.hydra.run.dir))
+    summary = rundir.read_summary(run_dir)
+    if rundir.status_of(run_dir, summary) in rundir.FINAL_STATUSES:  # not through Hydra: it would rewrite .hydra/
+        say(rundir.nothing_to_do(run_dir, summary))
+        return run_dir
     run_hydra(args, multirun=False)
-    return Path(str(cfg.hydra.run.dir))
+    return run_dir
 
 
 def run_hydra(overrides: list[str], multirun: bool) -> None:

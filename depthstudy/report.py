@@ -15,8 +15,8 @@ from depthstudy import events, stats
 from depthstudy.errors import DepthstudyError, UsageError
 from depthstudy.papers import closest_recipe, defines_recipe, reference
 from depthstudy.rundir import atomic_write_text, inert_keys
-from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
-                             load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
+from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, forced,
+                             group_runs, load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
 # --- tables ---
 
@@ -158,6 +158,9 @@ def _problem_lines(runs: list[Run]) -> list[str]:
     for r in runs:
         if r.problem:
             lines.append(f"{r.name}: {r.problem} (not averaged)")
+        elif r.copy_of:
+            lines.append(f"{r.name}: the same configuration and seed as {r.copy_of}, which is counted (a copy: not "
+                         "averaged twice)")
         elif r.status == "diverged":
             lines.append(f"{r.name}: diverged at iteration {r.summary.get('diverged_at')} (not averaged)")
         elif r.status not in STATUS_IN_MEANS:
@@ -181,6 +184,9 @@ def _provenance(runs: list[Run], command: str) -> list[str]:
         if ours and ours != [str(paper_value)]:
             departures.append(f"`{key}`: {' / '.join(ours)} (paper: {paper_value})")
     lines = [f"Made by `{command}`. Runs: {study_context(runs)}.", ""]
+    resumed = [f"{r.name} at {change}" for r in runs for change in forced(r.summary)]
+    if resumed:  # trainer.force_resume: part of these runs trained with another config
+        lines += ["Resumed with another config (trainer.force_resume): " + "; ".join(resumed) + ".", ""]
     if departures:
         lines += [f"Settings that differ from {name} (`experiment={preset}`): " + "; ".join(departures) + ".", ""]
     else:
@@ -326,7 +332,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     if style not in figures.STYLES:
         raise UsageError(f"--style {style} is unknown; choose {', '.join(figures.STYLES)}")
     runs = load_runs(root)
-    readable = [r for r in runs if not r.problem]
+    readable = [r for r in runs if not r.problem and not r.copy_of]
     extra_keys = varying_keys(runs)
     for key in by:
         if key not in all_keys(runs):
@@ -381,4 +387,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
                   + (f"; {len(stale)} left by an earlier report removed" if stale else "") + ")")
     if not readable:
         raise DepthstudyError(f"none of the {len(runs)} runs under {root} can be used: each is damaged (see above)")
+    if not any(g.ok_runs() for g in groups) and not lecture.is_lecture(readable):
+        raise DepthstudyError(f"none of the {len(runs)} runs under {root} finished (see above): the report has no "
+                              "number to show")
     return {"runs": runs, "groups": groups, "figures": files, "out": out}

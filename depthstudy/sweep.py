@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from rich.table import Table
 
 from depthstudy import config
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.interrupt import StopWorkersOnCtrlC
+from depthstudy.interrupt import StopWorkersOnCtrlC, sigterm_as_ctrl_c
 from depthstudy.launch import run_hydra
 from depthstudy.rundir import FINAL_STATUSES, check_same_experiment, read_summary, status_of
 from depthstudy.tables import Fitted, count
@@ -238,7 +238,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     grids = _by_grid(runs)
     worker_died = None
     try:
-        with stopper or nullcontext(), SweepProgress(runs, console):
+        with stopper or sigterm_as_ctrl_c(), SweepProgress(runs, console):
             try:
                 for grid, grid_runs in grids:
                     if stopper and stopper.interrupted:
