@@ -189,7 +189,8 @@ def runs(
             table.add_column(col, justify="left" if col in ("run", "status") else "right")
         fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
         for r in rows:
-            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "")
+            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "") + (  # sacct -j <job> says more
+                f" (job {r['cluster_job']})" if r["cluster_job"] else "")
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
         _console().print(table)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from depthstudy import events
+from depthstudy.cluster import last_job_id
 from depthstudy.errors import UsageError
 from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, RETRAIN, RUNTIME_KEYS, SUMMARY_FILE,
                                ConfigUnreadable, flatten, lock_holder, read_config, read_summary, status_of)
@@ -344,7 +345,8 @@ def list_runs(root: Path) -> list[dict]:
                      "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
-                     "wall_time_s": summary.get("wall_time_s"), "error": error})
+                     "wall_time_s": summary.get("wall_time_s"), "error": error,
+                     "cluster_job": last_job_id(summary), "cluster_jobs": summary.get("cluster_jobs") or []})
     return rows
 
 

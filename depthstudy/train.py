@@ -27,6 +27,7 @@ from depthstudy.device import (WithFallback, autocast_for, compile_mode, compile
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
 from depthstudy.errors import UsageError
+from depthstudy import cluster, interrupt
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
 from depthstudy.optim import Schedule, load_state, make_update, set_lr
@@ -268,6 +269,8 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": params, "device": str(run.device), "precision": cfg.trainer.precision,
                "log_every_used": sorted({*cadences, int(cfg.trainer.log_every)})}
+    if cluster.jobs_of(previous):  # every SLURM job that trained the run, for sacct and `depthstudy runs`
+        summary["cluster_jobs"] = cluster.jobs_of(previous)
     if run.grown_from is not None:
         summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
         if not resuming:
@@ -408,7 +411,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         writer.close()
         summary.update(status="interrupted", iterations=state.step)
         rundir.write_summary(run.run_dir, summary)
-        print(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved, run the same command to resume")
+        print(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved{interrupt.resume_hint()}")
         raise KeyboardInterrupt
     if status == "finished" and "train_loss" not in last:  # resumed at its end (its summary.json was lost): the
         logged = events.read_scalars(run.run_dir)  # last window's training numbers are those the event files hold
