@@ -275,6 +275,7 @@ def runs(
         for r in rows:
             status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "") + (" (copy)" if r["copy_of"] else "")
             status += " (forced)" if r["forced"] else ""
+            status += f" (job {r['cluster_job']})" if r["cluster_job"] else ""  # sacct -j <job> says more
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
         _console().print(Fitted(table, drop=RUNS_DROPPED, more="--json has every column"))

@@ -124,6 +124,10 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         message = one_line(e)
+        for launcher in ("submitit_slurm", "submitit_local"):  # the plugin is an extra
+            if f"Could not find 'hydra/launcher/{launcher}'" in message:
+                raise UsageError(f"hydra/launcher={launcher} needs Hydra's submitit launcher, not installed here: "
+                                 'pip install "depthstudy[cluster]"') from None
         if message.startswith("Could not override '"):  # a mistyped key; Hydra's advice (append it with +) is wrong here
             raise _unknown_key(message.split("'")[1]) from None
         if message.startswith("Ambiguous value for argument"):  # a comma list given to a single run

@@ -19,6 +19,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from depthstudy import events
+from depthstudy.cluster import last_job_id
 from depthstudy.errors import UsageError
 from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, NAMING_KEYS, RETRAIN, REWRITE, RUNTIME_KEYS,
                                SUMMARY_FILE, ConfigUnreadable, flatten, inert_keys, lock_holder, read_config,
@@ -389,7 +390,8 @@ def list_runs(root: Path) -> list[dict]:
                      "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
-                     "wall_time_s": summary.get("wall_time_s"), "error": error, "forced": forced(summary)})
+                     "wall_time_s": summary.get("wall_time_s"), "error": error, "forced": forced(summary),
+                     "cluster_job": last_job_id(summary), "cluster_jobs": summary.get("cluster_jobs") or []})
     found = copies(configs)
     for row in rows:
         row["copy_of"] = str(found[Path(row["path"])]) if Path(row["path"]) in found else None

@@ -27,6 +27,7 @@ from depthstudy.device import (WithFallback, autocast_for, compile_mode, compile
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
 from depthstudy.errors import DepthstudyError, UsageError
+from depthstudy import cluster, interrupt
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
 from depthstudy.optim import Schedule, load_state, make_update, set_lr
@@ -325,6 +326,8 @@ def start_summary(run: Run, state: RunState, config: dict, previous: dict | None
                "params": count_params(run.model), "config_hash": rundir.config_hash(config), "device": str(run.device),
                "precision": run.cfg.trainer.precision, "history": history,
                "log_every_used": sorted({*cadences, int(run.cfg.trainer.log_every)})}
+    if cluster.jobs_of(previous):  # every SLURM job that trained the run, for sacct and `depthstudy runs`
+        summary["cluster_jobs"] = cluster.jobs_of(previous)
     if run.grown_from is not None:
         summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
     return summary
@@ -460,7 +463,7 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         summary["status"] = "interrupted"
         _reached(summary, state.step)
         rundir.write_summary(run.run_dir, summary)
-        say(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved, run the same command to resume")
+        say(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved{interrupt.resume_hint()}")
         raise KeyboardInterrupt
     at_end = {}  # what an earlier process logged at the last iteration
     if status == "finished" and "train_loss" not in last:  # resumed at its end (its summary.json was lost): the
