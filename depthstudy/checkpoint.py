@@ -3,14 +3,12 @@ What it holds is train.RunState's to say; where it lives is depthstudy.rundir's.
 
 from __future__ import annotations
 
-import errno
-import shutil
 from pathlib import Path
 
 import torch
 
 from depthstudy.errors import DepthstudyError
-from depthstudy.rundir import CHECKPOINT_FILE, atomic_write_bytes
+from depthstudy.rundir import CHECKPOINT_FILE, atomic_write_bytes, disk_problem
 
 CHECKPOINT = CHECKPOINT_FILE
 
@@ -27,13 +25,10 @@ def save(run_dir: Path, state: dict) -> None:
     try:
         atomic_write_bytes(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:
-        free = shutil.disk_usage(run_dir).free
-        reason = ("no space left on the device" if getattr(e, "errno", None) == errno.ENOSPC or free < 16 * 2**20
-                  else str(e).splitlines()[0])
-        kept = ("the previous checkpoint is kept: free some space and run the same command to resume" if had else
-                "it had none yet: free some space and run the same command to start it again")
-        raise CheckpointError(f"could not save the checkpoint {path}: {reason} ({free / 2**20:.1f} MiB free); "
-                              f"{kept}") from None
+        reason, advice = disk_problem(e, run_dir) or (str(e).splitlines()[0], "fix the cause")
+        kept = (f"the previous checkpoint is kept: {advice} and run the same command to resume" if had else
+                f"it had none yet: {advice} and run the same command to start it again")
+        raise CheckpointError(f"could not save the checkpoint {path}: {reason}; {kept}") from None
 
 
 def load(run_dir: Path) -> dict | None:

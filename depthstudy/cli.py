@@ -94,11 +94,16 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_version, i
 
 def _console():
     """Rich console for tables: the terminal's width, or 160 columns in logs and pipes (no truncated cells)."""
+    import sys
+
     from rich.console import Console
 
-    console = Console()
+    from depthstudy.progress import BestEffort
+
+    out = BestEffort(sys.stdout) if sys.stdout is not None else None  # a closed pipe ends no command halfway
+    console = Console(file=out)
     if not console.is_terminal:
-        console = Console(width=160)
+        console = Console(file=out, width=160)
     return console
 
 
@@ -112,7 +117,10 @@ def _fail(error: BaseException, debug: bool) -> None:
         message, code = str(error), error.exit_code
     else:
         message, code = f"{type(error).__name__}: {error} (run again with --debug for the traceback)", 1
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    try:
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    except OSError:  # stderr is closed too: the exit code says it
+        pass
     raise typer.Exit(code)
 
 
@@ -150,6 +158,13 @@ def _overrides(ctx: typer.Context, overrides: list[str] | None) -> list[str]:
 def _guard(fn, debug: bool):
     try:
         return fn()
+    except BrokenPipeError:  # `depthstudy config | head -1`: the reader has what it wanted; nothing to say
+        import sys
+
+        from depthstudy.progress import silence
+
+        silence(sys.stdout)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(130) from None
@@ -239,7 +254,9 @@ def runs(
         if json_out:
             import json
 
-            typer.echo(json.dumps(rows, indent=2))
+            from depthstudy.rundir import finite
+
+            typer.echo(json.dumps(finite(rows), indent=2, allow_nan=False))  # strict JSON: NaN as null
             return
         if not rows:
             typer.echo(f"no runs under {runs_dir} (a run directory holds summary.json or event files); "
@@ -254,13 +271,21 @@ def runs(
             table.add_column(col, justify="left" if col in ("run", "status") else "right")
         fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
         for r in rows:
-            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "")
+            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "") + (" (copy)" if r["copy_of"] else "")
+            status += " (forced)" if r["forced"] else ""
+            status += f" (job {r['cluster_job']})" if r["cluster_job"] else ""  # sacct -j <job> says more
             table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                           fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
         _console().print(Fitted(table, drop=RUNS_DROPPED, more="--json has every column"))
-        for r in rows:  # why a run failed or cannot be read, and what to do
+        for r in rows:  # why a run failed or cannot be read, and what to do; what report counts instead of a copy
             if r["error"] and r["status"] in ("failed", "damaged"):
                 _console().print(f"[yellow]{r['run']}: {r['error']}[/]", highlight=False)
+            if r["copy_of"]:
+                _console().print(f"[yellow]{r['run']}: the same configuration and seed as {r['copy_of']}, which "
+                                 "`depthstudy report` counts instead[/]", highlight=False)
+            for change in r["forced"]:
+                _console().print(f"[yellow]{r['run']}: resumed with another config (trainer.force_resume) at "
+                                 f"{change}[/]", highlight=False)
 
     _guard(go, debug)
 
@@ -290,14 +315,27 @@ def eval_command(
 
     def go():
         names = [s.strip() for s in splits.split(",") if s.strip()]
-        results = [evaluate_run(d, names, device, data_root) for d in run_dirs]
-        if json_out:
+        results, failed = [], []
+        for d in run_dirs:  # each run on its own: one that cannot be evaluated costs the others nothing
+            try:
+                r = evaluate_run(d, names, device, data_root)
+            except DepthstudyError as e:
+                failed.append(e)
+                continue
+            results.append(r)
+            if not json_out:
+                typer.echo(_eval_line(r, names))
+        if json_out and results:
             import json
 
             typer.echo(json.dumps(results, indent=2))
-            return
-        for r in results:
-            typer.echo(_eval_line(r, names))
+        if len(failed) == len(run_dirs):  # nothing evaluated (a bad option fails every run alike): the first reason
+            raise failed[0]
+        if failed:
+            error = DepthstudyError(f"{len(failed)} of {len(run_dirs)} runs not evaluated: "
+                                    + "; ".join(str(e) for e in failed))
+            error.exit_code = max(e.exit_code for e in failed)
+            raise error
 
     _guard(go, debug)
 

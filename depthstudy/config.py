@@ -31,13 +31,6 @@ CONFIG_DIR = _config_dir()
 CONFIG_NAME = "config"
 
 
-def _run_name(arch: str, shortcut: str, depth, weight_decay, seed) -> str:
-    family = "plain" if shortcut == "none" else f"res{shortcut}"
-    prefix = "" if arch == "cifar_resnet" else f"{arch}-"
-    wd = f"{weight_decay:g}" if isinstance(weight_decay, (int, float)) else weight_decay
-    return f"{prefix}{family}-d{depth}-wd{wd}-s{seed}"
-
-
 def _dir_name(run_name: str, other_overrides: str) -> str:
     """The run's directory: its readable name, then, when other keys were overridden, a short slug of them
     and a stable hash of the exact overrides (so two different runs never share a directory). Only
@@ -79,7 +72,7 @@ def _dirname_exclude_keys() -> list[str]:
     return list(NAME_KEYS + RUNTIME_KEYS)
 
 
-for _name, _fn in {"ds.run_name": _run_name, "ds.dir_name": _dir_name, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
+for _name, _fn in {"ds.run_name": rundir.run_name, "ds.dir_name": _dir_name, "ds.dirname_exclude_keys": _dirname_exclude_keys}.items():
     OmegaConf.register_new_resolver(_name, _fn, replace=True)
 schema.register()  # configs/model/*.yaml extend the typed schema of depthstudy.schema
 
@@ -131,6 +124,10 @@ def compose(overrides: list[str], with_hydra: bool = False) -> DictConfig:
             return hydra_compose(CONFIG_NAME, overrides=overrides, return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         message = one_line(e)
+        for launcher in ("submitit_slurm", "submitit_local"):  # the plugin is an extra
+            if f"Could not find 'hydra/launcher/{launcher}'" in message:
+                raise UsageError(f"hydra/launcher={launcher} needs Hydra's submitit launcher, not installed here: "
+                                 'pip install "depthstudy[cluster]"') from None
         if message.startswith("Could not override '"):  # a mistyped key; Hydra's advice (append it with +) is wrong here
             raise _unknown_key(message.split("'")[1]) from None
         if message.startswith("Ambiguous value for argument"):  # a comma list given to a single run
@@ -329,7 +326,21 @@ def _validate(cfg: DictConfig) -> None:
     _validate_model_and_data(cfg.model, cfg.data)
     _validate_optim_and_schedule(cfg.optim, cfg.schedule)
     _validate_trainer(cfg.trainer)
+    if "hydra" in cfg:
+        _validate_places(cfg.hydra)
     _validate_fit(cfg)
+
+
+def _validate_places(h: DictConfig) -> None:
+    """Hydra's own path settings cannot put a run in the working directory (by being empty) or a sweep's run outside
+    the sweep's directory."""
+    for key, value in (("hydra.run.dir", h.run.dir), ("hydra.sweep.dir", h.sweep.dir)):
+        _check(bool(str(value or "").strip()), f"{key} is empty: a run would be written into the working directory; "
+                                               f"give a directory, or leave {key} out")
+    sub = Path(str(h.sweep.subdir or ""))
+    _check(str(sub) not in ("", ".") and not sub.is_absolute() and ".." not in sub.parts,
+           f"hydra.sweep.subdir={h.sweep.subdir!r} must name a directory inside hydra.sweep.dir (not empty, no '..', "
+           "not absolute); leave it out for the run's own name")
 
 
 def _validate_model_and_data(m: DictConfig, d: DictConfig) -> None:
@@ -435,11 +446,13 @@ def check_run_dir(cfg: DictConfig) -> None:
     another process is training, or that holds another experiment (unless trainer.force_resume)."""
     run_dir = Path(str(cfg.hydra.run.dir))
     check_init_from(cfg, planned={})
-    rundir.check_writable(run_dir)
+    chosen = any(str(o).startswith("hydra.run.dir=") for o in cfg.hydra.overrides.hydra)  # not name= and out_dir=
+    instead = "choose another hydra.run.dir=" if chosen else "choose another name= or out_dir="
+    rundir.check_writable(run_dir, instead)
     if run_dir.is_dir():
         rundir.check_not_busy(run_dir)
         rundir.check_same_experiment(run_dir, OmegaConf.to_container(without_hydra(cfg), resolve=True),
-                                     bool(cfg.trainer.force_resume), key_defaults)
+                                     bool(cfg.trainer.force_resume), key_defaults, instead)
 
 
 def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:
@@ -456,7 +469,7 @@ def check_init_from(cfg: DictConfig, planned: dict[Path, DictConfig]) -> None:
                             {"status": "finished"})
         return
     source_cfg = rundir.read_source_run(path, f"model.init_from={source}")
-    schema.check_source(cfg.model, str(cfg.data.name), source_cfg, rundir.read_summary(path))
+    schema.check_source(cfg.model, str(cfg.data.name), source_cfg, rundir.source_summary(path))
 
 
 def load_checked(overrides: list[str] | None) -> tuple[list[str], DictConfig]:

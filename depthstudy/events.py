@@ -51,6 +51,7 @@ class EventWriter:
         # purge_step makes TensorBoard (and our reader) drop events at or after the resume step
         # written by the previous process, so curves never show duplicated or backwards steps.
         self.writer = SummaryWriter(str(run_dir), purge_step=resume_step)
+        _quiet_writer_threads()
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, value in values.items():
@@ -75,6 +76,23 @@ class EventWriter:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _quiet_writer_threads() -> None:
+    """A write that fails in TensorBoard's writer thread (a full disk) is raised again by the next write in the
+    training thread, where the run ends in one line: the thread's own traceback is not printed."""
+    import threading
+
+    previous = threading.excepthook
+    if getattr(previous, "depthstudy", False):
+        return
+
+    def hook(args):
+        if type(args.thread).__name__ != "_AsyncWriterThread":
+            previous(args)
+
+    hook.depthstudy = True
+    threading.excepthook = hook
 
 
 # --- TensorBoard's HPARAMS tab and custom-scalars layout (protos written directly: torch's add_hparams logs

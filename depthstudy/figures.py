@@ -232,31 +232,44 @@ def percent_symlog(ax) -> None:
 
 
 def plot_depth(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
-               yscale: str = "auto", paper: list[tuple[int, float]] | None = None, stem: str = "depth",
+               yscale: str = "auto", paper: list[tuple[int, float, str]] | None = None, stem: str = "depth",
                title: str = "Error vs depth (line: median over seeds; dots: each seed)",
                unplaced: list[Run] = ()) -> list[Path]:
     """The headline: final training (and held-out) error vs depth, plain vs residual, each seed and the median.
-    paper: (depth, test error) reference points (He 2015 Table 6) for runs that follow the paper's recipe."""
+    paper: (depth, test error, table) reference points (depthstudy.papers) for runs that follow that table's recipe."""
     split = _eval_split([r for g in groups for r in g.runs])
     fig, axes = new_figure(1, 2, 11, 4.2, sharey=False)
     for ax, which in zip(axes, ("train", split)):
         depth_axes(ax, groups, which, extra_keys)
         if paper and which == "test":
-            ax.scatter(*zip(*sorted(paper)), marker="*", s=90, facecolor="white", edgecolor="black", lw=1.0, zorder=4,
-                       label="He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in paper)
-                                                                else ""))
+            _paper_markers(ax, paper)
         ax.set_title(f"final {which} error" if which != "train" else "final training error" + _train_measure(groups))
         scale = depth_yscale(groups, which, yscale)
         ax.set_ylabel("error (%)" + (", log scale above 1%" if scale == "symlog" else ""))
         if scale == "symlog":
             percent_symlog(ax)
     _from_zero(axes)
-    axes[0].legend(fontsize="small")
+    if axes[0].get_legend_handles_labels()[0]:  # no run finished: nothing to name
+        axes[0].legend(fontsize="small")
     if paper:
-        axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-1:], fontsize="small", loc="upper left")
+        tables = len({t for _, _, t in paper})
+        axes[1].legend(handles=axes[1].get_legend_handles_labels()[0][-tables:], fontsize="small", loc="upper left")
     fig.suptitle(title)
     depth_caption(fig, groups, ("train", split), unplaced)
     return save(fig, out, stem, formats)
+
+
+PAPER_MARKERS = ("*", "P", "X", "D")
+
+
+def _paper_markers(ax, paper: list[tuple[int, float, str]]) -> None:
+    """One open marker per paper table, at its numbers (several units at one depth share it: the table says which)."""
+    for marker, table in zip(PAPER_MARKERS * 2, sorted({t for _, _, t in paper})):
+        points = sorted((d, n) for d, n, t in paper if t == table)
+        label = ("He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in points) else "")
+                 if table == "He 2015 Table 6" else table)
+        ax.scatter(*zip(*points), marker=marker, s=90 if marker == "*" else 50, facecolor="white", edgecolor="black",
+                   lw=1.0, zorder=4, label=label)
 
 
 def _train_measure(groups: list[Group]) -> str:

@@ -112,7 +112,7 @@ def grow_from_run(model_cfg, model: nn.Module, data, device: torch.device, fresh
     source = Path(str(model_cfg.init_from)).expanduser()
     source_cfg = rundir.read_source_run(source, f"model.init_from={source}")  # config.check_init_from's check too
     if fresh:
-        schema.check_source(model_cfg, data.name, source_cfg, rundir.read_summary(source))
+        schema.check_source(model_cfg, data.name, source_cfg, rundir.source_summary(source))
     old_cfg = OmegaConf.create(source_cfg)
     trained = build_model(old_cfg.model, data.shape, data.num_classes)
     record = {"run": str(source), "depth": int(old_cfg.model.depth), "grow_init": str(model_cfg.grow_init)}

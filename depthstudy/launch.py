@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from depthstudy import interrupt, rundir
 from depthstudy.config import CONFIG_DIR, CONFIG_NAME, key_defaults, validate
 from depthstudy.errors import DepthstudyError, UsageError
+from depthstudy.progress import say
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)
@@ -32,8 +33,14 @@ def run_job(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     in_sweep = hc.mode == RunMode.MULTIRUN
+    if in_sweep and os.environ.get("SLURM_JOB_ID"):  # a cluster job: signals from here on end cleanly
+        return _cluster_job(lambda: _run(cfg, hc, run_dir, in_sweep), run_dir)
+    return _run(cfg, hc, run_dir, in_sweep)
+
+
+def _run(cfg: DictConfig, hc, run_dir: Path, in_sweep: bool) -> dict:
     if not in_sweep and cfg.trainer.progress != "none":  # the next seconds go to importing torch and loading data
-        print(f"{run_dir.name}: starting (importing torch, loading {cfg.data.name}, building the net)", flush=True)
+        say(f"{run_dir.name}: starting (importing torch, loading {cfg.data.name}, building the net)")
     from depthstudy.train import train  # torch: only once a job really runs
 
     if interrupt.in_sweep_worker():  # Ctrl-C is the sweep's to handle (interrupt.StopWorkersOnCtrlC)
@@ -42,6 +49,8 @@ def run_job(cfg: DictConfig) -> dict:
         os._exit(1)
     if interrupt.sweep_asked_to_stop():  # the sweep was interrupted: queued jobs start nothing
         return {"status": "skipped"}
+    if interrupt.stop_requested():  # a cluster job signalled while it started: it trains nothing
+        return {"status": "not started"}
     try:
         validate(cfg)
         from depthstudy.packing import gpu_slot
@@ -51,8 +60,6 @@ def run_job(cfg: DictConfig) -> dict:
     except KeyboardInterrupt:
         if interrupt.sweep_is_gone():  # checkpoint and summary saved; nobody is left to report to
             os._exit(1)
-        if _pass_on_cluster_signal():  # a time limit or preemption: the run is interrupted, not failed
-            return {"status": "interrupted"}
         if interrupt.sweep_asked_to_stop():  # checkpoint saved; the sweep reports the interruption once every job returned
             return {"status": "interrupted"}
         raise
@@ -63,25 +70,47 @@ def run_job(cfg: DictConfig) -> dict:
             rundir.record_failure(run_dir, e, traceback.format_exc() if bug else None)
         if not in_sweep:
             raise AbortRun(e) from e
-        print(f"error: {run_dir.name}: {e}", file=sys.stderr)
+        say(f"error: {run_dir.name}: {e}", err=True)
         return {"status": "failed", "error": str(e)}
 
 
-def _pass_on_cluster_signal() -> bool:
-    """After SLURM's pre-timeout or preemption signal stopped the run (checkpoint saved, status interrupted),
-    hand the signal to the launcher's own handler (submitit's): it requeues the job, which then resumes from
-    the checkpoint, or says it cannot (no requeues left), which leaves the run interrupted, not failed."""
+def _cluster_job(job, run_dir: Path) -> dict:
+    """A SLURM job's run. A stop signal at any moment from here on (SIGUSR2: SLURM's warning before a time limit,
+    or a preemption; SIGTERM: scancel) ends the run at an iteration's end with a checkpoint, or before it starts.
+    Then SIGUSR2 goes on to submitit's handler, which requeues the job (it resumes from the checkpoint) or says
+    why not; the job log says which, in one line, and ends without a traceback."""
+    with interrupt.stop_on_interrupt(job=True):
+        try:
+            result = job()
+        except KeyboardInterrupt:  # the run stopped at a signal; its summary says how far it got
+            result = {"status": "interrupted"}
     taken = interrupt.take_deferred_signal()
-    if not taken or taken[0] != signal.SIGUSR2:
-        return False
+    summary = rundir.read_summary(run_dir) or {}
+    if not taken or summary.get("status") in rundir.FINAL_STATUSES:  # no signal, or it came after the run ended
+        return result
     signum, previous = taken
-    if callable(previous):
+    what = (f"{run_dir.name}: interrupted at iteration {summary.get('iterations')} with a checkpoint"
+            if summary.get("status") == "interrupted" else f"{run_dir.name}: not started")
+    why = "SLURM's time-limit or preemption signal" if signum == signal.SIGUSR2 else signal.Signals(signum).name
+    if signum == signal.SIGUSR2 and callable(previous):
         try:
             previous(signum, None)  # submitit: requeue and exit, or raise when it will not requeue
+        except SystemExit:
+            print(f"{what} ({why}); submitit requeued the job: it resumes from there", flush=True)
+            raise
         except Exception as e:
-            print(f"{type(e).__name__}: {e}; the run was interrupted with a checkpoint: run the sweep again "
-                  "to resume it", file=sys.stderr)
-    return True
+            print(f"{what} ({why}); not requeued ({e}): run the sweep again to resume", flush=True)
+            return result
+    print(f"{what} ({why}); run the sweep again to resume", flush=True)
+    return result
+
+
+def _job_error(error: Exception) -> str:
+    """submitit's error for a job, in one line: its first line and, for a job that raised, the exception's."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip() and not set(ln.strip()) <= {"-"}]
+    first = lines[0] if lines else type(error).__name__
+    last = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), None)
+    return (first + (f": {last}" if last and last != first else ""))[:300]
 
 
 class AbortRun(SystemExit):
@@ -99,8 +128,13 @@ def train_one(overrides: list[str]) -> Path:
 
     args, cfg = load_checked(overrides)
     check_run_dir(cfg)
+    run_dir = Path(str(cfg.hydra.run.dir))
+    summary = rundir.read_summary(run_dir)
+    if rundir.status_of(run_dir, summary) in rundir.FINAL_STATUSES:  # not through Hydra: it would rewrite .hydra/
+        say(rundir.nothing_to_do(run_dir, summary))
+        return run_dir
     run_hydra(args, multirun=False)
-    return Path(str(cfg.hydra.run.dir))
+    return run_dir
 
 
 def run_hydra(overrides: list[str], multirun: bool) -> None:
@@ -114,11 +148,17 @@ def run_hydra(overrides: list[str], multirun: bool) -> None:
     except AbortRun as abort:
         raise abort.error from None
     except Exception as e:
-        # A cluster launcher's submission (submitit's FailedJobError around sbatch's message) is the user's to fix.
         if not (isinstance(e, subprocess.CalledProcessError) or type(e).__module__.startswith("submitit")):
             raise
-        reason = " ".join(str(e).split())[:300]
-        raise DepthstudyError(f"job submission failed ({reason}); no job of this sweep was submitted") from None
+        # A cluster launcher's submission (submitit's FailedJobError around sbatch's message) is the user's to fix.
+        if isinstance(e, subprocess.CalledProcessError) or isinstance(e.__cause__, subprocess.CalledProcessError) \
+                or type(e).__name__ == "FailedSubmissionError":
+            reason = " ".join(str(e).split())[:300]
+            raise DepthstudyError(f"job submission failed ({reason}); no job of this sweep was submitted") from None
+        # Else a job ended without a result (killed, or it failed before its run began): submitit stops waiting.
+        raise DepthstudyError(f"a job of this sweep ended without a result ({_job_error(e)}); the sweep stopped "
+                              "waiting, its other jobs go on: the same sweep command submits again only the runs "
+                              "neither finished nor left to a live job") from None
     finally:
         sys.argv = argv
         if full_error is None:

@@ -61,7 +61,7 @@ def _fmt(v: float | None, digits: int = 2) -> str:
 
 
 def train_error(run: Run) -> float:
-    """The final training error (%); a run that diverged: +inf (worse than any that finished)."""
+    """The final training error (%, Run.final); a run that diverged: +inf (worse than any that finished)."""
     if run.status == "diverged":
         return math.inf
     value = run.final("train")
@@ -69,11 +69,26 @@ def train_error(run: Run) -> float:
 
 
 def train_loss(run: Run) -> float:
-    """The final training loss (the last log window's mean cross-entropy); diverged: +inf."""
+    """The final training loss, measured as Run.final measures the error (the final weights over the training
+    split where the run measured that, else the last log window's mean cross-entropy); diverged: +inf."""
     if run.status == "diverged":
         return math.inf
+    if run.measured_train_split and isinstance(run.summary.get("train_loss"), (int, float)):
+        return run.summary["train_loss"]
     points = run.curves.get(events.TRAIN_LOSS)
     return points[-1][1] if points else math.nan
+
+
+def train_measure(runs: list[Run]) -> str:
+    """What the final training numbers of these runs measure, in words."""
+    measured = {r.measured_train_split for r in runs if r.status == "finished"}
+    if measured == {True}:
+        sizes = {(r.summary.get("split_sizes") or {}).get("train") for r in runs if r.status == "finished"}
+        n = sizes.pop() if len(sizes) == 1 else None
+        return "the final weights over the whole training split, eval mode" + (
+            f"; one training image of {n} is {stats.resolution(n):.2f} points" if isinstance(n, int) and n > 0 else "")
+    return "the last log window of training mini-batches" + (" (for the runs from before the training split was "
+                                                             "measured)" if True in measured else "")
 
 
 def seeds_of(runs: list[Run], value) -> dict[int, float]:
@@ -246,7 +261,7 @@ def _depth_table(mine: list[Run]) -> dict[str, dict[str, dict[int, dict[int, flo
     for r in mine:
         cell = table.setdefault(recipe(r), {}).setdefault(arm(r), {}).setdefault(r.depth, {})
         cell.setdefault(int(r.config.get("seed", 0)), train_error(r))
-    return table
+    return dict(sorted(table.items(), key=lambda item: -len(item[1])))  # the recipe with the most arms first
 
 
 def _cell(values: dict[int, float]) -> str:
@@ -295,7 +310,8 @@ def claim_depth(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[st
     table = _depth_table(mine)
     lines += ["MLPs without normalisation; arms paired by seed. Residual nets from He init (the plain nets' own) "
               "separate what the shortcut does from what a zero init does (every block starts as the identity). "
-              f"Median final training error (%) over seeds; 'diverged': the loss became nan or inf and training "
+              f"Median final training error (%; {train_measure(mine)}) over seeds; 'diverged': the loss became nan or "
+              "inf and training "
               f"stopped. Verdict rule: on every seed ({MIN_SEEDS} at least) the deepest plain net more than "
               f"{DEPTH_MARGIN:g} points worse than its best shallower depth, the deepest residual net less.", ""]
     for rec, arms in table.items():
@@ -334,11 +350,14 @@ def _plot_depth(table: dict, mine: list[Run], out: Path, formats: list[str]) -> 
             ax.plot([d for d, m in zip(depths, med) if m is not None], [m for m in med if m is not None], ls=st["ls"],
                     color=st["color"], marker=st["marker"], ms=5, label=a.split(" (each")[0].removeprefix("mlp "))
             for d in depths:
-                for v in by_depth[d].values():
-                    if math.isinf(v):  # diverged: drawn on the top edge, outside the data
-                        ax.plot(d, 1.0, "X", color=st["color"], ms=9, transform=ax.get_xaxis_transform(), clip_on=False)
-                    else:
-                        ax.plot(d, v, ".", color=st["color"], alpha=0.5, ms=4)
+                diverged = sum(math.isinf(v) for v in by_depth[d].values())
+                if diverged:  # drawn on the top edge, outside the data
+                    ax.plot(d, 1.0, "X", color=st["color"], ms=9, transform=ax.get_xaxis_transform(), clip_on=False)
+                    ax.annotate(f"diverged ({diverged} of {len(by_depth[d])} seeds)", (d, 1.0), xytext=(-8, -10),
+                                xycoords=ax.get_xaxis_transform(), textcoords="offset points", ha="right",
+                                fontsize="x-small", color=st["color"])
+                ax.plot([d] * (len(by_depth[d]) - diverged), [v for v in by_depth[d].values() if math.isfinite(v)],
+                        ".", color=st["color"], alpha=0.5, ms=4)
         ax.set_title(rec.replace(", weight decay", "\nweight decay"), fontsize="small")
         ax.set_xlabel("depth (layers with weights)")
         figures.percent_symlog(ax)
@@ -372,9 +391,10 @@ def _identity_construction(runs: list[Run], out: Path, formats: list[str]) -> tu
         return lines + ["No depth at which every family has a finished run.", ""], []
     depth = common[len(common) // 2]  # a middle depth that every family has
     fig, ax = figures.new_figure(1, 1, 7.5, 3.8)
-    rows = []
+    rows, shown = [], []
     for i, family in enumerate(sorted(families)):
         run = min((r for r in mine if r.family == family and r.depth == depth), key=lambda r: r.config.get("seed", 0))
+        shown.append(run)
         values = _final_blocks(run, "zeroed_change")
         style = figures.family_style(family, i)
         ax.plot(range(1, len(values) + 1), values, label=f"{family}-{depth}", lw=1.5, ms=6, **style)
@@ -386,7 +406,7 @@ def _identity_construction(runs: list[Run], out: Path, formats: list[str]) -> tu
     ax.legend(fontsize="small")
     fig.suptitle("Claim 2, construction check: with W[l+2] = 0 and b[l+2] = 0 a residual block is the identity,\n"
                  "a plain pair outputs 0 (this checks the code, not learning)")
-    figures.caption(fig, mine)
+    figures.caption(fig, shown, note="one run per family, its lowest seed")
     files = figures.save(fig, out, "lecture_2_identity", formats)
     lines += [f"| family (depth {depth}) | smallest | largest | blocks exactly 0 | blocks |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {lo:.3g} | {hi:.3g} | {zeros} | {n} |" for f, lo, hi, zeros, n in rows]
@@ -454,7 +474,8 @@ def _identity_learning(runs: list[Run], out: Path, formats: list[str]) -> tuple[
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     fig.suptitle(f"Claim 2, learned: fitting the identity from He init, {width} units, a trained net's activations")
-    figures.caption(fig, [source], note=f"activations of {source.name}", seeds=f"{len(curves)} fit seeds")
+    figures.caption(fig, [source], note=f"activations of that run ({source.name}); the fit: {IDENTITY_STEPS} SGD "
+                    f"steps, lr {IDENTITY_LR:g}, batch {IDENTITY_BATCH}, seeds {', '.join(map(str, sorted(curves)))}")
     files = figures.save(fig, out, "lecture_2_learning", formats)
     lines += [f"Activations: {source.name} ({arm(source)}, depth {source.depth}), block 1's input, {width} units. "
               f"Distance from the identity after {IDENTITY_STEPS} steps, median over seeds "
@@ -589,7 +610,8 @@ def _weight_decay_bn(bn: list[Run], out: Path, formats: list[str]) -> tuple[list
             f"{_fmt(_median(errors[wd].values()))} |" for wd in ratio]
     lines = [f"With BatchNorm the argument is not literal: a BN after W[l+2] undoes any scale of W[l+2], so decay on "
              "the conv weights mostly changes the effective learning rate (van Laarhoven 2017); what decay can shrink "
-             f"is the branch's last BN gamma. ResNet-{bn[0].depth} on digits, {recipe(bn[0]).split(', weight')[0]}, "
+             f"is the branch's last BN gamma. ResNet-{bn[0].depth} on digits, He init, "
+             f"{recipe(bn[0]).split(', weight')[0]}, "
              "medians over seeds of the mean over blocks:", "",
              "| weight decay | seeds | RMS gamma | branch ratio | train err % |", "|---|---|---|---|---|", *rows, ""]
     lines += _bn_framing(gamma, ratio)
@@ -637,13 +659,13 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
     offset = bases[0].summary.get("iterations") or max(s for s, _ in bases[0].curves.get(events.TRAIN_LOSS, [(0, 0)]))
     files = _plot_grow(bases, kinds, offset, out, formats)
     base_err = seeds_of(bases, lambda r: r.final("train"))
-    lines += [f"Residual MLPs of depth {bases[0].depth} ({arm(bases[0]).split(', ', 1)[1]}) trained for {offset} "
+    lines += [f"Residual MLPs of depth {bases[0].depth}, {arm(bases[0]).split(', ', 1)[1]}, trained for {offset} "
               "iterations (not to the end: training error "
               f"{_fmt(min(base_err.values()))}-{_fmt(max(base_err.values()))}% over seeds "
               f"{', '.join(map(str, sorted(base_err)))}), then each grown (model.init_from) and trained on "
               f"({recipe(grown[0])}); one grown net per base and seed. Medians over seeds: training error (%, eval mode, "
               "every training image) right before and right after the insertion, the largest change of any logit "
-              "(the largest over seeds), and the final training loss and error (the last log window of mini-batches):",
+              f"(the largest over seeds), and the final training loss and error ({train_measure(grown)}):",
               "", "| run | seeds | before | after | largest logit change | final train loss | final train err % |",
               "|---|---|---|---|---|---|---|"]
     for kind, of in kinds.items():

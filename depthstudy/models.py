@@ -338,9 +338,7 @@ class MLP(nn.Module):
     def __init__(self, depth: int, spec: BlockSpec, in_features: int, num_classes: int, widths=(128, 256)):
         super().__init__()
         spec.check()
-        if spec.block != "post" or spec.bottleneck:
-            raise UsageError(f"model.block={spec.block}{' with model.bottleneck=true' if spec.bottleneck else ''} is for "
-                             "the CIFAR nets; the MLP uses the lecture's post-activation block")
+        spec.check_mlp_block()  # a spec made without arch=mlp passes check()
         n = mlp_blocks(depth)
         self.depth, self.spec = depth, spec
         self.stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, widths[0]), nn.ReLU())

@@ -1,8 +1,64 @@
-"""Progress of one training run: a rich bar on a terminal, plain periodic lines elsewhere."""
+"""Progress of one training run: a rich bar on a terminal, plain periodic lines elsewhere. Output is best effort:
+a reader that went away (`depthstudy train | head -1`, a closed terminal) never changes how a run ends."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+
+
+def say(text: str, err: bool = False) -> None:
+    """Print a line to stdout (err: stderr), now; where nobody reads it any more, drop it and the rest."""
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:  # started with the stream closed
+        return
+    try:
+        print(text, file=stream, flush=True)
+    except OSError as e:  # BrokenPipeError; EIO from a terminal that was closed
+        if not gone(e):
+            raise
+        silence(stream)
+
+
+def silence(stream) -> None:
+    """Send what is still to be written to the stream, now or at exit, to /dev/null, as the Python docs advise for a
+    closed pipe (SIGPIPE): writing it again, or flushing it at exit, would fail once more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (a test's captured stream)
+        pass
+
+
+def gone(error: BaseException) -> bool:
+    """Whether an error says that nobody reads the output any more: a closed pipe, a terminal that went away."""
+    return isinstance(error, OSError) and error.errno in (errno.EPIPE, errno.EIO)
+
+
+class BestEffort:
+    """A text stream (a rich Console's file) whose writes never fail for want of a reader (say's rule)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self._try(self.stream.write, text) or len(text)
+
+    def flush(self) -> None:
+        self._try(self.stream.flush)
+
+    def _try(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            if not gone(e):
+                raise
+            silence(self.stream)
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
 
 from rich.console import Console
 from rich.table import Column
@@ -50,9 +106,12 @@ class RunProgress:
         if self.mode == "none":
             return
         if self._bar is not None:
-            self._bar.console.print(text, highlight=False)
+            try:
+                self._bar.console.print(text, highlight=False)
+            except OSError:  # the terminal went away
+                pass
         else:
-            print(text, file=sys.stdout, flush=True)
+            say(text)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -13,14 +13,10 @@ from pathlib import Path
 
 from depthstudy import events, stats
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.rundir import atomic_write_text, flatten, inert_keys
-from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, group_runs,
-                             load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
-
-# He 2015 Table 6: CIFAR-10 test error (%) of option-A ResNets trained with the paper's recipe.
-# ResNet-110: the mean of 5 runs (6.61 +- 0.16; the best run was 6.43), since we compare seed means.
-PAPER_TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.61, 1202: 7.93}
-
+from depthstudy.papers import closest_recipe, defines_recipe, reference
+from depthstudy.rundir import atomic_write_text, inert_keys
+from depthstudy.runs import (NOT_CONFIG, STATUS_IN_MEANS, TABLE_AXES, TIDY_COLUMNS, Group, Run, all_keys, forced,
+                             group_runs, load_runs, run_record, tidy, tidy_rows, unplaced, varying_keys)
 
 # --- tables ---
 
@@ -30,41 +26,13 @@ def _median_cell(g: Group, split: str) -> str:
     return "" if median is None else f"{median:.2f}"
 
 
-def _paper_recipe() -> dict:
-    """experiment=he2015's resolved config, flattened (a Hydra composition: make_report composes it once)."""
-    from omegaconf import OmegaConf
-
-    from depthstudy.config import compose
-
-    return flatten(OmegaConf.to_container(compose(["experiment=he2015", "model.shortcut=A"]), resolve=True))
-
-
-# The trainer's one switch that changes the numbers (the others change speed or memory layout only).
-NUMERIC_TRAINER_KEYS = ("trainer.precision",)
-
-
-def _defines_recipe(key: str) -> bool:
-    """Whether a config key is part of the paper's recipe: every setting of the study, not the bookkeeping."""
-    return key not in NOT_CONFIG and (not key.startswith("trainer.") or key in NUMERIC_TRAINER_KEYS)
-
-
-def _paper_number(g: Group, recipe: dict) -> float | None:
-    """Table 6's number, only for runs whose config is experiment=he2015 with option A (any depth and seed):
-    trained on all 50k images, as the paper's reported models were (not the 45k/5k schedule-selection split)."""
-    config = g.runs[0].config
-    inert = inert_keys(config) & inert_keys({**recipe, "model.depth": g.depth})
-    same = all(config.get(k) == v for k, v in recipe.items() if _defines_recipe(k) and k != "model.depth"
-               and k not in inert)
-    return PAPER_TABLE6.get(g.depth) if same else None
-
-
 def summary_rows(groups: list[Group], extra_keys: list[str], paper: dict) -> tuple[list[str], list[list[str]]]:
-    """paper: id(group) -> Table 6's number or None (_paper_number)."""
+    """paper: id(group) -> its papers.Reference (the paper's number, and its table) or None."""
     header = ["family", "depth", *[k.split(".")[-1] for k in extra_keys], "runs", "train err %", "val err %",
               "test err %"]
     with_paper = any(v is not None for v in paper.values())
     if with_paper:
-        header += ["paper test %", "gap"]
+        header += ["paper test %", "gap", "paper"]
     rows = []
     for g in groups:
         counts = g.counts()
@@ -73,9 +41,10 @@ def summary_rows(groups: list[Group], extra_keys: list[str], paper: dict) -> tup
         row = [g.family, str(g.depth), *[str(v) for v in g.extra], runs,
                *[_median_cell(g, s) for s in ("train", "val", "test")]]
         if with_paper:
-            number, test = paper[id(g)], g.median("test")
-            row += ["" if number is None else f"{number:.2f}",
-                    "" if number is None or test is None else f"{test - number:+.2f}"]
+            ref, test = paper[id(g)], g.median("test")
+            row += ["" if ref is None else f"{ref.number:.2f}",
+                    "" if ref is None or test is None else f"{test - ref.number:+.2f}",
+                    "" if ref is None else ref.table.label]
         rows.append(row)
     return header, rows
 
@@ -189,6 +158,9 @@ def _problem_lines(runs: list[Run]) -> list[str]:
     for r in runs:
         if r.problem:
             lines.append(f"{r.name}: {r.problem} (not averaged)")
+        elif r.copy_of:
+            lines.append(f"{r.name}: the same configuration and seed as {r.copy_of}, which is counted (a copy: not "
+                         "averaged twice)")
         elif r.status == "diverged":
             lines.append(f"{r.name}: diverged at iteration {r.summary.get('diverged_at')} (not averaged)")
         elif r.status not in STATUS_IN_MEANS:
@@ -198,29 +170,34 @@ def _problem_lines(runs: list[Run]) -> list[str]:
     return lines
 
 
-def _provenance(runs: list[Run], recipe: dict, command: str) -> list[str]:
+def _provenance(runs: list[Run], command: str) -> list[str]:
     """report.md's opening: the command, the version, what the figures' numbers come from, and every setting in
-    which these runs depart from the paper's CIFAR-10 recipe (experiment=he2015)."""
+    which these runs depart from the paper recipe they are closest to (experiment=he2015 or he2016)."""
     from depthstudy.runs import study_context
 
+    name, preset, recipe, axes = closest_recipe([r.config for r in runs if r.config])
     departures = []
     for key, paper_value in sorted(recipe.items()):
-        if not _defines_recipe(key) or key in ("model.depth", "model.shortcut"):  # the study's own axes
+        if not defines_recipe(key) or key in axes:  # the study's own axes
             continue
         ours = sorted({str(r.config[key]) for r in runs if key in r.config and key not in inert_keys(r.config)})
         if ours and ours != [str(paper_value)]:
             departures.append(f"`{key}`: {' / '.join(ours)} (paper: {paper_value})")
     lines = [f"Made by `{command}`. Runs: {study_context(runs)}.", ""]
+    resumed = [f"{r.name} at {change}" for r in runs for change in forced(r.summary)]
+    if resumed:  # trainer.force_resume: part of these runs trained with another config
+        lines += ["Resumed with another config (trainer.force_resume): " + "; ".join(resumed) + ".", ""]
     if departures:
-        lines += ["Settings that differ from the paper's CIFAR-10 recipe (`experiment=he2015`): " + "; ".join(departures)
-                  + ".", ""]
+        lines += [f"Settings that differ from {name} (`experiment={preset}`): " + "; ".join(departures) + ".", ""]
     else:
-        lines += ["Every setting follows the paper's CIFAR-10 recipe (`experiment=he2015`).", ""]
+        lines += [f"Every setting follows {name} (`experiment={preset}`).", ""]
     return lines
 
 
 def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], problems: list[str],
-                   provenance: list[str] = (), section: list[str] = (), paired: list[str] = ()) -> None:
+                   provenance: list[str] = (), section: list[str] = (), paired: list[str] = (),
+                   notes: list[str] = ()) -> None:
+    """notes: the footnotes of the paper tables the runs are set beside (papers.Table.note)."""
     lines = [f"# Depth study report: `{root}`", "", *provenance, *section]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -229,10 +206,8 @@ def write_markdown(path: Path, root: Path, header, rows, figures: list[Path], pr
               "split in eval mode, without augmentation (summary.json's train_error_measure), so it does not depend "
               "on the logging cadence; the training curves are the log windows of training mini-batches (augmented "
               "where data.augment is on) in train mode. The paper does not say how its training curves were computed."]
-    if "paper test %" in header:
-        lines += ["", "paper test %: He 2015 Table 6, one run per depth, except ResNet-110: the mean of 5 runs "
-                  "(6.61 \u00b1 0.16; its best run, 6.43, is the table's headline). gap: the median over our seeds "
-                  "minus that number, so compare a single seed's spread (runs.csv) with it, not only the median."]
+    for note in notes:
+        lines += ["", f"paper test %: {note}"]
     lines += ["", *paired] if paired else []
     if problems:
         lines += ["", "## Runs not in the medians", ""] + [f"- {p}" for p in problems]
@@ -288,7 +263,9 @@ def table_records(groups: list[Group], extra_keys: list[str], paper: dict) -> li
             mean, std, n = g.stat(split)
             rec.update({f"{split}_error_mean": tidy(mean), f"{split}_error_std": tidy(std) if n > 1 else None,
                         f"{split}_error_median": tidy(g.median(split)), f"{split}_n": n})
-        rec["paper_test_error"] = paper[id(g)]
+        ref = paper[id(g)]
+        rec.update({"paper_test_error": ref.number if ref else None, "paper_table": ref.table.name if ref else None,
+                    "paper_statistic": ref.table.statistic if ref else None})
         records.append(rec)
     return records
 
@@ -355,7 +332,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     if style not in figures.STYLES:
         raise UsageError(f"--style {style} is unknown; choose {', '.join(figures.STYLES)}")
     runs = load_runs(root)
-    readable = [r for r in runs if not r.problem]
+    readable = [r for r in runs if not r.problem and not r.copy_of]
     extra_keys = varying_keys(runs)
     for key in by:
         if key not in all_keys(runs):
@@ -376,9 +353,8 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
                          "that can be written, e.g. --out report") from None
     groups = group_runs(runs, extra_keys)
     files = []
-    recipe = _paper_recipe()
-    paper = {id(g): _paper_number(g, recipe) for g in groups}  # Table 6's number where the runs follow its recipe
-    paper_points = sorted({(g.depth, n) for g in groups if (n := paper[id(g)]) is not None})
+    paper = {id(g): reference(g.runs[0].config) for g in groups}  # where the runs follow a paper table's recipe
+    paper_points = sorted({(g.depth, r.number, r.table.label) for g in groups if (r := paper[id(g)]) is not None})
     section: list[str] = []
     if readable and lecture.is_lecture(readable):  # experiment=lecture: a figure per claim instead of the study's
         with figures.styled(style):
@@ -398,8 +374,9 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
     header, rows = summary_rows(groups, extra_keys, paper)
     problems = _problem_lines(runs)
     paired = [] if section else paired_section(groups, extra_keys) + convergence_lines(groups) + _window_note(groups)
+    notes = list(dict.fromkeys(r.table.note for r in paper.values() if r is not None))
     write_markdown(out / "report.md", root, header, rows, files, problems,
-                   _provenance(runs, recipe, command or f"depthstudy report {root}"), section, paired)
+                   _provenance(runs, command or f"depthstudy report {root}"), section, paired, notes)
     write_csvs(out, runs, [*TABLE_AXES, *extra_keys])
     write_table(out, table_records(groups, extra_keys, paper))
 
@@ -410,4 +387,7 @@ def make_report(root: Path, out: Path | None, by: list[str], formats: list[str],
                   + (f"; {len(stale)} left by an earlier report removed" if stale else "") + ")")
     if not readable:
         raise DepthstudyError(f"none of the {len(runs)} runs under {root} can be used: each is damaged (see above)")
+    if not any(g.ok_runs() for g in groups) and not lecture.is_lecture(readable):
+        raise DepthstudyError(f"none of the {len(runs)} runs under {root} finished (see above): the report has no "
+                              "number to show")
     return {"runs": runs, "groups": groups, "figures": files, "out": out}

@@ -13,14 +13,17 @@ Lifecycle: lock -> refuse a different config -> config.yaml -> summary "running"
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
 import os
+import re
+import shutil
 import socket
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from depthstudy.errors import DepthstudyError, UsageError
@@ -59,6 +62,33 @@ def atomic_write_bytes(path: Path, write) -> None:
         raise
 
 
+# Why a write into a run directory failed, where the cause is the place, not the run: (cause, what to do), by errno.
+DISK_ERRORS = {errno.ENOSPC: ("no space left on the device (ENOSPC)", "free some space"),
+               errno.EDQUOT: ("disk quota exceeded (EDQUOT)", "free some space"),
+               errno.EFBIG: ("a file would exceed this process's file-size limit (EFBIG; see ulimit -f)",
+                             "raise the limit (ulimit -f unlimited)"),
+               errno.EROFS: ("the file system is read-only (EROFS)", "make it writable")}
+
+
+def disk_problem(error: BaseException, where: Path | None = None) -> tuple[str, str] | None:
+    """(cause, what to do) where `error`, or an error it came from, is one of DISK_ERRORS; torch.save's own writer
+    says only "enforce fail": then a nearly full device at `where` is taken as the cause. None otherwise."""
+    seen = error
+    while seen is not None:
+        code = getattr(seen, "errno", None)
+        found = re.search(r"\[Errno (\d+)\]", str(seen)) if code is None else None
+        code = int(found.group(1)) if found else code
+        if code in DISK_ERRORS:
+            return DISK_ERRORS[code]
+        seen = seen.__cause__ or seen.__context__
+    try:
+        if where is not None and shutil.disk_usage(where).free < 16 * 2**20:
+            return DISK_ERRORS[errno.ENOSPC]
+    except OSError:
+        pass
+    return None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -71,16 +101,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj) -> None:
     """Strict JSON: a non-finite number (a diverged run's loss) is written as null, never as bare NaN."""
-    atomic_write_text(path, json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    atomic_write_text(path, json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def _finite(obj):
+def finite(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
@@ -170,12 +200,28 @@ def lock_holder(run_dir: Path) -> tuple[str, str]:
 
 
 def holder_is_gone(run_dir: Path) -> bool:
-    """True when the process that last locked this run is known to be dead: it ran on this machine and
-    its pid no longer exists. (Reads the lock file only: probing the lock could make a starting run fail.)"""
+    """True when no process holds this run's lock now, as far as this machine can tell: there is no lock file (a
+    training process always has one), or this machine's kernel lists no flock on it (/proc/locks) and none at all
+    held by the pid it names (a dead run's pid may belong to another process by now). A lock taken on another
+    machine (a cluster job): False, this machine cannot see it. (Reads; never probes: that could fail a starting run.)"""
     try:
-        pid, host = lock_holder(run_dir)
-        if (host and host != socket.gethostname()) or not pid.isdigit():
-            return False  # another machine's process (a cluster job): cannot tell from here
+        info = (run_dir / LOCK_FILE).stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    pid, host = lock_holder(run_dir)
+    if host and host != socket.gethostname():
+        return False
+    held = _flocks()
+    if held is not None:
+        if (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino) in held["files"]:
+            return False
+        if pid not in held["pids"]:
+            return True
+        # the pid holds a flock on some file that does not look like this one (on an overlay file system the kernel
+        # may name the file below it): whether the pid lives decides
+    try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
@@ -184,15 +230,49 @@ def holder_is_gone(run_dir: Path) -> bool:
     return False
 
 
-def status_of(run_dir: Path, summary: dict | None) -> str:
-    """The run's status as summary.json (read_summary) says; "new" where there is none, "damaged" where it is there
-    but unreadable (rerunning the run's command rewrites it), "crashed" for a "running" run whose process died."""
+def _flocks() -> dict | None:
+    """{"files": (device major, minor, inode) of every file with a flock held, "pids": their holders} from
+    /proc/locks; None where it cannot be read (not Linux)."""
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    held = {"files": set(), "pids": set()}
+    for line in lines:  # "1: FLOCK  ADVISORY  WRITE 6366 fe:00:2827136 0 EOF"; a waiter's line has "->" after "1:"
+        parts = line.replace("->", " ").split()
+        if len(parts) >= 6 and parts[1] == "FLOCK":
+            try:
+                major, minor, inode = parts[5].split(":")
+                held["files"].add((int(major, 16), int(minor, 16), int(inode)))
+            except ValueError:
+                continue
+            held["pids"].add(parts[4])
+    return held
+
+
+# The statuses depthstudy writes into summary.json; any other is a hand-edited or foreign file.
+STATUSES = ("running", "interrupted", "failed", *FINAL_STATUSES)
+
+
+def run_status(run_dir: Path, summary: dict | None, config: dict | None = None) -> tuple[str, str | None]:
+    """(status, why) of a run, as summary.json (read_summary) says and as far as its files agree: "new" where there
+    is none; "damaged" (why: the reason, None where summary.json is unreadable) where summary.json cannot be read or
+    does not agree with config.yaml (config: the run's config.yaml, read here if not given); "crashed" for a
+    "running" run that no process holds; else the summary's status and its error (None)."""
     if summary is None:
-        return "damaged" if (run_dir / SUMMARY_FILE).exists() else "new"
-    status = summary.get("status", "new")
+        return ("damaged", None) if (run_dir / SUMMARY_FILE).exists() else ("new", None)
+    problem = summary_problem(summary) or config_problem(run_dir, summary, config)
+    if problem:
+        return "damaged", problem
+    status = summary["status"]
     if status == "running" and holder_is_gone(run_dir):
-        return "crashed"
-    return status
+        return "crashed", None
+    return status, summary.get("error")
+
+
+def status_of(run_dir: Path, summary: dict | None) -> str:
+    """run_status without the reason."""
+    return run_status(run_dir, summary)[0]
 
 
 # --- summary.json ---
@@ -219,6 +299,23 @@ def read_summary(run_dir: Path) -> dict | None:
     return summary
 
 
+def summary_problem(summary: dict) -> str | None:
+    """What makes a readable summary.json one depthstudy did not write: a status it never writes (`finishd`), or a
+    number that is not finite (it writes null for those). None if there is nothing."""
+    if summary["status"] not in STATUSES:
+        return (f"{SUMMARY_FILE} says status {summary['status']!r}, which depthstudy never writes (edited by hand?); "
+                f"{REWRITE}")
+    bad = [k for k, v in summary.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        return f"{SUMMARY_FILE} says {bad[0]} is {summary[bad[0]]} (depthstudy writes null there): edited by hand?; {REWRITE}"
+    return None
+
+
+def nothing_to_do(run_dir: Path, summary: dict) -> str:
+    """What a rerun of an ended run says."""
+    return f"{run_dir.name}: already {summary['status']} ({summary.get('iterations')} iterations); nothing to do"
+
+
 def write_summary(run_dir: Path, summary: dict) -> None:
     atomic_write_json(run_dir / SUMMARY_FILE, summary)
 
@@ -231,12 +328,27 @@ def record_failure(run_dir: Path, error: Exception, traceback_text: str | None =
         summary["iterations"] = error.iterations
     try:
         if (run_dir / CONFIG_FILE).exists():
-            write_summary(run_dir, summary)
+            _write_failure(run_dir, summary)
         if traceback_text is not None:
             (run_dir / ERROR_FILE).write_text(traceback_text)
-    except OSError as e:  # e.g. the disk that made the run fail is still full: say so, keep the first error
-        print(f"warning: could not record the failure in {run_dir}: {e.strerror or e}", file=sys.stderr)
+    except OSError as e:  # e.g. a read-only disk: say so (where anyone reads), keep the first error
+        with suppress(OSError):
+            print(f"warning: could not record the failure in {run_dir}: {e.strerror or e}", file=sys.stderr)
     return summary
+
+
+def _write_failure(run_dir: Path, summary: dict) -> None:
+    """summary.json of a failed run; where an atomic write finds no room (the disk that failed the run is full), the
+    old file is rewritten in place: its blocks are freed first, and a failure record is barely larger."""
+    try:
+        write_summary(run_dir, summary)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not (run_dir / SUMMARY_FILE).exists():
+            raise
+        text = json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        with open(run_dir / SUMMARY_FILE, "r+") as f:
+            f.truncate(0)
+            f.write(text)
 
 
 # --- config.yaml: what the run is ---
@@ -255,6 +367,51 @@ def flatten(d: dict, prefix: str = "", lists_as_str: bool = True) -> dict:
 
 # What to do with a run whose files say too little to continue it, in every message that finds one.
 RETRAIN = "move its directory away and run its command (or sweep) again to train it afresh"
+# What to do with a damaged summary.json: training treats it as lost.
+REWRITE = "running its command (or sweep) again resumes from the checkpoint and rewrites it"
+
+# Keys that say where a run is filed and what it is called, not what it computes.
+NAMING_KEYS = ("name", "run_name", "experiment")
+
+
+def config_hash(config: dict) -> str:
+    """What a run computes, as a short hash of its config (nested, as config.yaml holds it), recorded in summary.json
+    so that an edited config.yaml shows. RUNTIME_KEYS and NAMING_KEYS are left out: they may change from one process
+    of a run to the next, and editing them (data.root after the data moved) changes nothing the run computed."""
+    import hashlib
+
+    flat = {k: v for k, v in flatten(config).items() if k not in RUNTIME_KEYS and k not in NAMING_KEYS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_name(arch: str, shortcut: str, depth, weight_decay, seed) -> str:
+    """A run's readable name (config.yaml's run_name): plain-d56-wd0.0001-s0, resA-d20-wd0.0001-s1, mlp-plain-..."""
+    family = "plain" if shortcut == "none" else f"res{shortcut}"
+    prefix = "" if arch == "cifar_resnet" else f"{arch}-"
+    wd = f"{weight_decay:g}" if isinstance(weight_decay, (int, float)) else weight_decay
+    return f"{prefix}{family}-d{depth}-wd{wd}-s{seed}"
+
+
+def config_problem(run_dir: Path, summary: dict, config: dict | None = None) -> str | None:
+    """Where config.yaml (config: as read_config gives it; read here if None) no longer says what the run trained:
+    it differs from summary.json's config_hash, or its settings no longer make its run_name (a run made before
+    config_hash existed). None if they agree, or config.yaml is missing or unreadable (that is reported apart)."""
+    if config is None:
+        try:
+            config = read_config(run_dir)
+        except (OSError, ConfigUnreadable):
+            return None
+    if summary.get("config_hash") and summary["config_hash"] != config_hash(config):
+        return (f"{CONFIG_FILE} was changed after the run trained (it does not match {SUMMARY_FILE}'s config_hash): "
+                f"what the run is cannot be known; put the file back, or {RETRAIN}")
+    flat, saved = flatten(config), config.get("run_name")
+    if isinstance(saved, str) and re.fullmatch(r"([\w.]+-)?(plain|res\w+)-d\d+-wd.+-s\d+", saved):  # a made name
+        made = run_name(flat.get("model.arch", "cifar_resnet"), flat.get("model.shortcut"), flat.get("model.depth"),
+                        flat.get("optim.weight_decay"), flat.get("seed"))
+        if made != saved:
+            return (f"{CONFIG_FILE} says {made} but the run was made as {saved}: the file was edited after the run "
+                    f"trained; put it back, or {RETRAIN}")
+    return None
 
 
 class ConfigUnreadable(DepthstudyError):
@@ -303,6 +460,12 @@ def read_source_run(path: Path, setting: str) -> dict:
     return cfg
 
 
+def source_summary(path: Path) -> dict | None:
+    """summary.json of the run another run starts from, its status as run_status says (crashed, damaged)."""
+    summary = read_summary(path)
+    return summary and {**summary, "status": status_of(path, summary)}
+
+
 def inert_keys(flat: dict) -> set[str]:
     """The keys of a flattened config that cannot change its run: the warm-up's, where it does not apply (no
     min_depth, or a net shallower than it), and the crop's padding where nothing is augmented."""
@@ -332,9 +495,11 @@ def config_changes(saved: dict, new: dict, defaults=None) -> list[str]:
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys]
 
 
-def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=None) -> None:
-    """Refuse to continue a run directory that holds a different experiment (unless forced); defaults as for
-    config_changes."""
+def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=None,
+                          instead: str = "choose another name= or out_dir=") -> list[str]:
+    """Refuse to continue a run directory that holds a different experiment (unless forced), or whose config.yaml no
+    longer says what it trained; defaults as for config_changes; instead: how to choose another directory. Returns
+    the changes a forced resume makes."""
     if not (run_dir / CONFIG_FILE).exists():
         # A run that trained (a checkpoint) or ended, whose config was lost: continuing it could mix two experiments.
         # (A run that failed before its config was written trained nothing: it starts afresh.)
@@ -342,12 +507,18 @@ def check_same_experiment(run_dir: Path, config: dict, force: bool, defaults=Non
         if trained:
             raise UsageError(f"{run_dir} holds a trained run but no {CONFIG_FILE}: what it is cannot be known; "
                              f"{RETRAIN}")
-        return
-    changes = config_changes(read_config(run_dir), config, defaults)
+        return []
+    saved, summary = read_config(run_dir), read_summary(run_dir)
+    edited = summary and config_problem(run_dir, summary, saved)
+    # (a forced resume killed between writing summary.json and config.yaml of this very config left them apart: go on)
+    if edited and not (force and summary.get("config_hash") == config_hash(config)):
+        raise UsageError(f"{run_dir}: {edited}")
+    changes = config_changes(saved, config, defaults)
     model = [ch for ch in changes if ch.startswith("model.")]
-    if model and force and (run_dir / CHECKPOINT_FILE).exists():  # the weights cannot be loaded into another net
+    if model and (run_dir / CHECKPOINT_FILE).exists():  # the weights cannot be loaded into another net
         raise UsageError(f"{run_dir} holds a run of another model ({'; '.join(model[:4])}): its checkpoint cannot "
-                         "continue this one, even with trainer.force_resume=true; choose another name= or out_dir=")
+                         f"continue this one{', even with trainer.force_resume=true' if force else ''}; {instead}")
     if changes and not force:
         raise UsageError(f"{run_dir} holds a run with a different config ({'; '.join(changes[:4])}); "
-                         "choose another name= or out_dir=, or pass trainer.force_resume=true to continue it anyway")
+                         f"{instead}, or pass trainer.force_resume=true to continue it anyway")
+    return changes

@@ -9,22 +9,26 @@ tag names in depthstudy.events are read the same way.
 from __future__ import annotations
 
 import math
+import os
 import re
 import statistics
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 from depthstudy import events
+from depthstudy.cluster import last_job_id
 from depthstudy.errors import UsageError
-from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, RETRAIN, RUNTIME_KEYS, SUMMARY_FILE,
-                               ConfigUnreadable, flatten, lock_holder, read_config, read_summary, status_of)
+from depthstudy.rundir import (CHECKPOINT_FILE, CONFIG_FILE, LOCK_FILE, NAMING_KEYS, RETRAIN, REWRITE, RUNTIME_KEYS,
+                               SUMMARY_FILE, ConfigUnreadable, flatten, inert_keys, lock_holder, read_config,
+                               read_summary)
+from depthstudy import rundir
 
 # Keys that never define a configuration (seeds are averaged over; the rest is bookkeeping).
-NOT_CONFIG = set(RUNTIME_KEYS) | {"seed", "name", "run_name", "experiment"}
-SUMMARY_LOST = (f"{SUMMARY_FILE} unreadable; running its command (or sweep) again resumes from the checkpoint and "
-                "rewrites it")
+NOT_CONFIG = set(RUNTIME_KEYS) | set(NAMING_KEYS) | {"seed"}
+SUMMARY_LOST = f"{SUMMARY_FILE} unreadable; {REWRITE}"
 STATUS_IN_MEANS = ("finished", "external")  # diverged, failed, running runs are shown, never averaged
 
 
@@ -38,6 +42,7 @@ class Run:
     lists: dict[str, list] = field(default_factory=dict)  # the list-valued config keys as lists (config has strings)
     summary: dict = field(default_factory=dict)
     problem: str = ""  # why its curves could not be read
+    copy_of: Path | None = None  # the directory holding the same configuration and seed that is used instead
 
     @property
     def name(self) -> str:
@@ -72,11 +77,21 @@ class Run:
 def find_run_dirs(root: Path) -> list[Path]:
     """Every directory below root (root included) that holds a run: a summary.json (a run that failed before its
     first event is still a run to show), or event files beside a config.yaml or the marks of a depthstudy run
-    (a run whose config.yaml was lost, a damaged one); not another tool's TensorBoard directory."""
-    logged = {p.parent for p in root.rglob(events.EVENT_FILES) if not p.name.endswith(".study")}
-    ours = {d for d in logged if any((d / mark).exists() for mark in (CONFIG_FILE, ".hydra", LOCK_FILE, CHECKPOINT_FILE))}
-    found = ours | {p.parent for p in root.rglob(SUMMARY_FILE)}
-    return sorted((d for d in found if ".hydra" not in d.parts), key=_natural)
+    (a run whose config.yaml was lost, a damaged one); not another tool's TensorBoard directory. Symbolic links to
+    directories are followed (as a sweep, which opens its run directories by name, does), each directory once."""
+    found, seen = [], set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen or ".hydra" in Path(top).parts:  # a link back up, or to a directory already read
+            dirs[:] = []
+            continue
+        seen.add(real)
+        d = Path(top)
+        logged = any(fnmatch(f, events.EVENT_FILES) and not f.endswith(".study") for f in files)
+        ours = any((d / mark).exists() for mark in (CONFIG_FILE, ".hydra", LOCK_FILE, CHECKPOINT_FILE))
+        if SUMMARY_FILE in files or (logged and ours):
+            found.append(d)
+    return sorted(found, key=_natural)
 
 
 def _natural(path: Path) -> list:
@@ -110,7 +125,7 @@ def read_run(path: Path) -> Run:
     then shown and named, never averaged)."""
     config, lists, problems = read_run_config(path)
     summary = read_summary(path)
-    status, why = run_status(path, summary)
+    status, why = run_status(path, summary, config or None)
     if status == "damaged":
         problems.append(why)
     run = Run(path, config, status, summary=summary or {}, lists=lists)
@@ -186,10 +201,37 @@ def load_runs(root: Path) -> list[Run]:
         raise UsageError(f"no runs under {root} (a run directory holds summary.json, or event files beside config.yaml); "
                          "make some with `depthstudy sweep experiment=quick`")
     if len(paths) < 8:
-        return [read_run(p) for p in paths]
-    # Parsing event files is CPU-bound Python: spread many runs over the cores.
-    with ProcessPoolExecutor() as pool:
-        return list(pool.map(read_run, paths, chunksize=4))
+        runs = [read_run(p) for p in paths]
+    else:
+        # Parsing event files is CPU-bound Python: spread many runs over the cores.
+        with ProcessPoolExecutor() as pool:
+            runs = list(pool.map(read_run, paths, chunksize=4))
+    found = copies([(r.path, r.config) for r in runs if r.config and r.status in STATUS_IN_MEANS and not r.problem])
+    for r in runs:
+        r.copy_of = found.get(r.path)
+    return runs
+
+
+def point_of(config: dict) -> tuple:
+    """What a run computes, its seed included, from its flattened config: runs with the same point are one result."""
+    inert = inert_keys(config)
+    return tuple(sorted((k, str(v)) for k, v in config.items() if (k == "seed" or k not in NOT_CONFIG) and k not in inert))
+
+
+def copies(runs: list[tuple[Path, dict]]) -> dict[Path, Path]:
+    """Of (run directory, flattened config) in path order: each directory that holds the same point (point_of) as
+    one before it (a copied directory, or sweeps that share configurations) -> that first one, the one counted."""
+    first, out = {}, {}
+    for path, config in runs:
+        out[path] = first.setdefault(point_of(config), path)
+    return {path: used for path, used in out.items() if used != path}
+
+
+def forced(summary: dict) -> list[str]:
+    """Where a forced resume (trainer.force_resume) continued the run with another config: "iteration N: changes"."""
+    return [f"iteration {h.get('from_iteration')}: {'; '.join(map(str, h['config_changes']))}"
+            for h in summary.get("history") or [] if isinstance(h, dict) and h.get("config_changes")
+            and isinstance(h.get("from_iteration"), int) and h["from_iteration"] > 0]
 
 
 # --- the tidy table and the per-configuration statistics ---
@@ -265,7 +307,7 @@ class Group:
     runs: list[Run]
 
     def ok_runs(self) -> list[Run]:
-        return [r for r in self.runs if r.status in STATUS_IN_MEANS and not r.problem]
+        return [r for r in self.runs if r.status in STATUS_IN_MEANS and not r.problem and not r.copy_of]
 
     def finals(self, split: str) -> list[float]:
         """Each averaged run's final error on a split (one value per seed)."""
@@ -289,10 +331,11 @@ class Group:
 
 
 def state(run: Run) -> str:
-    """What reports call a run: "damaged" where its files cannot be read or disagree (run.problem says how),
-    else its status (finished, diverged, failed, ...). `depthstudy runs` says the same of a damaged config.yaml
-    or summary.json; it reads no event files, so damage there only `report` finds."""
-    return "damaged" if run.problem else run.status
+    """What reports call a run: "damaged" where its files cannot be read or disagree (run.problem says how), "copy"
+    where another directory holds the same configuration and seed (run.copy_of, the one counted), else its status
+    (finished, diverged, failed, ...). `depthstudy runs` says the same of a damaged config.yaml or summary.json; it
+    reads no event files, so damage there only `report` finds."""
+    return "damaged" if run.problem else "copy" if run.copy_of else run.status
 
 
 def unplaced(runs: list[Run]) -> list[Run]:
@@ -329,29 +372,36 @@ def study_context(runs: list[Run], seeds: str | None = None) -> str:
 
 def list_runs(root: Path) -> list[dict]:
     """One row per run below root, from config.yaml and summary.json only (fast: no event files, no torch):
-    name, path, status (a run whose process died is "crashed"), pid, iterations, total, final errors, time."""
+    name, path, status (a run whose process died is "crashed"), pid, iterations, total, final errors, time, copy_of
+    (the directory counted instead of this one, as report counts), forced (a forced resume's changes)."""
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory of runs; e.g. depthstudy runs runs/quick")
-    rows = []
+    rows, configs = [], []
     for path in find_run_dirs(root):
         summary = read_summary(path)
-        status, error = run_status(path, summary)
+        config, _, config_problems = read_run_config(path)  # cheap: one small YAML file
+        status, error = run_status(path, summary, config or None)
         summary = summary or {}
-        config_problems = read_run_config(path)[2]  # cheap: one small YAML file
         if config_problems:
             status, error = "damaged", config_problems[0]
+        elif status in STATUS_IN_MEANS:
+            configs.append((path, config))
         rows.append({"run": path.name, "path": str(path), "status": status,
                      "pid": lock_holder(path)[0] if summary.get("status") == "running" else None,
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
-                     "wall_time_s": summary.get("wall_time_s"), "error": error})
+                     "wall_time_s": summary.get("wall_time_s"), "error": error, "forced": forced(summary),
+                     "cluster_job": last_job_id(summary), "cluster_jobs": summary.get("cluster_jobs") or []})
+    found = copies(configs)
+    for row in rows:
+        row["copy_of"] = str(found[Path(row["path"])]) if Path(row["path"]) in found else None
     return rows
 
 
-def run_status(path: Path, summary: dict | None) -> tuple[str, str | None]:
-    """(status, why) of a run being read (rundir.status_of, summary from read_summary): without a summary.json
-    "external", another writer's run read as its event files are; "damaged" where it cannot be read."""
-    status = status_of(path, summary)
+def run_status(path: Path, summary: dict | None, config: dict | None = None) -> tuple[str, str | None]:
+    """(status, why) of a run being read (rundir.run_status; summary from read_summary, config: flattened, None to
+    read it): without a summary.json "external", another writer's run read as its event files are."""
+    status, why = rundir.run_status(path, summary, config)
     if status == "new":
         return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"
-    return status, SUMMARY_LOST if status == "damaged" else summary.get("error")
+    return status, (why or SUMMARY_LOST) if status == "damaged" else why

@@ -82,8 +82,18 @@ class ModelConfig:
         if self.init_from and self.grow_init == "plain_identity" and (self.norm != "none" or self.arch != "mlp"):
             raise UsageError("model.grow_init=plain_identity needs layers that can be the identity: the MLP without "
                              "normalisation (model=mlp model.norm=none)")
+        if self.arch == "mlp":
+            self.check_mlp_block()
         if not 0 <= self.shortcut_dropout < 1:
             raise UsageError(f"model.shortcut_dropout={self.shortcut_dropout} must be in [0, 1)")
+
+
+    def check_mlp_block(self) -> None:
+        """The MLP has the lecture's post-activation block only."""
+        if self.block != "post" or self.bottleneck:
+            setting = "model.bottleneck=true" if self.bottleneck else f"model.block={self.block}"
+            raise UsageError(f"{setting} is for the CIFAR nets; the MLP uses the lecture's post-activation block "
+                             "(model.block=post, model.bottleneck=false)")
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +20,12 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from depthstudy import config
+from depthstudy import cluster, config
 from depthstudy.errors import DepthstudyError, UsageError
-from depthstudy.interrupt import StopWorkersOnCtrlC
+from depthstudy.interrupt import StopWorkersOnCtrlC, sigterm_as_ctrl_c
 from depthstudy.launch import run_hydra
-from depthstudy.rundir import FINAL_STATUSES, check_same_experiment, read_summary, status_of
+from depthstudy.rundir import (FINAL_STATUSES, RunBusyError, check_not_busy, check_same_experiment, lock_holder,
+                              read_summary, status_of)
 from depthstudy.tables import Fitted, count
 
 
@@ -38,6 +39,7 @@ class PlannedRun:
     cfg: object = None  # the composed config (with its hydra node)
     grid: tuple = ()  # the overrides of the grid it belongs to (a preset's `grids`; () for a one-grid sweep)
     estimate: object = None  # depthstudy.estimate.Estimate, in a dry run
+    live: str = ""  # the live process or cluster job already on this unfinished run ("job 12_0 RUNNING"): not launched
 
     @property
     def summary(self) -> dict | None:
@@ -64,6 +66,7 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         runs.append(PlannedRun(job, run_dir, str(launcher.get("_target_", "")), int(launcher.get("n_jobs", 1) or 1),
                                str(cfg.hydra.job.name), cfg, grid=grid))
     _check_sweeper(runs[0].cfg)
+    _check_signal_delay(runs)
     dirs = [r.run_dir for r in runs]
     earlier: dict[Path, object] = {}  # runs of earlier grids: trained before this grid starts
     for _, grid_runs in _by_grid(runs):  # a run to grow from exists, or an earlier grid trains it
@@ -75,6 +78,45 @@ def plan(overrides: list[str] | None) -> list[PlannedRun]:
         raise UsageError(f"two runs of this grid would share the directory {dup}; "
                                 "vary only keys that change the run (see run_name in configs/config.yaml)")
     return runs
+
+
+def _on_slurm(runs: list[PlannedRun]) -> bool:
+    return "submitit" in runs[0].launcher and "Local" not in runs[0].launcher
+
+
+def _check_signal_delay(runs: list[PlannedRun]) -> None:
+    """SLURM sends the time-limit warning signal_delay_s before the limit: a delay as long as the limit sends it
+    as the job starts, before anything in the job can catch it, and the run would train on until SLURM kills it."""
+    launcher = runs[0].cfg.hydra.launcher
+    timeout_s, delay = 60 * int(launcher.get("timeout_min") or 0), int(launcher.get("signal_delay_s") or 0)
+    if _on_slurm(runs) and timeout_s and delay >= timeout_s:
+        raise UsageError(f"hydra.launcher.signal_delay_s={delay} (SLURM's warning before the time limit) is not "
+                         f"shorter than hydra.launcher.timeout_min={timeout_s // 60}: the warning would come as the "
+                         f"job starts; lower signal_delay_s (to {timeout_s // 4}, say) or raise timeout_min")
+
+
+def find_live(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Mark (r.live) the unfinished runs that a live process or cluster job is already on, and return them: a run
+    whose lock is held, whose recorded cluster job squeue still lists, or a queued job of this sweep (squeue by
+    job name) that will train it. A rerun of a sweep launches only runs neither finished nor live."""
+    todo = [r for r in runs if r.status not in FINAL_STATUSES]
+    for r in todo:
+        if r.status == "running":  # its summary says a process trains it: is its lock held?
+            try:
+                check_not_busy(r.run_dir)
+            except RunBusyError:
+                r.live = f"pid {lock_holder(r.run_dir)[0] or '?'}"
+    queue = cluster.queue() if todo and _on_slurm(runs) else None
+    for job in queue or []:
+        if job.name != runs[0].job_name:
+            continue
+        run = next((r for r in todo if cluster.last_job_id(r.summary) == job.id), None)
+        if run is None:  # queued, not started: which run it will train, from submitit's record of the job
+            overrides = cluster.job_overrides(str(runs[0].cfg.hydra.launcher.submitit_folder), job.id)
+            run = next((r for r in todo if overrides and set(r.overrides) <= set(overrides)), None)
+        if run is not None:
+            run.live = f"job {job.id} {job.state}" + (f" ({job.reason})" if job.state == "PENDING" else "")
+    return [r for r in todo if r.live]
 
 
 def _check_sweeper(cfg) -> None:
@@ -190,7 +232,7 @@ def _dry_run(runs: list[PlannedRun], overrides: list[str] | None, console: Conso
 
 def _unfinished_error(runs: list[PlannedRun], worker_died: Exception | None) -> DepthstudyError | None:
     """Why the sweep did not do all it was asked, and what to do; None when every run finished or diverged."""
-    unfinished = [r for r in runs if r.status not in FINAL_STATUSES]
+    unfinished = [r for r in runs if r.status not in FINAL_STATUSES and not r.live]  # a live run is its job's
     if worker_died is not None and unfinished:
         return DepthstudyError(f"a worker process of the sweep died ({_exit_of(worker_died)}); joblib then stops "
                                f"every worker, so {len(unfinished)} of {len(runs)} runs did not finish. Run the same "
@@ -209,9 +251,14 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     if dry_run:
         _dry_run(runs, overrides, console, estimate)
         return runs
-    to_train = sum(r.status not in FINAL_STATUSES for r in runs)
-    console.print(f"sweep: {count(len(runs), 'run')}, {len(runs) - to_train} already done, {to_train} to train, "
-                  f"under {runs[0].run_dir.parent}")
+    live = find_live(runs)
+    to_train = sum(r.status not in FINAL_STATUSES for r in runs) - len(live)
+    done = len(runs) - to_train - len(live)
+    console.print(f"sweep: {count(len(runs), 'run')}, {done} already done, "
+                  + (f"{len(live)} left to the job or process already on it, " if live else "")
+                  + f"{to_train} to train, under {runs[0].run_dir.parent}")
+    for r in live:
+        console.print(f"  {r.run_dir.name}: left to its {r.live}", highlight=False)
     if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
         return runs
@@ -241,12 +288,12 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     grids = _by_grid(runs)
     worker_died = None
     try:
-        with stopper or nullcontext(), SweepProgress(runs, console):
+        with stopper or sigterm_as_ctrl_c(), SweepProgress(runs, console):
             try:
                 for grid, grid_runs in grids:
                     if stopper and stopper.interrupted:
                         break
-                    todo = [r for r in grid_runs if r.status not in FINAL_STATUSES]
+                    todo = [r for r in grid_runs if r.status not in FINAL_STATUSES and not r.live]
                     if not todo:  # nothing of this grid to train
                         continue
                     # an idle worker would die of a Ctrl-C: no more workers than this grid's jobs
@@ -305,9 +352,10 @@ class SweepProgress:
     """One line whenever the sweep's state changes: runs finished / total, running, failed, and an ETA from the
     pace so far. Read from the runs' summary.json files (any launcher), every few seconds, in a thread."""
 
-    def __init__(self, runs: list[PlannedRun], console: Console, every_s: float = 3.0):
+    def __init__(self, runs: list[PlannedRun], console: Console, every_s: float = 3.0, queue_every_s: float = 15.0):
         self.runs, self.console, self.every_s = runs, console, every_s
         self._stop, self._last = threading.Event(), None
+        self.queue_every_s, self._queue_checked, self._said_stuck = queue_every_s, 0.0, set()
 
     def __enter__(self):
         self._started, self._done_before = time.monotonic(), self._counts()["done"]
@@ -323,6 +371,25 @@ class SweepProgress:
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
             self._report()
+            if _on_slurm(self.runs) and time.monotonic() - self._queue_checked > self.queue_every_s:
+                self._queue_checked = time.monotonic()
+                self._say_stuck()
+
+    def _say_stuck(self) -> None:
+        """Name the sweep's jobs that pend for a reason that will not clear by itself, once each, with what to
+        change: else the sweep would say "0/1 done, 0 running" for ever."""
+        name, folder = self.runs[0].job_name, str(self.runs[0].cfg.hydra.launcher.submitit_folder)
+        stuck: dict[str, list[str]] = {}
+        for job in cluster.queue() or []:
+            if (job.name == name and job.state == "PENDING" and cluster.stuck_reason(job.reason)
+                    and Path(folder.replace("%j", job.id)).is_dir() and (job.id, job.reason) not in self._said_stuck):
+                self._said_stuck.add((job.id, job.reason))
+                stuck.setdefault(job.reason, []).append(job.id)
+        for reason, ids in stuck.items():
+            shown = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+            self.console.print(f"[red]sweep: job{'s' if len(ids) > 1 else ''} {shown} will not start "
+                               f"({reason}): {cluster.stuck_reason(reason)}; then Ctrl-C, `scancel --name {name}` "
+                               "and run the sweep again[/]", highlight=False)
 
     def _report(self) -> None:
         counts = self._counts()
@@ -441,6 +508,8 @@ def runs_table(runs: list[PlannedRun], title: str, dry_run: bool = False) -> Fit
         if status == "diverged":
             status = f"diverged @{s.get('diverged_at')}"
         row = [r.run_dir.name] + [dict(o.partition("=")[::2] for o in r.overrides).get(k, "") for k in keys]
+        if r.live:
+            status += f" ({' '.join(r.live.split()[:2])})"  # left to that job or process
         row.append(f"[{colours.get(r.status, 'white')}]{status}[/]")
         if dry_run and any(r.estimate for r in runs):
             from depthstudy.estimate import duration

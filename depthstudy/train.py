@@ -26,11 +26,12 @@ from depthstudy.device import (WithFallback, autocast_for, compile_mode, compile
                                graphs_skipped_check, memory_format, pick_device, synchronize)
 from depthstudy.diagnostics import diagnostic_scalars
 from depthstudy.grow import grow_from_run
-from depthstudy.errors import UsageError
+from depthstudy.errors import DepthstudyError, UsageError
+from depthstudy import cluster, interrupt
 from depthstudy.interrupt import stop_on_interrupt
 from depthstudy.models import build_model, count_params, evaluating
 from depthstudy.optim import Schedule, load_state, make_update, set_lr
-from depthstudy.progress import RunProgress
+from depthstudy.progress import RunProgress, say
 
 
 # --- one iteration (the hot path; depthstudy bench times exactly this) ---
@@ -166,6 +167,7 @@ class RunState:
 
     window: torch.Tensor  # the current log window's sums: loss, wrong count, batches (on the device)
     step: int = 0  # iterations done
+    saved: int = 0  # iterations the last checkpoint holds: where a resume starts
     earlier_s: float = 0.0  # wall time of the processes before this one
     eval_s: float = 0.0  # seconds spent evaluating, all processes
     compile_s: float = 0.0  # seconds of the iterations that compiled (torch.compile, CUDA graphs), all processes
@@ -192,7 +194,8 @@ class RunState:
         if run.device.type == "cuda" and saved.get("cuda_rng"):
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         run.schedule.restore(saved)
-        return cls(window=saved["window"].to(run.device), step=saved["step"], earlier_s=saved["elapsed_s"],
+        return cls(window=saved["window"].to(run.device), step=saved["step"], saved=saved["step"],
+                   earlier_s=saved["elapsed_s"],
                    eval_s=saved.get("eval_s", 0.0), compile_s=saved.get("compile_s", 0.0))
 
 
@@ -231,15 +234,26 @@ def train(cfg: DictConfig, run_dir: Path, in_sweep: bool = False, gpu: int | Non
     ran as its default)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.run_lock(run_dir):
-        return _train(cfg, run_dir, in_sweep, gpu, key_defaults)
+        try:
+            return _train(cfg, run_dir, in_sweep, gpu, key_defaults)
+        except (OSError, RuntimeError) as e:  # a full disk, a file-size limit: said by its cause, in one line
+            problem = rundir.disk_problem(e, run_dir)
+            if problem is None:
+                raise
+            saved = getattr(e, "iterations", None)
+            again = f"resume from iteration {saved}" if saved else "start it again"
+            error = DepthstudyError(f"could not write into {run_dir}: {problem[0]}; {problem[1]} and run the same "
+                                    f"command to {again}")
+            error.iterations = saved
+            raise error from None
 
 
 def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_defaults=None) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
-    rundir.check_same_experiment(run_dir, config, bool(cfg.trainer.force_resume), key_defaults)
+    changes = rundir.check_same_experiment(run_dir, config, bool(cfg.trainer.force_resume), key_defaults)
     previous = rundir.read_summary(run_dir)
-    if previous and previous.get("status") in rundir.FINAL_STATUSES:
-        print(f"{run_dir.name}: already {previous['status']} ({previous.get('iterations')} iterations); nothing to do")
+    if previous and previous["status"] in rundir.FINAL_STATUSES and not rundir.summary_problem(previous):
+        say(rundir.nothing_to_do(run_dir, previous))
         return previous
     rundir.remove_stale_temp_files(run_dir)
     resuming = (run_dir / checkpoint.CHECKPOINT).exists()
@@ -255,29 +269,27 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
         raise UsageError(
             f"checkpoint {run_dir / checkpoint.CHECKPOINT} does not fit this run ({str(e).splitlines()[0][:200]}); "
             "nothing was changed: use another name= or out_dir=, or move the checkpoint away") from None
-    if resuming:  # only now: a resume refused for a checkpoint that does not fit leaves the directory as it was
+    summary = start_summary(run, state, config, previous, changes)
+    # A resume writes its config only now (a checkpoint that does not fit leaves the directory as it was), and after
+    # the summary that records the change: killed between the two, the same command goes on (check_same_experiment).
+    rundir.write_summary(run_dir, summary)
+    if resuming:
         rundir.write_config(run_dir, config)
     # purge_step: whatever an earlier process logged after this run's checkpoint (or at all, if it never
     # saved one) is dropped by TensorBoard's reader, so curves never show duplicated or backwards steps.
     writer = events.EventWriter(run_dir, resume_step=state.step + 1)
     if saved is None:
         writer.session_start(events.hparams_of(config))
-    params = count_params(run.model)
-    # Every log cadence the run has used (trainer.log_every may change on resume): runs.gaps reads its curves by them.
-    cadences = [c for c in (previous or {}).get("log_every_used") or [] if isinstance(c, int)]
-    summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
-               "params": params, "device": str(run.device), "precision": cfg.trainer.precision,
-               "log_every_used": sorted({*cadences, int(cfg.trainer.log_every)})}
-    if run.grown_from is not None:
-        summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
-        if not resuming:
-            g = run.grown_from
-            said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
-                        f"({g['grow_init']}); training error {g['train_error_before']:.2f}% -> "
-                        f"{g['train_error_after']:.2f}%, largest logit change {g['max_logit_change']:.3g}")
-    rundir.write_summary(run_dir, summary)
+    elif changes:  # a forced resume onto another config: the HPARAMS tab shows the new settings and the change
+        writer.session_start({**events.hparams_of(config), "resumed_with_changes": f"at iteration {state.step}: "
+                              + "; ".join(changes)})
+    if run.grown_from is not None and not resuming:
+        g = run.grown_from
+        said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
+                    f"({g['grow_init']}); training error {g['train_error_before']:.2f}% -> "
+                    f"{g['train_error_after']:.2f}%, largest logit change {g['max_logit_change']:.3g}")
     progress = RunProgress(str(cfg.trainer.progress), run.name, run.total, state.step)
-    progress.print(f"{run.name}: {params:,} params on {run.device}"
+    progress.print(f"{run.name}: {summary['params']:,} params on {run.device}"
                    + (f", resuming at iteration {state.step}" if state.step else ""))
     for line in said:
         progress.print(f"{run.name}: {line}")
@@ -295,9 +307,35 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
                            f"   |   depthstudy report {where}   |   depthstudy runs {where}")
         return summary
     except Exception as e:
-        e.iterations = state.step  # the failure record says how far the run got
+        e.iterations = state.saved  # the failure record says where the run resumes: its last checkpoint
         progress.close()
         raise
+
+
+def start_summary(run: Run, state: RunState, config: dict, previous: dict | None, changes: list[str]) -> dict:
+    """summary.json as this process starts: status running, what the run is (params, config_hash) and its history,
+    every process that trained it so far and this one (from_iteration, to_iteration, and the config changes a forced
+    resume made)."""
+    previous = previous or {}
+    # Every log cadence the run has used (trainer.log_every may change on resume): runs.gaps reads its curves by them.
+    cadences = [c for c in previous.get("log_every_used") or [] if isinstance(c, int)]
+    history = [h for h in previous.get("history") or [] if isinstance(h, dict)]
+    history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_iteration": state.step,
+                    "to_iteration": state.step, "config_changes": changes})
+    summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
+               "params": count_params(run.model), "config_hash": rundir.config_hash(config), "device": str(run.device),
+               "precision": run.cfg.trainer.precision, "history": history,
+               "log_every_used": sorted({*cadences, int(run.cfg.trainer.log_every)})}
+    if cluster.jobs_of(previous):  # every SLURM job that trained the run, for sacct and `depthstudy runs`
+        summary["cluster_jobs"] = cluster.jobs_of(previous)
+    if run.grown_from is not None:
+        summary["grown_from"] = run.grown_from  # resumed: what its first process recorded (grow.grow_from_run)
+    return summary
+
+
+def _reached(summary: dict, step: int) -> None:
+    """summary.json's iterations (where a resume starts) and this process's entry of its history."""
+    summary["iterations"] = summary["history"][-1]["to_iteration"] = step
 
 
 def loop(run: Run, state: RunState, writer, progress, summary: dict) -> tuple[str, dict, LogWindow]:
@@ -357,7 +395,8 @@ def loop(run: Run, state: RunState, writer, progress, summary: dict) -> tuple[st
             stopping = stop.requested  # read once: a stop that arrives after this waits for the next iteration
             if done % ckpt_every == 0 or stopping:
                 checkpoint.save(run.run_dir, state.to_checkpoint(run))
-                summary["iterations"] = done
+                state.saved = done
+                _reached(summary, done)
                 with contextlib.suppress(OSError):  # bookkeeping: a full disk fails the next checkpoint, in its words
                     rundir.write_summary(run.run_dir, summary)
             meter.exclude(time.perf_counter() - paused)
@@ -400,26 +439,44 @@ def measure_training_split(run: Run, last: dict, progress) -> dict:
             "split_sizes": sizes}  # one image of a split is 100 / size points of its error
 
 
+def final_evaluation(run: Run, state: RunState, writer, progress, at_end: dict) -> dict:
+    """The final val and test errors and losses, and the instruments, measured and logged; or, where an earlier
+    process of this run logged them at this last iteration (`at_end`: tag -> value) before it was killed, read back:
+    logged again, each final point would show twice."""
+    splits = [name for name in ("val", "test") if getattr(run.data, name) is not None]
+    tags = {"error": events.ERROR_TAGS, "loss": events.LOSS_TAGS}
+    if splits and all(tags[kind][s] in at_end for s in splits for kind in tags):
+        out = {f"{s}_{kind}": at_end[tags[kind][s]] for s in splits for kind in tags}
+    else:
+        out = evaluate_and_log(run, state, writer, progress)
+    if not any(tag.startswith(events.INSTRUMENTS) for tag in at_end):
+        writer.scalars(state.step, diagnostic_scalars(run.model, run.probe))
+    return out
+
+
 def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow, writer, progress,
            summary: dict) -> dict:
     """Final evaluation and checkpoint of a finished run; summary.json for every ending."""
     if status == "interrupted":
         progress.close()
         writer.close()
-        summary.update(status="interrupted", iterations=state.step)
+        summary["status"] = "interrupted"
+        _reached(summary, state.step)
         rundir.write_summary(run.run_dir, summary)
-        print(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved, run the same command to resume")
+        say(f"{run.name}: interrupted at iteration {state.step}; checkpoint saved{interrupt.resume_hint()}")
         raise KeyboardInterrupt
+    at_end = {}  # what an earlier process logged at the last iteration
     if status == "finished" and "train_loss" not in last:  # resumed at its end (its summary.json was lost): the
         logged = events.read_scalars(run.run_dir)  # last window's training numbers are those the event files hold
         last.update({key: logged[tag][-1][1] for key, tag in (("train_loss", events.TRAIN_LOSS),
                                                               ("train_error", events.TRAIN_ERROR)) if logged.get(tag)})
+        at_end = {tag: points[-1][1] for tag, points in logged.items() if points and points[-1][0] == state.step}
     if status == "finished":
         with stop_on_interrupt():  # a first Ctrl-C now waits for the final evaluation and checkpoint
-            last.update(evaluate_and_log(run, state, writer, progress))
+            last.update(final_evaluation(run, state, writer, progress, at_end))
             last.update(measure_training_split(run, last, progress))
-            writer.scalars(state.step, diagnostic_scalars(run.model, run.probe))
             checkpoint.save(run.run_dir, state.to_checkpoint(run))  # the finished run keeps its final weights
+            state.saved = state.step
     else:
         summary["diverged_at"] = state.step
     writer.session_end(ok=status == "finished")
@@ -427,8 +484,9 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
     progress.close()
     summary.update(last)
     warmup_ended = run.schedule.warmup_ended
+    _reached(summary, state.step)
     summary.update(
-        status=status, iterations=state.step,
+        status=status,
         wall_time_s=round(state.elapsed(), 2), eval_time_s=round(state.eval_s, 2),
         compile_time_s=round(state.compile_s, 2) if state.compile_s else None,
         train_images_per_s=round(meter.images / max(meter.train_s, 1e-9), 1) if meter.images else None,

@@ -37,6 +37,9 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
         raise UsageError(f"{run_dir / rundir.CHECKPOINT_FILE} is unreadable: this run's trained weights are lost; to "
                          f"evaluate it, {rundir.RETRAIN}") from None
     summary = rundir.read_summary(run_dir) or {}
+    edited = summary and rundir.config_problem(run_dir, summary)
+    if edited:  # the net config.yaml describes is not the one the checkpoint holds
+        raise UsageError(f"{run_dir}: {edited}")
     if saved is None:
         ended = summary.get("status") in rundir.FINAL_STATUSES
         raise UsageError(f"{run_dir} has no {rundir.CHECKPOINT_FILE}: " + (
@@ -50,7 +53,11 @@ def load_trained(run_dir: Path, device: str = "auto", data_root: Path | None = N
     dev = pick_device(device, None, "--device")
     configure_device(dev, str(cfg.trainer.precision), "auto")  # the run's numerics, this machine's threads
     data, model, _ = build_net(cfg, dev, fresh=False, grown=summary.get("grown_from"))
-    model.load_state_dict(saved["model"])
+    try:
+        model.load_state_dict(saved["model"])
+    except RuntimeError as e:  # torch's message lists every tensor: its first line is the news
+        raise UsageError(f"{run_dir / rundir.CHECKPOINT_FILE} does not fit the net its {rundir.CONFIG_FILE} describes "
+                         f"({str(e).splitlines()[0][:200]}): one of the two is not this run's") from None
     return Trained(cfg, data, model, int(saved["step"]), dev)
 
 

@@ -55,6 +55,21 @@ def write_cifar(root: Path, n: int = 24, name: str = "cifar10", seed: int = 0) -
     return folder
 
 
+def tmpfs(tmp_path: Path, size: str):
+    """A fixture's body: a tmpfs of `size` (e.g. "600k") mounted at tmp_path/small, yielded, then unmounted; skips the
+    test where it cannot be mounted (needs root)."""
+    import subprocess
+
+    import pytest
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
 def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     """The jobs a sweep launches, each as its list of overrides (every grid's, in order)."""
     from depthstudy import config

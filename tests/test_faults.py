@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from helpers import TINY, only_run, summary
+from helpers import TINY, only_run, summary, tmpfs
 from depthstudy import events
 
 
@@ -213,14 +213,7 @@ def test_a_diverged_run_writes_strict_json(cli, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 600 KiB tmpfs (root only): a checkpoint of ResNet-20 (about 1 MB) cannot fit."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    yield from tmpfs(tmp_path, "600k")
 
 
 def test_a_full_disk_is_one_line_and_the_summary_keeps_the_true_iteration_count(cli, small_disk):
@@ -231,5 +224,6 @@ def test_a_full_disk_is_one_line_and_the_summary_keeps_the_true_iteration_count(
     assert "it had none yet" in result.output  # its first checkpoint: no "previous checkpoint is kept"
     (run,) = (small_disk / "default").iterdir()
     s = summary(run)
-    assert s["status"] == "failed" and s["iterations"] == 10
+    assert s["status"] == "failed" and s["iterations"] == 0  # its first checkpoint failed: a resume starts at 0
+    assert s["history"][-1]["to_iteration"] == 0
     assert not list(run.glob(".*.tmp"))  # the torn temp file is gone

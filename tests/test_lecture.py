@@ -389,3 +389,41 @@ def test_claim_1_separates_the_shortcut_from_the_zero_init_and_shows_divergence(
     assert "| mlp residual (A), He init | 0.00 | 21.00 | diverged (3 of 3) |" in md
     assert "lr 0.01, 200 iterations of batch 64, weight decay 0.0001, normalisation none" in md
     assert [f.name for f in files] == ["lecture_1_depth.png"]
+
+
+def test_final_training_numbers_are_the_training_split_where_the_run_measured_it():
+    from depthstudy import events
+    from depthstudy.lecture import train_error, train_loss, train_measure
+    from depthstudy.runs import Run
+
+    curves = {events.TRAIN_ERROR: [(200, 9.0)], events.TRAIN_LOSS: [(200, 0.3)]}
+    measured = Run(Path("m"), {}, "finished", curves=curves, summary={
+        "train_error": 1.5, "train_loss": 0.05, "train_error_measure": "final weights", "split_sizes": {"train": 1200}})
+    window = Run(Path("w"), {}, "finished", curves=curves, summary={})
+    assert (train_error(measured), train_loss(measured)) == (1.5, 0.05)
+    assert (train_error(window), train_loss(window)) == (9.0, 0.3)  # a run from before the measure
+    assert train_measure([measured]).endswith("eval mode; one training image of 1200 is 0.08 points")
+    assert train_measure([measured, window]).startswith("the last log window")
+    assert train_loss(Run(Path("d"), {}, "diverged", curves=curves)) == math.inf
+
+
+def test_identity_learning_pairs_the_two_blocks_and_is_a_function_of_its_seed():
+    """Claim 2's fit: both kinds start from the same weights (the shortcut is the only difference), so at step 0
+    the residual block's output is relu(F(a) + a) and the plain block's relu(F(a)) for one and the same F."""
+    from depthstudy.diagnostics import identity_learning
+    from depthstudy.models import MLPBlock, he_init
+    from depthstudy.schema import MLPConfig
+
+    torch.manual_seed(5)
+    fit, held = torch.rand(40, 6), torch.rand(20, 6)
+    curves = identity_learning(fit, held, seed=3, steps=4, lr=0.1, batch_size=8, at=[0, 2, 4])
+    assert [s for s, _ in curves["residual"]] == [0, 2, 4] == [s for s, _ in curves["plain"]]
+    assert curves == identity_learning(fit, held, seed=3, steps=4, lr=0.1, batch_size=8, at=[0, 2, 4])
+    torch.manual_seed(3)
+    block = MLPBlock(6, 6, MLPConfig(arch="mlp", shortcut="none", norm="none"))
+    he_init(block)
+    with torch.no_grad():
+        f = block.fc2(torch.relu(block.fc1(held)))
+        expect = {"plain": torch.relu(f), "residual": torch.relu(f + held)}
+    for kind, out in expect.items():
+        assert curves[kind][0][1] == pytest.approx(float((out - held).norm() / held.norm()), rel=1e-6)

@@ -11,6 +11,7 @@ from helpers import summary
 from depthstudy import __version__, events
 from depthstudy.config import compose
 from depthstudy.report import make_report
+from depthstudy.rundir import run_lock
 
 # (shortcut, depth, seed) -> final train / test error the test writes.
 FINAL = {
@@ -86,8 +87,9 @@ def test_figures_and_report_files_are_written(sweep, cli):
 
 def test_failed_diverged_and_running_runs_are_shown_not_averaged(sweep, cli):
     write_run(sweep, "none", 110, 0, 90.0, 90.0, status="diverged")
-    write_run(sweep, "none", 56, 2, 99.0, 99.0, status="running")
-    result = cli("report", str(sweep))
+    running = write_run(sweep, "none", 56, 2, 99.0, 99.0, status="running")
+    with run_lock(running):  # a running run's process holds its lock (else it is crashed)
+        result = cli("report", str(sweep))
     assert result.exit_code == 0, result.output
     assert "plain-d110-wd0.0001-s0: diverged at iteration 40 (not averaged)" in result.output
     assert "plain-d56-wd0.0001-s2: running at iteration 30 of 30 (not averaged)" in result.output

@@ -4,6 +4,7 @@
     python -m pytest -m slurm
 """
 
+import os
 import shutil
 import signal
 import subprocess
@@ -132,3 +133,116 @@ def test_ctrl_c_says_the_jobs_go_on_and_scancel_stops_them_at_a_checkpoint(tmp_p
     import torch
 
     assert torch.load(runs[0] / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
+
+
+def job_logs(root, name) -> str:
+    """Every job log of the sweep (submitit's .submitit/<job>/<job>_0_log.out and .err), one after another."""
+    return "\n".join(p.read_text() for p in sorted((root / "runs" / name / ".submitit").rglob("*_log.*")))
+
+
+def squeue(name) -> list[str]:
+    """`<job id> <state>` of each of the sweep's jobs in the queue."""
+    out = subprocess.run(["squeue", "-h", "-r", "-n", name, "-o", "%i %T"], capture_output=True, text=True)
+    return out.stdout.split("\n")[:-1]
+
+
+def test_a_rerun_while_the_jobs_are_queued_or_running_submits_nothing_and_names_the_live_jobs(tmp_path):
+    args = ["sweep", *SMALL, "model.shortcut=none,A", "schedule.iterations=100000", "schedule.milestones=[0.5]",
+            "trainer.ckpt_every=100000", *SLURM, "hydra.launcher.array_parallelism=1", "name=live"]
+    first = depthstudy(*args, cwd=tmp_path, wait=False)
+    try:
+        wait_until_running(first, tmp_path, "live")  # one job trains, the other waits for the array's throttle
+        submitted = set((tmp_path / "runs" / "live" / ".submitit").iterdir())
+        again = depthstudy(*args, cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "2 left to the job or process already on it, 0 to train" in again.stdout, again.stdout
+        assert "RUNNING" in again.stdout and "PENDING" in again.stdout  # which job has which run, and its state
+        assert set((tmp_path / "runs" / "live" / ".submitit").iterdir()) == submitted  # nothing submitted again
+        assert len(squeue("depthstudy-live")) == 2
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+        subprocess.run(["scancel", "--name", "depthstudy-live"])
+
+
+def test_a_signal_before_training_starts_requeues_the_job_and_the_run_finishes(tmp_path):
+    """USR2 while the job imports torch (its run not started): the job says so and submitit requeues it
+    (max_num_timeout=1), the requeued job trains the run to the end; no traceback in the job log."""
+    args = ["sweep", *SMALL, "schedule.iterations=30", "schedule.milestones=[20]", *SLURM,
+            "hydra.launcher.max_num_timeout=1", "name=early"]
+    proc = depthstudy(*args, cwd=tmp_path, wait=False)
+    deadline = time.time() + 180
+    while True:  # the job's process, once it imports torch: depthstudy's guard is on, training not started
+        pids = subprocess.run(["pgrep", "-f", "submitit.core._submit"], capture_output=True, text=True).stdout.split()
+        if any("libtorch" in open(f"/proc/{p}/maps").read() for p in pids if os.path.exists(f"/proc/{p}/maps")):
+            break
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    job = squeue("depthstudy-early")[0].split()[0]
+    subprocess.run(["scancel", "-s", "USR2", job], check=True)
+    out, _ = proc.communicate(timeout=300)
+    logs = job_logs(tmp_path, "early")
+    assert proc.returncode == 0, out + logs
+    run = run_dirs(tmp_path, "early")[0]
+    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 30
+    assert "submitit requeued the job" in logs and ("not started" in logs or "interrupted at iteration" in logs), logs
+    assert "Traceback" not in logs and "run the same command" not in logs, logs
+    assert [j["restart"] for j in summary(run)["cluster_jobs"]][-1] == 1  # the requeued job finished it
+
+
+def test_a_real_time_limit_requeues_once_then_leaves_the_run_interrupted_and_says_why(tmp_path):
+    """SLURM's own warning (signal_delay_s before a 1-minute limit), twice: the first time submitit requeues the
+    job (max_num_timeout=1), the second time it does not; the run is interrupted with a checkpoint, the job logs
+    say which, and summary.json records both jobs' processes."""
+    args = ["sweep", *SMALL, "schedule.iterations=1000000", "schedule.milestones=[0.5]", "trainer.ckpt_every=100000",
+            "hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=30", "hydra.launcher.max_num_timeout=1", "name=limit1"]
+    result = depthstudy(*args, cwd=tmp_path)
+    logs = job_logs(tmp_path, "limit1")
+    assert result.returncode == 1 and "did not finish" in result.stderr, result.stdout + result.stderr + logs
+    assert "job submission failed" not in result.stderr
+    run = run_dirs(tmp_path, "limit1")[0]
+    s = summary(run)
+    assert s["status"] == "interrupted" and s["iterations"] > 0
+    assert [j["restart"] for j in s["cluster_jobs"]] == [0, 1] and s["cluster_jobs"][0]["id"] == s["cluster_jobs"][1]["id"]
+    assert "submitit requeued the job" in logs and "not requeued (Job not requeued because: timed-out too many" in logs
+    assert "Traceback" not in logs, logs
+    import torch
+
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
+
+
+def test_a_job_that_can_never_start_is_named_with_what_to_change(tmp_path):
+    """timeout_min=120 on a partition of 60 minutes at most: the job pends (PartitionTimeLimit) for ever."""
+    args = ["sweep", *SMALL, "schedule.iterations=6", "schedule.milestones=[4]", "hydra/launcher=submitit_slurm",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=120", "name=never"]
+    proc = depthstudy(*args, cwd=tmp_path, wait=False)
+    try:
+        deadline, seen = time.time() + 120, []
+        while not any("will not start" in line for line in seen):
+            assert time.time() < deadline and proc.poll() is None, "".join(seen)
+            seen.append(proc.stdout.readline())
+        line = next(line for line in seen if "will not start" in line)
+        assert "PartitionTimeLimit" in line and "hydra.launcher.timeout_min" in line, line
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        subprocess.run(["scancel", "--name", "depthstudy-never"])
+
+
+def test_scancel_while_the_sweep_waits_leaves_an_interrupted_run_and_a_clean_job_log(tmp_path):
+    args = ["sweep", *SMALL, "schedule.iterations=100000", "schedule.milestones=[0.5]", "trainer.ckpt_every=100000",
+            *SLURM, "name=cancelled"]
+    proc = depthstudy(*args, cwd=tmp_path, wait=False)
+    runs = wait_until_running(proc, tmp_path, "cancelled")
+    time.sleep(1)
+    subprocess.run(["scancel", "--name", "depthstudy-cancelled"], check=True)
+    out, _ = proc.communicate(timeout=180)
+    logs = job_logs(tmp_path, "cancelled")
+    s = summary(runs[0])
+    assert s["status"] == "interrupted" and s["iterations"] > 0, out + logs
+    assert proc.returncode == 1 and "did not finish" in out and "job submission failed" not in out, out
+    assert "Traceback" not in logs and "KeyboardInterrupt" not in logs, logs
+    assert "(SIGTERM); run the sweep again to resume" in logs, logs
+    listed = depthstudy("runs", "runs/cancelled", cwd=tmp_path)
+    assert f"(job {s['cluster_jobs'][-1]['id']})" in listed.stdout, listed.stdout
