@@ -313,7 +313,7 @@ def _terminal_table(runs: list[Run], root: Path, header: list[str], rows: list[l
         table.add_column(h, justify="left" if h in ("family", "runs") else "right")
     for row in rows:
         table.add_row(*row)
-    return Fitted(table, header[:header.index("runs")], ("gap", "val err %", "paper test %", "runs", "train err %"),
+    return Fitted(table, header[:header.index("runs")], ("paper", "gap", "val err %", "paper test %", "runs", "train err %"),
                   f"{out / 'report.md'} has every column")
 
 

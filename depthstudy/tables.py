@@ -27,7 +27,8 @@ def _is_number(text: str) -> bool:
 
 
 def _needs(console: Console, column) -> tuple[int, int]:
-    """(narrowest, natural) width of a column's content: a text column may wrap at spaces, a number cannot."""
+    """(narrowest, natural) width of a column's content: a text column may wrap at spaces onto two lines, a number
+    cannot wrap."""
     from rich.cells import cell_len
 
     cells = [_plain(console, c) for c in column._cells]
@@ -37,7 +38,7 @@ def _needs(console: Console, column) -> tuple[int, int]:
         return natural, natural
     words = [w for c in cells for w in (c.split() if not _is_number(c) else [c])]
     narrowest = max([cell_len(w) for w in header.split() + words] or [1])
-    return narrowest, natural
+    return max(narrowest, -(-natural // 2) if words else 0), natural  # text: two lines at most, else drop a column
 
 
 class Fitted:

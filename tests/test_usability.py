@@ -84,9 +84,11 @@ def test_report_table_fits_the_terminal_with_families_and_numbers_whole(study, c
     assert max(map(len, _lines(result.output))) <= columns
     rows = [re.split(r"\s*│\s*", line.strip("│ ")) for line in _lines(result.output) if line.startswith("│ ")]
     assert {(r[0], r[1]) for r in rows} == {(f, d) for f in ("plain", "residual (A)") for d in ("20", "56", "110")}
-    assert all(re.fullmatch(r"[-+]?\d+\.\d\d", cell) for r in rows for cell in r[3:] if cell)  # no number cut
+    assert {r[2] for r in rows} == {"2/2"}
+    numbers = {cell for r in rows for cell in r[3:] if re.fullmatch(r"[-+]?\d+\.\d\d", cell)}
+    assert {"2.50", "22.50", "+15.89", "6.61"} <= numbers  # whole, the gap to Table 6 included
     assert "…" not in result.output
-    assert "+15.89" in result.output  # the gap to Table 6, beside the paper recipe's runs
+    assert ("not shown at 80 columns: paper;" in result.output) == (columns == 80)  # "He 2015 Table 6": report.md
 
 
 def test_a_table_too_wide_drops_columns_in_order_and_says_so():
