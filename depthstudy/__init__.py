@@ -11,6 +11,11 @@ __version__ = "0.1.0"
 __all__ = ["train_run", "load_runs", "load_curves", "write_report"]
 
 
+def __dir__() -> list[str]:
+    """The lazy exports too, so that a notebook's completion offers them."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str):
     if name in __all__:
         from depthstudy import api

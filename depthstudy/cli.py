@@ -88,7 +88,7 @@ def _app(version: Annotated[bool, typer.Option("--version", callback=_version, i
                                                help="Print the version and exit.")] = False) -> None:
     """Plain vs residual nets of growing depth (He et al. 2015): train one net, sweep a grid, report figures.
 
-    Start with `depthstudy sweep experiment=quick` then `depthstudy report`.
+    Start with `depthstudy sweep experiment=quick` then `depthstudy report runs/quick`.
     """
 
 
@@ -342,7 +342,7 @@ def eval_command(
 
 @app.command()
 def report(
-    runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs/quick"),
+    runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
     out: Annotated[Optional[Path], typer.Option("--out", help="Where to write figures and report.md (default: RUNS_DIR/report).")] = None,
     by: Annotated[Optional[list[str]], typer.Option("--by", help="Also facet the depth plot by this config key (repeatable), e.g. optim.weight_decay.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",

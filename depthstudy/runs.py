@@ -391,7 +391,8 @@ def list_runs(root: Path) -> list[dict]:
                      "iterations": summary.get("iterations"), "total_iterations": summary.get("total_iterations"),
                      **{f"{s}_error": summary.get(f"{s}_error") for s in ("train", "val", "test")},
                      "wall_time_s": summary.get("wall_time_s"), "error": error, "forced": forced(summary),
-                     "cluster_job": last_job_id(summary), "cluster_jobs": summary.get("cluster_jobs") or []})
+                     "cluster_job": last_job_id(summary), "cluster_jobs": summary.get("cluster_jobs") or [],
+                     "config": config})  # flattened (model.depth, model.shortcut, seed...): scripts need not parse names
     found = copies(configs)
     for row in rows:
         row["copy_of"] = str(found[Path(row["path"])]) if Path(row["path"]) in found else None

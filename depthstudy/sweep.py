@@ -261,6 +261,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         console.print(f"  {r.run_dir.name}: left to its {r.live}", highlight=False)
     if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
+        _say_next(runs[0].run_dir.parent, console)
         return runs
     in_workers = _in_workers(runs)
     args = config.normalize_overrides(overrides)
@@ -321,7 +322,17 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         raise error
     if worker_died is not None:  # every run had ended: what was asked is done
         console.print(f"[yellow]a worker process of the sweep died ({_exit_of(worker_died)}) after every run ended[/]")
+    _say_next(runs[0].run_dir.parent, console)
     return runs
+
+
+def _say_next(sweep_dir: Path, console: Console) -> None:
+    """What to do with a finished sweep, as `depthstudy train` says it for one run (pasteable, spaces and all)."""
+    import shlex
+
+    where = shlex.quote(str(sweep_dir))
+    console.print(f"next: depthstudy report {where}   |   tensorboard --logdir {where}   |   depthstudy runs {where}",
+                  highlight=False, soft_wrap=True)
 
 
 def _exit_of(error: Exception) -> str:

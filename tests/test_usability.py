@@ -226,3 +226,36 @@ def test_a_slow_step_ends_the_warm_up_and_is_timed_once(monkeypatch):
     monkeypatch.setattr(estimate, "SLOW_STEP_S", -1.0)  # every step is slow
     estimate.step_seconds(without_hydra(compose(["model.depth=8", "trainer.threads=1"])), __import__("torch").device("cpu"))
     assert len(steps) == 2  # one warm-up step, one timed (a fast net: 2 + 6)
+
+
+def test_dir_of_the_package_lists_its_lazy_api():
+    import depthstudy
+
+    assert {"train_run", "load_runs", "load_curves", "write_report", "__version__"} <= set(dir(depthstudy))
+
+
+def test_runs_json_has_each_runs_config_keys(study, cli):
+    rows = json.loads(cli("runs", str(study), "--json").output)
+    assert {(r["config"]["model.depth"], r["config"]["model.shortcut"], r["config"]["seed"]) for r in rows} == {
+        (d, s, seed) for d in (20, 56, 110) for s in ("none", "A") for seed in (0, 1)}
+
+
+def test_runs_and_report_default_to_the_same_directory():
+    from typer.main import get_command
+
+    from depthstudy.cli import app
+
+    commands = get_command(app).commands
+    defaults = {name: next(p.default for p in commands[name].params if p.name == "runs_dir") for name in ("runs", "report")}
+    assert str(defaults["runs"]) == str(defaults["report"]) == "runs"
+
+
+def test_a_sweep_ends_with_the_next_commands(cli, tmp_path):
+    from helpers import TINY
+
+    result = cli("sweep", "model.depth=8", *TINY, "name=next")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == ("next: depthstudy report runs/next   |   tensorboard --logdir "
+                                                      "runs/next   |   depthstudy runs runs/next")
+    again = cli("sweep", "model.depth=8", *TINY, "name=next")  # nothing to train: the same pointer
+    assert again.output.strip().splitlines()[-1].startswith("next: depthstudy report runs/next")
