@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
+from pathlib import Path
 
 
 def say(text: str, err: bool = False) -> None:
@@ -66,8 +68,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class RunProgress:
-    def __init__(self, mode: str, name: str, total: int, start: int, console: Console | None = None):
+    """A run's output: a bar or lines (or nothing) on the console, and always its lines in `log` (the run
+    directory's train.log, appended by each process: what Hydra users find in <job>.log)."""
+
+    def __init__(self, mode: str, name: str, total: int, start: int, console: Console | None = None,
+                 log: Path | None = None):
         self.console = console or Console(stderr=False)
+        self.log = log
         if mode == "auto":
             mode = "bar" if self.console.is_terminal else "lines"
         self.mode, self.name, self.total = mode, name, total
@@ -98,11 +105,22 @@ class RunProgress:
         metrics = f"loss {loss:.3f} err {error:4.1f}% lr {lr:g} {speed}"  # fits 80 columns
         if self._bar is not None:
             self._bar.update(self._task, completed=done, metrics=metrics)
-        elif self.mode == "lines" and (done >= self._next_line or done == self.total):
+        if done >= self._next_line or done == self.total:  # about every 10%: on the console in lines mode, and logged
             self._next_line = done + max(1, self.total // 10)
-            self.print(f"{self.name} it {done}/{self.total} {metrics}")
+            line = f"{self.name} it {done}/{self.total} {metrics}"
+            self.print(line) if self.mode == "lines" else self._log(line)
+
+    def _log(self, text: str) -> None:
+        if self.log is None:
+            return
+        try:
+            with open(self.log, "a") as f:
+                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
+        except OSError:  # a full disk ends the run where it writes its checkpoint, with its reason: not here
+            self.log = None
 
     def print(self, text: str) -> None:
+        self._log(text)
         if self.mode == "none":
             return
         if self._bar is not None:

@@ -30,6 +30,7 @@ from depthstudy.errors import DepthstudyError, UsageError
 
 CONFIG_FILE, SUMMARY_FILE, LOCK_FILE, CHECKPOINT_FILE, ERROR_FILE = (
     "config.yaml", "summary.json", ".lock", "checkpoint.pt", "error.txt")
+LOG_FILE = "train.log"  # every process's progress lines, appended (its console may be gone)
 FINAL_STATUSES = ("finished", "diverged")  # a rerun leaves these alone
 
 # Keys that say where or how a run is executed or logged, not what it computes: they stay out of
@@ -142,12 +143,17 @@ def write_cached(name: str, obj: dict) -> None:
 
 @contextmanager
 def run_lock(run_dir: Path, probe: bool = False):
-    """One process per run directory. flock is released by the kernel even after kill -9.
+    """One process per run directory. flock is released by the kernel even after kill -9 (which leaves the file: a
+    dead run's pid, for `crashed`); a process that ends removes it, so a finished run holds no lock file.
     probe: only check that nobody holds it (the lock file's content is left as it is)."""
-    with open(run_dir / LOCK_FILE, "a+") as f:
+    path = run_dir / LOCK_FILE
+    with open(path, "a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            # the file may have been removed by its last holder between our open and flock: then it is not the lock
+            if not probe and os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:
+                raise BlockingIOError
+        except (BlockingIOError, FileNotFoundError):
             f.seek(0)
             raise RunBusyError(f"run directory {run_dir} is in use by another depthstudy process "
                                f"(pid {f.read().strip() or '?'}); wait for it to finish or stop it") from None
@@ -156,7 +162,12 @@ def run_lock(run_dir: Path, probe: bool = False):
             f.truncate()
             f.write(f"{os.getpid()}@{socket.gethostname()}")
             f.flush()
-        yield
+        try:
+            yield
+        finally:
+            if not probe:  # before the flock goes with the file's closing: the next holder makes a new file
+                with suppress(OSError):
+                    path.unlink()
 
 
 def check_not_busy(run_dir: Path) -> None:
@@ -314,6 +325,48 @@ def summary_problem(summary: dict) -> str | None:
 def nothing_to_do(run_dir: Path, summary: dict) -> str:
     """What a rerun of an ended run says."""
     return f"{run_dir.name}: already {summary['status']} ({summary.get('iterations')} iterations); nothing to do"
+
+
+_PROVENANCE: list[dict] = []  # this process's, read once
+
+
+def provenance() -> dict:
+    """What made this process's part of a run: depthstudy's version, its source commit where it runs from a git
+    checkout ("+changes": files differ from it), torch's version (from its metadata: no torch import), Python, host,
+    and when the process started. Read once per process."""
+    if not _PROVENANCE:
+        import importlib.metadata
+        import platform
+        import subprocess
+        import time
+
+        from depthstudy import __version__
+
+        try:
+            torch_version = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            torch_version = None
+        _PROVENANCE.append({"depthstudy": __version__, "commit": _source_commit(subprocess), "torch": torch_version,
+                            "python": platform.python_version(), "host": socket.gethostname(),
+                            "process_started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return dict(_PROVENANCE[0])
+
+
+def _source_commit(subprocess) -> str | None:
+    """HEAD of the git checkout depthstudy runs from (an installed copy: None)."""
+    source = Path(__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None
+    git = ["git", "-C", str(source)]
+    try:
+        head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        changed = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):  # no git here: the version says what it can
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+changes" if changed.stdout.strip() else "")
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -288,7 +288,7 @@ def _train(cfg: DictConfig, run_dir: Path, in_sweep: bool, gpu: int | None, key_
         said.append(f"grown from {g['run']} (depth {g['depth']}): blocks {g['inserted_blocks']} inserted "
                     f"({g['grow_init']}); training error {g['train_error_before']:.2f}% -> "
                     f"{g['train_error_after']:.2f}%, largest logit change {g['max_logit_change']:.3g}")
-    progress = RunProgress(str(cfg.trainer.progress), run.name, run.total, state.step)
+    progress = RunProgress(str(cfg.trainer.progress), run.name, run.total, state.step, log=run.run_dir / rundir.LOG_FILE)
     progress.print(f"{run.name}: {summary['params']:,} params on {run.device}"
                    + (f", resuming at iteration {state.step}" if state.step else ""))
     for line in said:
@@ -321,10 +321,10 @@ def start_summary(run: Run, state: RunState, config: dict, previous: dict | None
     cadences = [c for c in previous.get("log_every_used") or [] if isinstance(c, int)]
     history = [h for h in previous.get("history") or [] if isinstance(h, dict)]
     history.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from_iteration": state.step,
-                    "to_iteration": state.step, "config_changes": changes})
+                    "to_iteration": state.step, "config_changes": changes, "provenance": rundir.provenance()})
     summary = {"status": "running", "run_name": run.name, "iterations": state.step, "total_iterations": run.total,
                "params": count_params(run.model), "config_hash": rundir.config_hash(config), "device": str(run.device),
-               "precision": run.cfg.trainer.precision, "history": history,
+               "precision": run.cfg.trainer.precision, "history": history, "provenance": rundir.provenance(),
                "log_every_used": sorted({*cadences, int(run.cfg.trainer.log_every)})}
     if cluster.jobs_of(previous):  # every SLURM job that trained the run, for sacct and `depthstudy runs`
         summary["cluster_jobs"] = cluster.jobs_of(previous)

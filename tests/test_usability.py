@@ -259,3 +259,27 @@ def test_a_sweep_ends_with_the_next_commands(cli, tmp_path):
                                                       "runs/next   |   depthstudy runs runs/next")
     again = cli("sweep", "model.depth=8", *TINY, "name=next")  # nothing to train: the same pointer
     assert again.output.strip().splitlines()[-1].startswith("next: depthstudy report runs/next")
+
+
+def test_a_run_records_its_provenance_and_keeps_a_log_of_its_output(cli, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    import depthstudy
+    from helpers import TINY, only_run, summary
+
+    assert cli("train", *TINY).exit_code == 0
+    run = only_run(tmp_path)
+    s = summary(run)
+    prov = s["provenance"]
+    assert (prov["depthstudy"], prov["torch"]) == (depthstudy.__version__, torch.__version__.split("+")[0]) or \
+        prov["torch"] == torch.__version__
+    head = subprocess.run(["git", "-C", str(Path(depthstudy.__file__).resolve().parent.parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert head and prov["commit"].split("+")[0] == head  # the tests run from a checkout
+    assert prov["host"] and prov["python"] and s["history"][-1]["provenance"] == prov  # each process's own
+    log = (run / "train.log").read_text()
+    assert "finished, error % train" in log and "it 6/6" in log  # written with trainer.progress=none too
+    assert not (run / ".lock").exists()
