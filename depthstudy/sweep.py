@@ -259,6 +259,10 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
                   + f"{to_train} to train, under {runs[0].run_dir.parent}")
     for r in live:
         console.print(f"  {r.run_dir.name}: left to its {r.live}", highlight=False)
+    launcher = runs[0].cfg.hydra.launcher
+    if to_train and _on_slurm(runs) and not any(launcher.get(k) for k in ("mem_gb", "mem_per_cpu", "mem_per_gpu")):
+        console.print("[yellow]sweep: no memory asked for (hydra.launcher.mem_gb=8 or mem_per_cpu=4G, say): where "
+                      "the cluster has no default, each job takes a whole node's memory and they run one at a time[/]")
     if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
         _say_next(runs[0].run_dir.parent, console)

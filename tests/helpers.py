@@ -33,6 +33,11 @@ def as_if_made_before(run: Path, *keys: str) -> None:
         parent, _, leaf = key.rpartition(".")
         del cfg[parent][leaf]
     OmegaConf.save(cfg, run / "config.yaml")
+    summary_file = run / "summary.json"  # and its summary as it was then: no config_hash (newer than any such key)
+    if summary_file.exists():
+        old = json.loads(summary_file.read_text())
+        old.pop("config_hash", None)
+        summary_file.write_text(json.dumps(old))
 
 
 def write_cifar(root: Path, n: int = 24, name: str = "cifar10", seed: int = 0) -> Path:

@@ -82,6 +82,15 @@ def test_submitit_local_launcher(cli, tmp_path):
     assert all(summary(p)["status"] == "finished" for p in sweep_dir(tmp_path).iterdir() if p.name.startswith(("plain", "res")))
 
 
+def test_a_slurm_warning_signal_as_long_as_the_time_limit_is_refused_before_anything_is_submitted(cli, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = cli("sweep", "model.depth=8", "seed=0,1", *TINY_SWEEP, "hydra/launcher=submitit_slurm",
+                 "hydra.launcher.timeout_min=1", "--dry-run", "--no-estimate")  # submitit's signal_delay_s=120
+    assert result.exit_code == 2, result.output
+    assert "signal_delay_s=120" in result.output and "lower signal_delay_s" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_diverging_run_is_recorded_and_the_sweep_goes_on(cli, tmp_path):
     result = cli("sweep", "model.depth=8", "optim.lr=0.1,1e12", "model.shortcut=none", *TINY_SWEEP)
     assert result.exit_code == 0, result.output
