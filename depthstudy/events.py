@@ -14,8 +14,9 @@ EVENT_FILES = "events.out.tfevents.*"  # the glob of a run's event files (Tensor
 TRAIN_LOSS = "train/loss"  # mean cross-entropy over the last log window of mini-batches
 TRAIN_ERROR = "train/error"  # % misclassified in the last log window of (augmented) training mini-batches
 LR = "train/lr"
-THROUGHPUT = "perf/images_per_s"  # training images per second over the last log window
-EVAL_TIME = "perf/eval_s"  # seconds spent in each evaluation
+# Under train/ and val/, not a perf/ group: TensorBoard lists groups sorted and opens the first, which was perf/.
+THROUGHPUT = "train/images_per_s"  # training images per second over the last log window
+EVAL_TIME = "val/eval_s"  # seconds spent in each evaluation (validation and test)
 VAL_ERROR, VAL_LOSS = "val/error", "val/loss"
 TEST_ERROR, TEST_LOSS = "test/error", "test/loss"
 ERROR_TAGS = {"train": TRAIN_ERROR, "val": VAL_ERROR, "test": TEST_ERROR}
@@ -26,7 +27,8 @@ LOSS_TAGS = {"train": TRAIN_LOSS, "val": VAL_LOSS, "test": TEST_LOSS}
 INSTRUMENTS = "z_instruments/"
 RESPONSE_PREFIX = INSTRUMENTS + "responses/std/"  # std of each 3x3 layer's response (He 2015 Figure 7)
 BLOCK_PREFIX = INSTRUMENTS + "blocks/"  # .../blocks/<branch_ratio|gamma_norm|gamma_rms|weight_norm>/<block>
-RENAMED = {"responses/std/": RESPONSE_PREFIX, "blocks/": BLOCK_PREFIX}  # runs written before the group existed
+RENAMED = {"responses/std/": RESPONSE_PREFIX, "blocks/": BLOCK_PREFIX,  # runs written before the group existed
+           "perf/images_per_s": THROUGHPUT, "perf/eval_s": EVAL_TIME}  # and before perf/ went
 
 
 def response_tag(layer: int) -> str:

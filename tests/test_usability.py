@@ -283,3 +283,18 @@ def test_a_run_records_its_provenance_and_keeps_a_log_of_its_output(cli, tmp_pat
     log = (run / "train.log").read_text()
     assert "finished, error % train" in log and "it 6/6" in log  # written with trainer.progress=none too
     assert not (run / ".lock").exists()
+
+
+def test_tensorboard_lists_the_error_groups_first_and_older_perf_tags_are_still_read(tmp_path):
+    """TensorBoard sorts tag groups and opens the first: test/, train/, val/ (errors), never perf/."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    tags = [events.TRAIN_ERROR, events.VAL_ERROR, events.TEST_ERROR, events.TRAIN_LOSS, events.LR, events.THROUGHPUT,
+            events.EVAL_TIME, events.response_tag(0)]
+    groups = sorted({t.split("/")[0] for t in tags})
+    assert groups[:3] == ["test", "train", "val"]
+    with SummaryWriter(str(tmp_path)) as w:  # a run written before: its perf/ tags read under today's names
+        w.add_scalar("perf/images_per_s", 100.0, 2)
+        w.add_scalar("perf/eval_s", 1.5, 2)
+    scalars = events.read_scalars(tmp_path)
+    assert scalars[events.THROUGHPUT] == [(2, 100.0)] and scalars[events.EVAL_TIME] == [(2, 1.5)]
