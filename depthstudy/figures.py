@@ -27,8 +27,9 @@ FAMILY_STYLE = {"plain": dict(color="#444444", marker="o"), "residual (A)": dict
 
 
 # Okabe & Ito's colour-blind-safe palette (its yellow left out: too light on white), in depth order: neighbouring
-# depths get clearly different hues (viridis' dark end made 44/56/110 hard to tell apart).
-DEPTH_PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+# depths get clearly different hues (viridis' dark end made 44/56/110 hard to tell apart). Blue, orange, green
+# first: the quick study's three depths (sky blue and bluish green, once 32 and 56, read alike).
+DEPTH_PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000"]
 
 
 def _depth_colours(depths: list[int]) -> dict[int, str]:

@@ -298,3 +298,24 @@ def test_tensorboard_lists_the_error_groups_first_and_older_perf_tags_are_still_
         w.add_scalar("perf/eval_s", 1.5, 2)
     scalars = events.read_scalars(tmp_path)
     assert scalars[events.THROUGHPUT] == [(2, 100.0)] and scalars[events.EVAL_TIME] == [(2, 1.5)]
+
+
+def test_every_depth_gets_a_colour_far_from_every_other():
+    """Distance in CIELAB (DE76), the closest pair: the quick study's three depths (20/32/56) and the paper's five
+    as far apart as the colour-blind-safe palette allows (its earlier order: 59.5 and 26.4)."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    from depthstudy.figures import _depth_colours
+
+    def lab(hex_colour):
+        rgb = np.array(to_rgb(hex_colour))
+        rgb = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+        xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ rgb
+        f = np.cbrt(xyz / np.array([0.9505, 1.0, 1.089]))
+        return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+    for depths, least in (([20, 32, 56], 65), ([20, 32, 44, 56, 110], 30), ([20, 32, 44, 56, 110, 164, 1202], 25)):
+        colours = [lab(c) for c in _depth_colours(depths).values()]
+        closest = min(np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:])
+        assert closest > least, (depths, closest)
