@@ -296,7 +296,9 @@ def _eval_line(r: dict, names: list[str]) -> str:
 
     errors = [f"{n} {r[n + '_error']:.2f}% (loss {r[n + '_loss']:.4f})" if r[n + "_error"] is not None else f"{n} -"
               for n in names]
-    return fields([r["run"], f"[{r['iterations']}/{r['total_iterations']} it]", *errors], _console().width)
+    console = _console()  # a pipe gets one line per run, whatever its length: scripts read them
+    return fields([r["run"], f"[{r['iterations']}/{r['total_iterations']} it]", *errors],
+                  console.width if console.is_terminal else 10**6)
 
 
 @app.command("eval", epilog=_examples(
