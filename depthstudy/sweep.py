@@ -251,18 +251,7 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
     if dry_run:
         _dry_run(runs, overrides, console, estimate)
         return runs
-    live = find_live(runs)
-    to_train = sum(r.status not in FINAL_STATUSES for r in runs) - len(live)
-    done = len(runs) - to_train - len(live)
-    console.print(f"sweep: {count(len(runs), 'run')}, {done} already done, "
-                  + (f"{len(live)} left to the job or process already on it, " if live else "")
-                  + f"{to_train} to train, under {runs[0].run_dir.parent}")
-    for r in live:
-        console.print(f"  {r.run_dir.name}: left to its {r.live}", highlight=False)
-    launcher = runs[0].cfg.hydra.launcher
-    if to_train and _on_slurm(runs) and not any(launcher.get(k) for k in ("mem_gb", "mem_per_cpu", "mem_per_gpu")):
-        console.print("[yellow]sweep: no memory asked for (hydra.launcher.mem_gb=8 or mem_per_cpu=4G, say): where "
-                      "the cluster has no default, each job takes a whole node's memory and they run one at a time[/]")
+    to_train = _say_plan(runs, console)
     if not to_train:  # nothing to launch: on a cluster, a job that only says "already finished" waits in the queue
         console.print(runs_table(runs, "sweep results (nothing to train)"))
         _say_next(runs[0].run_dir.parent, console)
@@ -328,6 +317,23 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         console.print(f"[yellow]a worker process of the sweep died ({_exit_of(worker_died)}) after every run ended[/]")
     _say_next(runs[0].run_dir.parent, console)
     return runs
+
+
+def _say_plan(runs: list[PlannedRun], console: Console) -> int:
+    """What the sweep will do: done, left to live jobs, to train (the count it returns); a SLURM sweep without memory."""
+    live = find_live(runs)
+    to_train = sum(r.status not in FINAL_STATUSES for r in runs) - len(live)
+    done = len(runs) - to_train - len(live)
+    console.print(f"sweep: {count(len(runs), 'run')}, {done} already done, "
+                  + (f"{len(live)} left to the job or process already on it, " if live else "")
+                  + f"{to_train} to train, under {runs[0].run_dir.parent}")
+    for r in live:
+        console.print(f"  {r.run_dir.name}: left to its {r.live}", highlight=False)
+    launcher = runs[0].cfg.hydra.launcher
+    if to_train and _on_slurm(runs) and not any(launcher.get(k) for k in ("mem_gb", "mem_per_cpu", "mem_per_gpu")):
+        console.print("[yellow]sweep: no memory asked for (hydra.launcher.mem_gb=8 or mem_per_cpu=4G, say): where "
+                      "the cluster has no default, each job takes a whole node's memory and they run one at a time[/]")
+    return to_train
 
 
 def _say_next(sweep_dir: Path, console: Console) -> None:

@@ -207,7 +207,8 @@ def test_a_diverged_run_writes_strict_json(cli, tmp_path):
     s = json.loads(text)
     assert s["status"] == "diverged" and s["train_loss"] is None
     result, md = report_md(cli, tmp_path / "runs")  # a result, not damage: its curves end before the diverged point
-    assert result.exit_code == 0 and "diverged at iteration" in md and "damaged" not in md
+    # exit 1: nothing finished (issue 27), but the diverged run is a result in report.md, not damage
+    assert result.exit_code == 1 and "diverged at iteration" in md and "damaged" not in md
 
 
 @pytest.fixture

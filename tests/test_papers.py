@@ -106,6 +106,7 @@ def _smoke_report(cli, tmp_path, preset: str, *narrow: str) -> list[dict]:
     import json
 
     from helpers import write_cifar
+    from depthstudy.rundir import config_hash
 
     write_cifar(tmp_path / "data", n=24)
     write_cifar(tmp_path / "data", n=24, name="cifar100")
@@ -116,10 +117,13 @@ def _smoke_report(cli, tmp_path, preset: str, *narrow: str) -> list[dict]:
     md = (root / "report" / "report.md").read_text()
     assert "paper test %" not in md and "`schedule.iterations`: 2 (paper: 64000)" in md
     full = compose([f"experiment={preset}"])
-    for config in root.glob("*/config.yaml"):
+    for config in root.glob("*/config.yaml"):  # as a full-length run writes config.yaml, and its hash in summary.json
         cfg = OmegaConf.load(config)
         cfg.schedule, cfg.optim.batch_size = full.schedule, full.optim.batch_size
         config.write_text(OmegaConf.to_yaml(cfg))
+        summary = json.loads((config.parent / "summary.json").read_text())
+        summary["config_hash"] = config_hash(OmegaConf.to_container(cfg, resolve=True))
+        (config.parent / "summary.json").write_text(json.dumps(summary))
     assert cli("report", str(root)).exit_code == 0
     md = (root / "report" / "report.md").read_text()
     assert "Every setting follows" in md
