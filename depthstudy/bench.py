@@ -215,7 +215,24 @@ def reference_batches(dataset, device: torch.device):
 
 # --- timing ---
 
-def matmul_rates(device: torch.device, dtype: torch.dtype, reps: int, n: int = 2048) -> list[float]:
+MATMUL_N = 2048  # the peak's matmul size, unless one would take over MATMUL_MAX_S (e.g. emulated bf16 on a CPU)
+MATMUL_MAX_S = 0.5
+
+
+def matmul_size(device: torch.device, dtype: torch.dtype) -> int:
+    """The n of the peak's n x n matmuls: 2048, or the largest power of two (at least 256) whose matmul a 512 probe
+    says takes under MATMUL_MAX_S, so that a dtype this device emulates (1 GFLOP/s) does not take minutes."""
+    probe = 512
+    a = torch.randn(probe, probe, device=device).to(dtype)
+    a @ a
+    (t,) = time_steps(lambda: a @ a, 1, device)
+    n = MATMUL_N
+    while n > 256 and t * (n / probe) ** 3 > MATMUL_MAX_S:
+        n //= 2
+    return n
+
+
+def matmul_rates(device: torch.device, dtype: torch.dtype, reps: int, n: int = MATMUL_N) -> list[float]:
     """FLOP/s of reps n x n @ n x n matmuls (2 n^3 FLOP each), after one warm-up."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
@@ -288,9 +305,11 @@ def print_results(console, out: dict) -> None:
                       f"{100 * row['ours_fraction_of_peak']:.1f}%",
                       *([f"{row['precision_speedup']:.2f}x"] if against_fp32 else []))
     console.print(table)
-    peaks = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s" for k, v in out["matmul_peak_flop_per_s"].items())
+    sizes = out.get("matmul_n", {})  # absent from JSON written before sizes were chosen: 2048 then
+    peaks = ", ".join(f"{k} {v / 1e9:,.0f} GFLOP/s ({sizes.get(k, MATMUL_N)}^3)"
+                      for k, v in out["matmul_peak_flop_per_s"].items())
     (start, *_), (end, *_) = out["loadavg_start"], out["loadavg_end"]
-    console.print(f"matmul peak (2048^3 matmuls, measured): {peaks}; device {s['device']} ({out['device_name']}), "
+    console.print(f"matmul peak (n^3 matmuls, measured): {peaks}; device {s['device']} ({out['device_name']}), "
                   f"{s['threads']} threads, torch {out['torch_version']}; load average {start:.1f} at start, "
                   f"{end:.1f} at end", highlight=False)
     slower = [f"{r['model']} {r['precision_speedup']:.2f}x" for r in out["models"] if r.get("precision_speedup", 1) < 1]
@@ -336,11 +355,13 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
         f"{len(specs)} model(s) x {rounds} round(s) x {steps} timed steps per path, {warmup} warm-up steps")
 
     # The peak is sampled before every model and at the end, so that noise hits it as it hits training.
-    peak_samples = {p: [] for p in (("fp32", "bf16") if precision == "bf16" else ("fp32",))}
+    dtypes = {"fp32": torch.float32, **({"bf16": torch.bfloat16} if precision == "bf16" else {})}
+    peak_n = {p: matmul_size(dev, dtype) for p, dtype in dtypes.items()}
+    peak_samples = {p: [] for p in dtypes}
 
     def sample_peak() -> None:
-        for p in peak_samples:
-            peak_samples[p] += matmul_rates(dev, torch.bfloat16 if p == "bf16" else torch.float32, reps=3)
+        for p, dtype in dtypes.items():
+            peak_samples[p] += matmul_rates(dev, dtype, reps=3, n=peak_n[p])
 
     results = []
     for spec in specs:
@@ -362,7 +383,7 @@ def run_bench(models: str = DEFAULT_MODELS, steps: int = 10, warmup: int = 2, ro
                      "cuda_tf32": dev.type == "cuda" and torch.backends.cudnn.allow_tf32,
                      "reference_num_workers": len(os.sched_getaffinity(0)), "data": data_kind,
                      "data_root": str(root), "images": len(dataset)},
-        "matmul_peak_flop_per_s": peak, "matmul_samples_flop_per_s": peak_samples,
+        "matmul_peak_flop_per_s": peak, "matmul_samples_flop_per_s": peak_samples, "matmul_n": peak_n,
         "device_name": device_name(dev), "torch_version": torch.__version__,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "models": results,
