@@ -122,6 +122,7 @@ def test_a_json_path_that_cannot_be_written_is_refused_before_measuring(cli, no_
     assert "img/s" not in result.output  # nothing was measured
 
 
+@pytest.mark.slow  # 20 s of CI: k real training processes
 def test_concurrent_runs_are_timed_against_one(cli, no_cifar):
     """bench --concurrent: k real training processes at once, aggregate images/s against one run's."""
     result = cli("bench", "--concurrent", "2", "--models", "resnet8", "--steps", "2", "--warmup", "1",
@@ -155,6 +156,7 @@ def test_concurrent_runs_on_cuda_are_kept_for_jobs_per_gpu(cli, no_cifar):
     assert packing.measured_k(key, 8)[0] in (1, 2)
 
 
+@pytest.mark.slow  # 10-20 s of CI: emulated bf16 on this CPU
 def test_a_precision_that_does_not_pay_says_so(cli, no_cifar):
     """bf16 on this CPU is emulated: slower than fp32, and bench must say so rather than report it as an option."""
     result = cli(*QUICK, "--precision", "bf16", "--device", "cpu", "--json", "bf16.json")
@@ -169,11 +171,22 @@ def test_a_precision_that_does_not_pay_says_so(cli, no_cifar):
         assert out["matmul_n"]["bf16"] < 2048 and f"({out['matmul_n']['bf16']}^3)" in text
     if peak["bf16"] < peak["fp32"]:  # no bf16 hardware: autocast emulates it
         assert row["precision_speedup"] < 1 and "warning: bf16 is slower than fp32 here for resnet8" in text
-    # the warning itself, whatever this machine's bf16 units: a slower model is named, a faster one is not
+
+
+def test_a_slower_precision_is_named_model_by_model():
+    """The warning itself, whatever this machine's bf16 units: a slower model is named, a faster one is not."""
     from rich.console import Console
 
-    slow, fast = dict(row, model="resnet56", precision_speedup=0.61), dict(row, model="resnet20", precision_speedup=1.4)
+    timing = {"images_per_s": 100.0, "gflop_per_s": 1.0}
+    row = {"model": "", "ours": timing, "reference": timing, "ours_fp32": timing, "ratio": 1.0,
+           "ours_fraction_of_peak": 0.1}
+    out = {"settings": {"precision": "bf16", "device": "cpu", "threads": 2, "batch_size": 128, "data": "synthetic",
+                        "compile": "off", "channels_last": True}, "device_name": "cpu",
+           "torch_version": torch.__version__, "loadavg_start": [0.0, 0.0, 0.0], "loadavg_end": [0.0, 0.0, 0.0],
+           "matmul_peak_flop_per_s": {"fp32": 5e10, "bf16": 1e9}, "matmul_n": {"fp32": 2048, "bf16": 512},
+           "models": [dict(row, model="resnet56", precision_speedup=0.61), dict(row, model="resnet20", precision_speedup=1.4)]}
     console = Console(record=True, width=300)
-    bench.print_results(console, {**out, "models": [slow, fast]})
+    bench.print_results(console, out)
     printed = console.export_text()
     assert "warning: bf16 is slower than fp32 here for resnet56 0.61x" in printed and "resnet20 1.40x" not in printed
+    assert "bf16 1 GFLOP/s (512^3)" in printed and "no bf16 hardware" in printed

@@ -1,6 +1,7 @@
 """Fault injection: damaged files are named and kept out of the numbers, never read as data."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -9,13 +10,29 @@ from helpers import TINY, only_run, summary, tmpfs
 from depthstudy import events
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """Two finished tiny runs (log every iteration), trained once for this file's tests to damage copies of."""
+    from typer.testing import CliRunner
+
+    from depthstudy.cli import app
+
+    root, here = tmp_path_factory.mktemp("trained"), os.getcwd()
+    os.chdir(root)
+    try:
+        for seed in (0, 1):
+            args = ["train", *TINY, "model.depth=8", "trainer.log_every=1", f"seed={seed}"]
+            assert CliRunner().invoke(app, args, catch_exceptions=False).exit_code == 0
+    finally:
+        os.chdir(here)
+    return root / "runs"
+
+
 @pytest.fixture
-def trained(cli, tmp_path):
-    """A finished tiny run (log every iteration) and a second one, beside it, to keep the report going."""
-    for seed in (0, 1):
-        assert cli("train", *TINY, "model.depth=8", "trainer.log_every=1", f"seed={seed}").exit_code == 0
-    runs = sorted(p for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir())
-    return runs
+def trained(cli, tmp_path, trained_once):
+    """A finished tiny run and a second one, beside it, to keep the report going: this test's own copies."""
+    shutil.copytree(trained_once, tmp_path / "runs")
+    return sorted(p for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir())
 
 
 def report_md(cli, root):
@@ -52,7 +69,7 @@ def test_an_unreadable_summary_names_the_file_and_the_rest_goes_on(cli, tmp_path
     result, md = report_md(cli, tmp_path / "runs")
     assert result.exit_code == 0, result.output
     assert f"{run.name}: summary.json unreadable" in md
-    dry = cli("sweep", *TINY, "model.depth=8", "seed=0,1", "--dry-run")  # planning reads it too
+    dry = cli("sweep", *TINY, "model.depth=8", "seed=0,1", "--dry-run", "--no-estimate")  # planning reads it too
     assert dry.exit_code == 0, dry.output
     (row,) = [r for r in json.loads(cli("runs", str(tmp_path / "runs"), "--json").output) if r["run"] == run.name]
     assert row["status"] == "damaged" and "summary.json unreadable" in row["error"]  # not "new"

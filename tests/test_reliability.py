@@ -35,6 +35,18 @@ def depthstudy(*args, cwd, wait=True):
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def wait_for_run_dir(parent, proc, timeout=120):
+    """The run directory the process makes under parent; fails (never hangs) if the process ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        runs = list(parent.glob("*")) if parent.exists() else []
+        if runs:
+            return runs[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no run directory under {parent} after {timeout} s")
+
+
 def wait_for_checkpoint(run_dir, min_step, proc, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -55,11 +67,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     reference = summary(only_run(tmp_path / "a"))
 
     proc = depthstudy("train", *LONG, cwd=tmp_path / "b", wait=False)
-    run = None
-    while run is None:
-        runs = list((tmp_path / "b" / "runs" / "default").glob("*")) if (tmp_path / "b" / "runs").exists() else []
-        run = runs[0] if runs else None
-        time.sleep(0.05)
+    run = wait_for_run_dir(tmp_path / "b" / "runs" / "default", proc)
     wait_for_checkpoint(run, 20, proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.wait()
@@ -81,28 +89,26 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
-    # 1,000 iterations (seconds): the run cannot finish before the Ctrl-C lands, even on a busy machine; no
+    # 300 iterations (seconds): the run cannot finish before the Ctrl-C lands, even on a busy machine; no
     # evaluations on the way, so that the rerun to the end stays short.
-    args = [*LONG, "schedule.iterations=1000", "trainer.eval_every=0"]
+    args = [*LONG, "schedule.iterations=300", "trainer.eval_every=0"]
     proc = depthstudy("train", *args, cwd=tmp_path, wait=False)
-    while not (tmp_path / "runs" / "default").exists() or not any((tmp_path / "runs" / "default").iterdir()):
-        time.sleep(0.05)
-    run = only_run(tmp_path)
+    run = wait_for_run_dir(tmp_path / "runs" / "default", proc)
     wait_for_checkpoint(run, 10, proc)
     running = summary(run)  # summary.json is whole (valid JSON) while the run trains
-    assert running["status"] == "running" and running["total_iterations"] == 1000
+    assert running["status"] == "running" and running["total_iterations"] == 300
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
     assert "Traceback" not in out and "checkpoint saved" in out
     s = summary(run)
-    assert s["status"] == "interrupted" and 10 <= s["iterations"] < 1000
+    assert s["status"] == "interrupted" and 10 <= s["iterations"] < 300
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == s["iterations"]
 
     rerun = depthstudy("train", *args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"resuming at iteration {s['iterations']}" in rerun.stdout
-    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 1000
+    assert summary(run)["status"] == "finished" and summary(run)["iterations"] == 300
 
 
 def test_a_second_process_on_the_same_run_is_refused(cli, tmp_path):
@@ -246,6 +252,7 @@ def test_a_second_sweep_in_the_same_process_reaches_joblibs_reused_workers():
         assert watched() == [str(second.stop_file)] * 2
 
 
+@pytest.mark.slow  # 40 s of CI; the Ctrl-C part is also in the next test and in test_integrity's SIGTERM test
 def test_ctrl_c_of_a_joblib_sweep_checkpoints_running_jobs_and_skips_queued_ones(tmp_path):
     args, sweep_dir = ctrl_c_a_joblib_sweep(tmp_path, ["model.shortcut=none,A", "seed=0,1"], 2, "plain-*")
     assert not any((run / "summary.json").exists() for run in sweep_dir.glob("resA-*"))  # queued: never started

@@ -20,7 +20,7 @@ def run_names(tmp_path):
 
 
 def test_dry_run_lists_exactly_the_grid(cli, tmp_path):
-    result = cli("sweep", *GRID, "seed=0,1", "name=grid", "--dry-run")
+    result = cli("sweep", *GRID, "seed=0,1", "name=grid", "--dry-run", "--no-estimate")  # estimates: below
     assert result.exit_code == 0, result.output
     assert "8 runs (dry run" in result.output
     for name in NAMES:
