@@ -53,7 +53,7 @@ def test_reading_runs_and_planning_sweeps_do_not_import_torch(tmp_path):
     (run / "config.yaml").write_text("model: {depth: 20, shortcut: none}\nseed: 0\n")
     (run / "summary.json").write_text('{"status": "finished", "iterations": 1}')
     code = (f"import sys; from pathlib import Path; from depthstudy import runs, sweep; root = Path({str(tmp_path)!r}); "
-            f"assert len(sweep.plan(['experiment=quick', 'out_dir=' + str(root / 'runs')])) == 18; "
+            f"assert len(sweep.plan(['experiment=quick', 'out_dir=' + str(root / 'runs')])) == 12; "
             "assert len(runs.list_runs(root)) == 1 and len(runs.load_runs(root)) == 1; "
             "assert 'torch' not in sys.modules, 'torch'")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -123,7 +123,7 @@ def test_quick_study_gives_every_net_the_same_schedule():
     from depthstudy.optim import Schedule
 
     jobs = sweep_jobs(["experiment=quick"])
-    assert len(jobs) == 18
+    assert len(jobs) == 12
     schedules = set()
     for cfg in config.compose_jobs(jobs):
         s = Schedule(cfg.schedule, cfg.optim.lr, int(cfg.model.depth))
