@@ -237,7 +237,9 @@ def train(cfg: DictConfig, run_dir: Path, in_sweep: bool = False, gpu: int | Non
         try:
             return _train(cfg, run_dir, in_sweep, gpu, key_defaults)
         except (OSError, RuntimeError) as e:  # a full disk, a file-size limit: said by its cause, in one line
-            problem = rundir.disk_problem(e, run_dir)
+            # By errno only: the free-space guess is for torch.save's "enforce fail" (checkpoint.py makes it), and
+            # here it would call any error of a run on a nearly full disk (a CUDA one, a bug) a full disk.
+            problem = rundir.disk_problem(e)
             if problem is None:
                 raise
             saved = getattr(e, "iterations", None)

@@ -234,6 +234,29 @@ def small_disk(tmp_path):
     yield from tmpfs(tmp_path, "600k")
 
 
+def test_only_an_error_with_a_disk_errno_is_called_a_full_disk(tmp_path, monkeypatch):
+    """A nearly full disk does not make every error a disk error: a bug stays itself (with its traceback)."""
+    from collections import namedtuple
+
+    from depthstudy import train
+    from depthstudy.errors import DepthstudyError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))  # 1 MiB free
+
+    def failing(message):
+        def _train(*args, **kwargs):
+            raise (OSError(28, message) if "space" in message else RuntimeError(message))
+        return _train
+
+    monkeypatch.setattr(train, "_train", failing("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        train.train(None, tmp_path / "run")
+    monkeypatch.setattr(train, "_train", failing("No space left on device"))
+    with pytest.raises(DepthstudyError, match="no space left on the device"):
+        train.train(None, tmp_path / "run")
+
+
 def test_a_full_disk_is_one_line_and_the_summary_keeps_the_true_iteration_count(cli, small_disk):
     result = cli("train", "model.depth=20", "schedule.iterations=30", "schedule.milestones=[20]",
                  "trainer.ckpt_every=10", "trainer.progress=none", "trainer.threads=1", f"out_dir={small_disk}")

@@ -193,14 +193,15 @@ def test_unknown_by_key_and_format_are_refused(sweep, cli):
 
 @pytest.mark.slow
 def test_quick_study_shows_plain_error_rising_with_depth(cli, tmp_path):
-    """The real quick preset at two depths and one seed: the degradation problem, measured."""
-    result = cli("sweep", "experiment=quick", "model.depth=20,56", "seed=0", "trainer.progress=none")
+    """The real quick preset (depths 20 and 44) at one seed: the degradation problem, measured (seed 0 on a 2-core
+    AMD EPYC, 2026-12-06: plain-20 0%, plain-44 33.25%, residual-44 0%)."""
+    result = cli("sweep", "experiment=quick", "seed=0", "trainer.progress=none")
     assert result.exit_code == 0, result.output
     report = make_report(tmp_path / "runs" / "quick", None, [], ["png"], console=_Quiet())
-    plain20, plain56 = (group(report, "plain", d).median("train") for d in (20, 56))
-    res56 = group(report, "residual (A)", 56).median("train")
-    assert plain56 > plain20 + 20
-    assert res56 < plain56 - 20
+    plain20, plain44 = (group(report, "plain", d).median("train") for d in (20, 44))
+    res44 = group(report, "residual (A)", 44).median("train")
+    assert plain44 > plain20 + 10  # the issue's bar: at least 10 points on every seed
+    assert res44 < 5 and res44 < plain44 - 10
 
 
 def _mkdir(p):
