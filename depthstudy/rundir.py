@@ -100,9 +100,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def atomic_write_json(path: Path, obj) -> None:
+def json_text(obj) -> str:
     """Strict JSON: a non-finite number (a diverged run's loss) is written as null, never as bare NaN."""
-    atomic_write_text(path, json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    return json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json_text(obj))
 
 
 def finite(obj):
@@ -398,7 +402,7 @@ def _write_failure(run_dir: Path, summary: dict) -> None:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT) or not (run_dir / SUMMARY_FILE).exists():
             raise
-        text = json.dumps(finite(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        text = json_text(summary)
         with open(run_dir / SUMMARY_FILE, "r+") as f:
             f.truncate(0)
             f.write(text)
