@@ -406,3 +406,73 @@ def run_status(path: Path, summary: dict | None, config: dict | None = None) -> 
     if status == "new":
         return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"
     return status, (why or SUMMARY_LOST) if status == "damaged" else why
+
+
+# --- choosing and ordering the rows of `depthstudy runs` (--where, --sort) ---
+
+def row_value(row: dict, key: str):
+    """A list_runs row's value for a key: its own column (test_error, status, ...), else its config's (model.depth)."""
+    return row[key] if key in row and key != "config" else (row.get("config") or {}).get(key)
+
+
+def row_keys(rows: list[dict]) -> list[str]:
+    """Every key --where and --sort accept: the rows' columns, then the config keys any row has."""
+    columns = [k for k in rows[0] if k != "config"] if rows else []
+    return columns + sorted({k for r in rows for k in r.get("config") or {}} - set(columns))
+
+
+def _known(key: str, keys: list[str], flag: str) -> str:
+    import difflib
+
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        raise UsageError(f"{flag} {key}: no run has that key" + (f"; did you mean {close[0]}?" if close else "")
+                         + " (`depthstudy runs DIR --json` shows every key)")
+    return key
+
+
+def parse_where(condition: str) -> tuple[str, bool, str]:
+    """(key, wanted equal, value) of KEY=VALUE or KEY!=VALUE."""
+    negated = "!=" in condition.split("=", 1)[0] + "="  # the first = is the operator's: a value may hold = itself
+    key, _, value = condition.partition("!=" if negated else "=")
+    if not key or "=" not in condition:
+        raise UsageError(f"--where {condition}: a condition is KEY=VALUE or KEY!=VALUE, e.g. --where model.depth=56")
+    return key, not negated, value
+
+
+def matches(value, wanted: str) -> bool:
+    """A row's value against the text of a --where: numbers as numbers (56 matches "56", 0.0001 matches "1e-4"),
+    true/false and null as YAML writes them, any other text exactly."""
+    if value is None:
+        return wanted.lower() in ("null", "none")
+    if isinstance(value, bool):
+        return wanted.lower() == str(value).lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(wanted) == value
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def _sortable(value) -> tuple:
+    """Numbers as numbers (20 before 150), text in natural order (plain-d8 before plain-d14), numbers first."""
+    return (0, value, []) if _is(value, (int, float)) else (1, 0, _natural(str(value)))
+
+
+def select_runs(rows: list[dict], where: list[str], sort: str | None) -> list[dict]:
+    """The rows for which every --where holds, ordered by --sort KEY (-KEY: descending); runs without a value for
+    the key come last either way. An unknown key or a condition without = is a UsageError."""
+    if not rows:  # no keys to check against, nothing to choose from
+        return rows
+    keys = row_keys(rows)
+    conditions = [parse_where(c) for c in where]
+    for key, _, _ in conditions:
+        _known(key, keys, "--where")
+    chosen = [r for r in rows if all(matches(row_value(r, k), v) == equal for k, equal, v in conditions)]
+    if not sort:
+        return chosen
+    key = _known(sort.removeprefix("-"), keys, "--sort")
+    present = [r for r in chosen if row_value(r, key) is not None]
+    ordered = sorted(present, key=lambda r: _sortable(row_value(r, key)), reverse=sort.startswith("-"))
+    return ordered + [r for r in chosen if row_value(r, key) is None]
