@@ -1,4 +1,4 @@
-"""The depthstudy command line: train | sweep | config | runs | eval | report | bench. Each command parses, then calls one function."""
+"""The depthstudy command line: train | sweep | config | runs | diff | eval | report | bench. Each command parses, then calls one function."""
 
 from __future__ import annotations
 
@@ -314,6 +314,88 @@ def _runs_table(rows: list[dict], runs_dir: Path, total: int, where: list[str], 
                       f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
                       fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
     return Fitted(table, drop=RUNS_DROPPED + tuple(extra), more="--json has every column")
+
+
+@app.command(epilog=_examples(
+    ("two seeds of plain-44 (bash expands {0,1})", "depthstudy diff runs/quick/plain-d44-wd0.0001-s{0,1}"),
+    ("plain-44 against ResNet-44, in the sweep's directory", "cd runs/quick; depthstudy diff plain-d44-wd0.0001-s0 "
+     "resA-d44-wd0.0001-s0")))
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (A).", show_default=False)],
+    run_b: Annotated[Path, typer.Argument(help="Another run directory (B).", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="The differences and numbers as one JSON object, for scripts.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Compare two runs: the config keys whose values differ, then their final numbers side by side."""
+    from depthstudy.runs import diff_runs
+
+    def go():
+        found = diff_runs(run_a, run_b)
+        if json_out:
+            import json
+
+            from depthstudy.rundir import finite
+
+            typer.echo(json.dumps(finite(found), indent=2, allow_nan=False))
+            return
+        console = _console()
+        console.print(f"A: {run_a}\nB: {run_b}", highlight=False)
+        for table in _diff_tables(found):
+            console.print(table)
+        if found["runtime"]:  # shown apart: they change nothing the runs computed (see diff_runs)
+            console.print(f"also differ, without effect on the results: {', '.join(found['runtime'])}", highlight=False)
+
+    _guard(go, debug)
+
+
+DIFF_LABELS = {"status": "status", "iterations": "iterations", "train_error": "train err %", "val_error": "val err %",
+               "test_error": "test err %", "train_loss": "train loss", "test_loss": "test loss", "wall_time_s": "time s",
+               "params": "params"}
+
+
+def _diff_tables(found: dict) -> list:
+    """diff's two tables, each fitted to the terminal: the config keys that differ (or a line saying none does),
+    and the final numbers with B - A."""
+    from rich.table import Table
+
+    from depthstudy.tables import Fitted, count
+
+    def shown(entry: dict, side: str) -> str:
+        return "(absent)" if side not in entry else "null" if entry[side] is None else str(entry[side])
+
+    out = []
+    if found["config"]:
+        out.append(f"{count(len(found['config']), 'config key')} differ{'s' if len(found['config']) == 1 else ''}:")
+        config = Table()
+        for col in ("key", "A", "B"):
+            config.add_column(col)
+        for entry in found["config"]:
+            config.add_row(entry["key"], shown(entry, "a"), shown(entry, "b"))
+        out.append(Fitted(config))
+    else:
+        out.append("the same config: every key that changes what a run computes is equal")
+    numbers = Table(title="final numbers")
+    for col in ("", "A", "B", "B - A"):
+        numbers.add_column(col, justify="left" if not col else "right")
+    a, b = found["results"]["a"], found["results"]["b"]
+    for key, label in DIFF_LABELS.items():
+        precision = "4g" if key.endswith("_loss") else "2f"
+        cells = [_number(a[key], precision), _number(b[key], precision)]
+        both = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a[key], b[key]))
+        numbers.add_row(label, *cells, _number(b[key] - a[key], precision, signed=True) if both else "")
+    out.append(Fitted(numbers, keys=("",)))
+    return out
+
+
+def _number(value, precision: str, signed: bool = False) -> str:
+    """A value of diff's numbers table: integers whole (iterations, params), errors and times to 2 decimals as
+    `runs` shows them, losses to 4 significant digits."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:{sign}d}"
+    return f"{value:{sign}.{precision}}" if isinstance(value, float) else str(value)
 
 
 def _eval_line(r: dict, names: list[str]) -> str:

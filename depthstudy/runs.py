@@ -476,3 +476,43 @@ def select_runs(rows: list[dict], where: list[str], sort: str | None) -> list[di
     present = [r for r in chosen if row_value(r, key) is not None]
     ordered = sorted(present, key=lambda r: _sortable(row_value(r, key)), reverse=sort.startswith("-"))
     return ordered + [r for r in chosen if row_value(r, key) is None]
+
+
+# --- two runs side by side (`depthstudy diff`) ---
+
+# The final numbers compared, as run_record and summary.json name them.
+DIFF_RESULTS = ("status", "iterations", "train_error", "val_error", "test_error", "train_loss", "test_loss",
+                "wall_time_s", "params")
+
+
+def compared_run(path: Path) -> Run:
+    """A run to compare, read as report reads it; a path that is not a run directory, or a damaged run (its files
+    unreadable or disagreeing: nothing it says can be trusted), is a UsageError."""
+    if not (path / CONFIG_FILE).is_file():
+        raise UsageError(f"{path} is not a run directory (no {CONFIG_FILE}); `depthstudy runs DIR` lists the runs")
+    run = read_run(path)
+    if run.problem:
+        raise UsageError(f"{path} is damaged: {run.problem}")
+    return run
+
+
+def diff_runs(path_a: Path, path_b: Path) -> dict:
+    """{"a", "b": the paths; "config": [{"key", "a", "b"}] for each config key whose values differ (a key one
+    config.yaml lacks has no "a" or "b"); "runtime": the runtime and naming keys that differ; "results": {"a", "b":
+    DIFF_RESULTS of each}}. Runtime keys (trainer.progress, data.root...) and names (run_name) are kept apart: they
+    change nothing a run computes (config_hash leaves them out too), so listing them with the settings would hide
+    the difference that matters among ones that do not."""
+    runs = [compared_run(path_a), compared_run(path_b)]
+    configs = [{**r.config, **r.lists} for r in runs]
+    differ = sorted(k for k in configs[0].keys() | configs[1].keys()
+                    if k not in configs[0] or k not in configs[1] or configs[0][k] != configs[1][k])
+    aside = set(RUNTIME_KEYS) | set(NAMING_KEYS)
+    entries = [{"key": k, **{side: c[k] for side, c in zip("ab", configs) if k in c}} for k in differ]
+    results = {}
+    for side, run in zip("ab", runs):
+        record = run_record(run)
+        steps = run.curves.get(events.TRAIN_ERROR)  # another writer's run has no summary.json: its curve's end
+        record["iterations"] = run.summary.get("iterations", steps[-1][0] if steps else None)
+        results[side] = {k: record.get(k) for k in DIFF_RESULTS}
+    return {"a": str(path_a), "b": str(path_b), "config": [e for e in entries if e["key"] not in aside],
+            "runtime": [k for k in differ if k in aside], "results": results}

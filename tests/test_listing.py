@@ -1,4 +1,4 @@
-"""`depthstudy runs --sort/--where`, through the CLI, on three tiny runs trained once per file."""
+"""`depthstudy runs --sort/--where` and `depthstudy diff`, through the CLI, on three tiny runs trained once per file."""
 
 from __future__ import annotations
 
@@ -111,3 +111,53 @@ def test_unknown_key_or_condition_is_one_line(cli, study, args, said):
     _one_error_line(cli("runs", str(study), *args), said)
 
 
+def test_diff_shows_the_keys_that_differ_and_both_runs_numbers(cli, study):
+    a, b = _run(study, 8, 0), _run(study, 8, 1)
+    result = cli("diff", str(a), str(b))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    rows = {cells[0]: cells[1:] for cells in map(_cells, lines) if cells}
+    assert rows["optim.lr"] == ["0.1", "0.05"] and rows["seed"] == ["0", "1"], result.output
+    assert "model.depth" not in result.output  # the same in both
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (a, b)]
+    assert rows["test err %"][:2] == [f"{s['test_error']:.2f}" for s in summaries]
+    assert "without effect on the results: run_name" in result.output  # bookkeeping, kept apart
+
+    found = json.loads(cli("diff", str(a), str(b), "--json").output)
+    assert [e["key"] for e in found["config"]] == ["optim.lr", "seed"]
+    assert found["results"]["b"]["test_error"] == pytest.approx(summaries[1]["test_error"], rel=1e-6)  # float32 logs
+
+
+def test_diff_of_a_run_with_its_copy_says_same_config(cli, study):
+    a = _run(study, 14, 0)
+    shutil.copytree(a, study.parent / "copy")
+    result = cli("diff", str(a), str(study.parent / "copy"))
+    assert result.exit_code == 0 and "the same config" in result.output, result.output
+
+
+def test_diff_refuses_a_path_that_is_not_a_run_and_a_damaged_run(cli, study):
+    _one_error_line(cli("diff", str(study), str(_run(study, 8, 0))), "is not a run directory (no config.yaml)")
+    _one_error_line(cli("diff", str(_run(study, 8, 0)), "nowhere"), "nowhere is not a run directory")
+    damaged = _run(study, 14, 0)
+    (damaged / "summary.json").write_text("{not json")
+    _one_error_line(cli("diff", str(_run(study, 8, 0)), str(damaged)), f"{damaged} is damaged")
+
+
+@pytest.mark.parametrize("columns", [80, 200])
+def test_diff_fits_the_terminal_with_every_key_whole(cli, study, monkeypatch, columns):
+    _terminal(monkeypatch, columns)
+    result = cli("diff", str(_run(study, 8, 0)), str(_run(study, 14, 0)))
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.output.splitlines())) <= max(columns, len(f"A: {_run(study, 8, 0)}"))
+    keys = [cells[0] for cells in map(_cells, result.output.splitlines()) if cells]
+    assert {"model.depth", "test err %", "train loss"} <= set(keys), result.output
+
+
+def test_diff_help_is_not_cut_at_80_columns():
+    from typer.testing import CliRunner
+
+    from depthstudy.cli import app
+
+    output = CliRunner().invoke(app, ["diff", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
+    assert "…" not in output and max(map(len, output.splitlines())) <= 80
+    assert "depthstudy diff runs/quick/plain-d44-wd0.0001-s{0,1}" in output  # an example whole, as it runs
