@@ -1,4 +1,4 @@
-"""The depthstudy command line: train | sweep | config | runs | eval | report | bench. Each command parses, then calls one function."""
+"""The depthstudy command line: train | sweep | config | runs | diff | eval | report | bench. Each command parses, then calls one function."""
 
 from __future__ import annotations
 
@@ -236,21 +236,32 @@ def config(
 
 
 RUNS_DROPPED = ("time s", "val err %", "iterations", "train err %", "test err %")  # at a narrow terminal, in order
+RUNS_SHOWN = {"run", "status", "iterations", "total_iterations", "train_error", "val_error", "test_error", "wall_time_s"}
 
 
-@app.command()
+@app.command(epilog=_examples(
+    ("the nets of depth 44, lowest test error first", "depthstudy runs runs/quick --where model.depth=44 --sort test_error"),
+    ("the residual nets of seed 0", "depthstudy runs runs/quick --where model.shortcut!=none --where seed=0"),
+    ("the slowest runs first, as JSON", "depthstudy runs runs/quick --sort -wall_time_s --json"),
+    note="KEY: any key of a --json row: test_error, status, wall_time_s, ... or a config key (model.depth, seed, "
+         "optim.lr, ...). Numbers compare as numbers (model.depth=56, optim.weight_decay=1e-4)."))
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="Only the runs where KEY=VALUE (or KEY!=VALUE) "
+                                                       "holds; repeatable: all must hold.", show_default=False)] = None,
+    sort: Annotated[Optional[str], typer.Option("--sort", help="Order by KEY, -KEY for descending; runs without a "
+                                                "value come last.", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
     debug: Debug = False,
 ) -> None:
     """List the runs below a directory: status (crashed: its process died), iterations, final errors, time.
 
     Fast: reads config.yaml and summary.json only; damage in event files shows in `depthstudy report`."""
-    from depthstudy.runs import list_runs
+    from depthstudy.runs import list_runs, select_runs
 
     def go():
-        rows = list_runs(runs_dir)
+        found = list_runs(runs_dir)
+        rows = select_runs(found, where or [], sort)
         if json_out:
             import json
 
@@ -258,25 +269,14 @@ def runs(
 
             typer.echo(json.dumps(finite(rows), indent=2, allow_nan=False))  # strict JSON: NaN as null
             return
-        if not rows:
+        if not found:
             typer.echo(f"no runs under {runs_dir} (a run directory holds summary.json or event files); "
                        "e.g. depthstudy runs runs/quick")
             return
-        from rich.table import Table
-
-        from depthstudy.tables import Fitted, count
-
-        table = Table(title=f"{count(len(rows), 'run')} under {runs_dir}")
-        for col in ("run", "status", "iterations", "train err %", "val err %", "test err %", "time s"):
-            table.add_column(col, justify="left" if col in ("run", "status") else "right")
-        fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
-        for r in rows:
-            status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "") + (" (copy)" if r["copy_of"] else "")
-            status += " (forced)" if r["forced"] else ""
-            status += f" (job {r['cluster_job']})" if r["cluster_job"] else ""  # sacct -j <job> says more
-            table.add_row(r["run"], status, f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
-                          fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
-        _console().print(Fitted(table, drop=RUNS_DROPPED, more="--json has every column"))
+        if not rows:
+            typer.echo(f"none of the {len(found)} runs under {runs_dir} has {' and '.join(where)}")
+            return
+        _console().print(_runs_table(rows, runs_dir, len(found), where or [], sort))
         for r in rows:  # why a run failed or cannot be read, and what to do; what report counts instead of a copy
             if r["error"] and r["status"] in ("failed", "damaged"):
                 _console().print(f"[yellow]{r['run']}: {r['error']}[/]", highlight=False)
@@ -288,6 +288,114 @@ def runs(
                                  f"{change}[/]", highlight=False)
 
     _guard(go, debug)
+
+
+def _runs_table(rows: list[dict], runs_dir: Path, total: int, where: list[str], sort: str | None):
+    """The runs as a table that fits the terminal; a --sort key the table does not show gets a column of its own
+    (the last to go at a narrow terminal: it is what was asked for)."""
+    from rich.table import Table
+
+    from depthstudy.runs import row_value
+    from depthstudy.tables import Fitted, count
+
+    title = f"{count(len(rows), 'run')} under {runs_dir}" if len(rows) == total else \
+        f"{len(rows)} of {count(total, 'run')} under {runs_dir}"
+    title += f" where {' and '.join(where)}" if where else ""
+    extra = [sort.removeprefix("-")] if sort and sort.removeprefix("-") not in RUNS_SHOWN else []
+    table = Table(title=title + (f", by {sort}" if sort else ""))
+    for col in ("run", "status", *extra, "iterations", "train err %", "val err %", "test err %", "time s"):
+        table.add_column(col, justify="left" if col in ("run", "status") else "right")
+    fmt = lambda x: "" if x is None else f"{x:.2f}"  # noqa: E731
+    for r in rows:
+        status = r["status"] + (f" (pid {r['pid']})" if r["pid"] else "") + (" (copy)" if r["copy_of"] else "")
+        status += " (forced)" if r["forced"] else ""
+        status += f" (job {r['cluster_job']})" if r["cluster_job"] else ""  # sacct -j <job> says more
+        table.add_row(r["run"], status, *["" if row_value(r, k) is None else str(row_value(r, k)) for k in extra],
+                      f"{r['iterations'] or 0}/{r['total_iterations'] or '?'}",
+                      fmt(r["train_error"]), fmt(r["val_error"]), fmt(r["test_error"]), fmt(r["wall_time_s"]))
+    return Fitted(table, drop=RUNS_DROPPED + tuple(extra), more="--json has every column")
+
+
+@app.command(epilog=_examples(
+    ("two seeds of plain-44 (bash expands {0,1})", "depthstudy diff runs/quick/plain-d44-wd0.0001-s{0,1}"),
+    ("plain-44 against ResNet-44, in the sweep's directory", "cd runs/quick; depthstudy diff plain-d44-wd0.0001-s0 "
+     "resA-d44-wd0.0001-s0")))
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (A).", show_default=False)],
+    run_b: Annotated[Path, typer.Argument(help="Another run directory (B).", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="The differences and numbers as one JSON object, for scripts.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Compare two runs: the config keys whose values differ, then their final numbers side by side."""
+    from depthstudy.runs import diff_runs
+
+    def go():
+        found = diff_runs(run_a, run_b)
+        if json_out:
+            import json
+
+            from depthstudy.rundir import finite
+
+            typer.echo(json.dumps(finite(found), indent=2, allow_nan=False))
+            return
+        console = _console()
+        console.print(f"A: {run_a}\nB: {run_b}", highlight=False)
+        for table in _diff_tables(found):
+            console.print(table)
+        if found["runtime"]:  # shown apart: they change nothing the runs computed (see diff_runs)
+            console.print(f"also differ, without effect on the results: {', '.join(found['runtime'])}", highlight=False)
+
+    _guard(go, debug)
+
+
+DIFF_LABELS = {"status": "status", "iterations": "iterations", "train_error": "train err %", "val_error": "val err %",
+               "test_error": "test err %", "train_loss": "train loss", "test_loss": "test loss", "wall_time_s": "time s",
+               "params": "params"}
+
+
+def _diff_tables(found: dict) -> list:
+    """diff's two tables, each fitted to the terminal: the config keys that differ (or a line saying none does),
+    and the final numbers with B - A."""
+    from rich.table import Table
+
+    from depthstudy.tables import Fitted, count
+
+    def shown(entry: dict, side: str) -> str:
+        return "(absent)" if side not in entry else "null" if entry[side] is None else str(entry[side])
+
+    out = []
+    if found["config"]:
+        out.append(f"{count(len(found['config']), 'config key')} differ{'s' if len(found['config']) == 1 else ''}:")
+        config = Table()
+        for col in ("key", "A", "B"):
+            config.add_column(col)
+        for entry in found["config"]:
+            config.add_row(entry["key"], shown(entry, "a"), shown(entry, "b"))
+        out.append(Fitted(config))
+    else:
+        out.append("the same config: every key that changes what a run computes is equal")
+    numbers = Table(title="final numbers")
+    for col in ("", "A", "B", "B - A"):
+        numbers.add_column(col, justify="left" if not col else "right")
+    a, b = found["results"]["a"], found["results"]["b"]
+    for key, label in DIFF_LABELS.items():
+        precision = "4g" if key.endswith("_loss") else "2f"
+        cells = [_number(a[key], precision), _number(b[key], precision)]
+        both = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a[key], b[key]))
+        numbers.add_row(label, *cells, _number(b[key] - a[key], precision, signed=True) if both else "")
+    out.append(Fitted(numbers, keys=("",)))
+    return out
+
+
+def _number(value, precision: str, signed: bool = False) -> str:
+    """A value of diff's numbers table: integers whole (iterations, params), errors and times to 2 decimals as
+    `runs` shows them, losses to 4 significant digits."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:{sign}d}"
+    return f"{value:{sign}.{precision}}" if isinstance(value, float) else str(value)
 
 
 def _eval_line(r: dict, names: list[str]) -> str:

@@ -406,3 +406,113 @@ def run_status(path: Path, summary: dict | None, config: dict | None = None) -> 
     if status == "new":
         return "external", f"no {SUMMARY_FILE}: its event files are read as they are (depthstudy report checks them)"
     return status, (why or SUMMARY_LOST) if status == "damaged" else why
+
+
+# --- choosing and ordering the rows of `depthstudy runs` (--where, --sort) ---
+
+def row_value(row: dict, key: str):
+    """A list_runs row's value for a key: its own column (test_error, status, ...), else its config's (model.depth)."""
+    return row[key] if key in row and key != "config" else (row.get("config") or {}).get(key)
+
+
+def row_keys(rows: list[dict]) -> list[str]:
+    """Every key --where and --sort accept: the rows' columns, then the config keys any row has."""
+    columns = [k for k in rows[0] if k != "config"] if rows else []
+    return columns + sorted({k for r in rows for k in r.get("config") or {}} - set(columns))
+
+
+def _known(key: str, keys: list[str], flag: str) -> str:
+    import difflib
+
+    if key not in keys:
+        close = difflib.get_close_matches(key, keys, n=1)
+        raise UsageError(f"{flag} {key}: no run has that key" + (f"; did you mean {close[0]}?" if close else "")
+                         + " (`depthstudy runs DIR --json` shows every key)")
+    return key
+
+
+def parse_where(condition: str) -> tuple[str, bool, str]:
+    """(key, wanted equal, value) of KEY=VALUE or KEY!=VALUE."""
+    negated = "!=" in condition.split("=", 1)[0] + "="  # the first = is the operator's: a value may hold = itself
+    key, _, value = condition.partition("!=" if negated else "=")
+    if not key or "=" not in condition:
+        raise UsageError(f"--where {condition}: a condition is KEY=VALUE or KEY!=VALUE, e.g. --where model.depth=56")
+    return key, not negated, value
+
+
+def matches(value, wanted: str) -> bool:
+    """A row's value against the text of a --where: numbers as numbers (56 matches "56", 0.0001 matches "1e-4"),
+    true/false and null as YAML writes them, any other text exactly."""
+    if value is None:
+        return wanted.lower() in ("null", "none")
+    if isinstance(value, bool):
+        return wanted.lower() == str(value).lower()
+    if isinstance(value, (int, float)):
+        try:
+            return float(wanted) == value
+        except ValueError:
+            return False
+    return str(value) == wanted
+
+
+def _sortable(value) -> tuple:
+    """Numbers as numbers (20 before 150), text in natural order (plain-d8 before plain-d14), numbers first."""
+    return (0, value, []) if _is(value, (int, float)) else (1, 0, _natural(str(value)))
+
+
+def select_runs(rows: list[dict], where: list[str], sort: str | None) -> list[dict]:
+    """The rows for which every --where holds, ordered by --sort KEY (-KEY: descending); runs without a value for
+    the key come last either way. An unknown key or a condition without = is a UsageError."""
+    if not rows:  # no keys to check against, nothing to choose from
+        return rows
+    keys = row_keys(rows)
+    conditions = [parse_where(c) for c in where]
+    for key, _, _ in conditions:
+        _known(key, keys, "--where")
+    chosen = [r for r in rows if all(matches(row_value(r, k), v) == equal for k, equal, v in conditions)]
+    if not sort:
+        return chosen
+    key = _known(sort.removeprefix("-"), keys, "--sort")
+    present = [r for r in chosen if row_value(r, key) is not None]
+    ordered = sorted(present, key=lambda r: _sortable(row_value(r, key)), reverse=sort.startswith("-"))
+    return ordered + [r for r in chosen if row_value(r, key) is None]
+
+
+# --- two runs side by side (`depthstudy diff`) ---
+
+# The final numbers compared, as run_record and summary.json name them.
+DIFF_RESULTS = ("status", "iterations", "train_error", "val_error", "test_error", "train_loss", "test_loss",
+                "wall_time_s", "params")
+
+
+def compared_run(path: Path) -> Run:
+    """A run to compare, read as report reads it; a path that is not a run directory, or a damaged run (its files
+    unreadable or disagreeing: nothing it says can be trusted), is a UsageError."""
+    if not (path / CONFIG_FILE).is_file():
+        raise UsageError(f"{path} is not a run directory (no {CONFIG_FILE}); `depthstudy runs DIR` lists the runs")
+    run = read_run(path)
+    if run.problem:
+        raise UsageError(f"{path} is damaged: {run.problem}")
+    return run
+
+
+def diff_runs(path_a: Path, path_b: Path) -> dict:
+    """{"a", "b": the paths; "config": [{"key", "a", "b"}] for each config key whose values differ (a key one
+    config.yaml lacks has no "a" or "b"); "runtime": the runtime and naming keys that differ; "results": {"a", "b":
+    DIFF_RESULTS of each}}. Runtime keys (trainer.progress, data.root...) and names (run_name) are kept apart: they
+    change nothing a run computes (config_hash leaves them out too), so listing them with the settings would hide
+    the difference that matters among ones that do not."""
+    runs = [compared_run(path_a), compared_run(path_b)]
+    configs = [{**r.config, **r.lists} for r in runs]
+    differ = sorted(k for k in configs[0].keys() | configs[1].keys()
+                    if k not in configs[0] or k not in configs[1] or configs[0][k] != configs[1][k])
+    aside = set(RUNTIME_KEYS) | set(NAMING_KEYS)
+    entries = [{"key": k, **{side: c[k] for side, c in zip("ab", configs) if k in c}} for k in differ]
+    results = {}
+    for side, run in zip("ab", runs):
+        record = run_record(run)
+        steps = run.curves.get(events.TRAIN_ERROR)  # another writer's run has no summary.json: its curve's end
+        record["iterations"] = run.summary.get("iterations", steps[-1][0] if steps else None)
+        results[side] = {k: record.get(k) for k in DIFF_RESULTS}
+    return {"a": str(path_a), "b": str(path_b), "config": [e for e in entries if e["key"] not in aside],
+            "runtime": [k for k in differ if k in aside], "results": results}

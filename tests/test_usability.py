@@ -149,7 +149,7 @@ def test_hydra_habits_get_a_pointer_in_one_line(cli, args, said):
 
 
 @pytest.mark.parametrize("args,said", [
-    (["clean"], "error: No such command 'clean'; the commands: train, sweep, config, runs, eval, report, bench"),
+    (["clean"], "error: No such command 'clean'; the commands: train, sweep, config, runs, diff, eval, report, bench"),
     (["trian"], "error: No such command 'trian'; did you mean `depthstudy train`?"),
     (["runs", "--jsn"], "error: No such option: --jsn"),
     (["eval"], "error: Missing argument"),
