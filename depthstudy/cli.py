@@ -58,12 +58,29 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _complete_override(incomplete: str) -> list[str]:
+    from depthstudy.config import complete_override  # Hydra and omegaconf only: no torch while the shell waits
+
+    return complete_override(incomplete)
+
+
+def _complete_style(incomplete: str) -> list[str]:
+    from depthstudy.figures import STYLES
+
+    return [s for s in STYLES if s.startswith(incomplete)]
+
+
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 Overrides = Annotated[
     Optional[list[str]],
     typer.Argument(help="Hydra overrides, e.g. model.depth=56 model.shortcut=none optim.weight_decay=5e-4 "
-                        "data=cifar10 experiment=he2015", show_default=False),
+                        "data=cifar10 experiment=he2015", show_default=False, metavar="OVERRIDES",
+                   autocompletion=_complete_override),
 ]
+
+
 Debug = Annotated[bool, typer.Option("--debug", help="Show Python tracebacks instead of one-line errors.")]
 
 
@@ -413,7 +430,7 @@ def _eval_line(r: dict, names: list[str]) -> str:
     ("val and test error of a run's checkpoint", "depthstudy eval runs/quick/resA-d56-wd0.0001-s0"),
     ("all training images too, as JSON", "depthstudy eval runs/quick/resA-d56-wd0.0001-s0 --splits train,test --json")))
 def eval_command(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each holds config.yaml and checkpoint.pt).")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (each holds config.yaml and checkpoint.pt).", metavar="RUN_DIR")],
     splits: Annotated[str, typer.Option("--splits", help="Comma-separated: train, val, test (train: all training images, eval mode, no augmentation).")] = "val,test",
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Where the data set lives now, if not where the run read it.")] = None,
@@ -458,7 +475,7 @@ def report(
     fmt: Annotated[str, typer.Option("--format", help="Figure formats, comma-separated: png, svg, pdf.")] = "png,svg",
     yscale: Annotated[str, typer.Option("--yscale", help="Depth plot's y axis: auto (symlog when errors span orders "
                                         "of magnitude), linear or symlog (linear below 1%, log above).")] = "auto",
-    style: Annotated[str, typer.Option("--style", help="default, paper (one 3.5-inch column per panel, small "
+    style: Annotated[str, typer.Option("--style", autocompletion=_complete_style, help="default, paper (one 3.5-inch column per panel, small "
                                        "fonts; use --format pdf) or slide (large fonts, thick lines).")] = "default",
     debug: Debug = False,
 ) -> None:

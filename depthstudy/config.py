@@ -153,6 +153,17 @@ def config_groups() -> dict[str, list[str]]:
     return groups
 
 
+def complete_override(incomplete: str) -> list[str]:
+    """Shell completion of one override, as Hydra's own completion does it: `group=` lists the group's options
+    (experiment= the presets), a key's prefix the keys of the composed default config (model. its model keys)."""
+    groups = config_groups()
+    if "=" in incomplete:
+        key, _, value = incomplete.partition("=")
+        return [f"{key}={o}" for o in groups.get(key.lstrip("+~"), []) if o.startswith(value)]
+    names = [f"{g}=" for g in groups] + [f"{k}=" for k in key_defaults()]
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
 def expand_grids(overrides: list[str]) -> list[tuple[list[str], list[list[str]]]]:
     """(the grid's own overrides, its jobs) for each grid, in order. A sweep is one grid (the preset's hydra.sweeper.params crossed with the
     command line's lists), or, where a preset lists `grids`, one per entry: each entry's lists are crossed with

@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 
 EVENT_FILES = "events.out.tfevents.*"  # the glob of a run's event files (TensorBoard's own naming)
+# The sweep's HPARAMS definition, one copy in each run directory (write_study_experiment). Not in EVENT_FILES: it
+# holds no curves, so it is neither a run's event file nor a superseded one. Before "events.out" in name order:
+# TensorBoard reads a directory's files in that order and, live, does not go back to an earlier file.
+STUDY_EVENT_FILE = "events.hparams.tfevents.study"
 TRAIN_LOSS = "train/loss"  # mean cross-entropy over the last log window of mini-batches
 TRAIN_ERROR = "train/error"  # % misclassified in the last log window of (augmented) training mini-batches
 LR = "train/lr"
@@ -104,6 +108,11 @@ SESSION_START_TAG, SESSION_END_TAG, EXPERIMENT_TAG = "_hparams_/session_start_in
 METRIC_TAGS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR)
 # The columns a study's HPARAMS table always has (before the other keys that vary in the sweep).
 HPARAMS_COLUMNS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
+# Whole numbers the HPARAMS table shows as written: it prints every number with toPrecision(5) (webfiles.zip,
+# tf-hparams-utils' prettyPrint), so depth 20 read "20.000", and only a string prints as it is. As strings, right
+# aligned in INTEGER_WIDTH spaces (HTML drops the leading ones), they still sort in numeric order (" 110" after
+# "  20"), and the discrete domain gives them checkboxes to filter; runs logged before this keep their numbers.
+INTEGER_HPARAMS, INTEGER_WIDTH = ("model.depth", "seed"), 6
 HPARAM_TRAINER_KEYS = ("precision", "channels_last", "compile", "cuda_graphs", "fused_optimizer", "compile_optimizer")
 
 
@@ -117,9 +126,11 @@ def hparams_of(config: dict) -> dict:
     return {k: v for k, v in flat.items() if v is not None and (k not in RUNTIME_KEYS or k.startswith("trainer."))}
 
 
-def _value(v):
+def _value(v, key: str = ""):
     from google.protobuf import struct_pb2
 
+    if key in INTEGER_HPARAMS and isinstance(v, int) and not isinstance(v, bool):
+        return struct_pb2.Value(string_value=str(v).rjust(INTEGER_WIDTH))
     if isinstance(v, bool):  # before int: a bool is an int to Python
         return struct_pb2.Value(bool_value=v)
     if isinstance(v, (int, float)):
@@ -132,7 +143,7 @@ def _session_start(hparams: dict):
 
     info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
     for k, v in hparams.items():
-        info.hparams[k].CopyFrom(_value(v))
+        info.hparams[k].CopyFrom(_value(v, k))
     return info
 
 
@@ -160,31 +171,46 @@ def study_experiment(configs: list[dict]):
     infos = []
     for k in keys:
         vs = sorted(values[k], key=lambda v: (str(type(v)), v))
-        kind = ("DATA_TYPE_BOOL" if all(isinstance(v, bool) for v in vs) else "DATA_TYPE_FLOAT64"
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vs) else "DATA_TYPE_STRING")
-        domain = [v if kind != "DATA_TYPE_STRING" else str(v) for v in vs]
+        domain = [_value(v, k) for v in vs]  # INTEGER_HPARAMS as strings, as the runs log them
+        kind = ("DATA_TYPE_BOOL" if all(d.HasField("bool_value") for d in domain) else "DATA_TYPE_FLOAT64"
+                if all(d.HasField("number_value") for d in domain) else "DATA_TYPE_STRING")
+        if kind == "DATA_TYPE_STRING":
+            domain = [d if d.HasField("string_value") else _value(str(v)) for d, v in zip(domain, vs)]
         from google.protobuf import struct_pb2
 
         infos.append(api_pb2.HParamInfo(name=k, type=api_pb2.DataType.Value(kind),
-                                        domain_discrete=struct_pb2.ListValue(values=[_value(v) for v in domain])))
+                                        domain_discrete=struct_pb2.ListValue(values=domain)))
     metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t), display_name=t.replace("/", " ") + " %")
                for t in METRIC_TAGS]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     return _hparams_summary(EXPERIMENT_TAG, experiment=experiment)
 
 
-def write_study_experiment(sweep_dir: Path, configs: list[dict]) -> Path:
-    """The sweep's HPARAMS definition, as one event file at the top of its directory (replacing an earlier one).
-    TensorBoard's own writer: no torch in a sweep's main process."""
+def write_study_experiment(sweep_dir: Path, run_dirs: list[Path], configs: list[dict]) -> list[Path]:
+    """The sweep's HPARAMS definition, as a STUDY_EVENT_FILE in each run directory (replacing an earlier one):
+    TensorBoard takes it from whichever run has it (hparams' backend_context._find_experiment_tag picks the first),
+    and an event file at the top of the sweep would be a run named `.` (an earlier sweep's is removed). A copy in
+    every run: the columns stay when a run is moved away. TensorBoard's own protos, no torch in a sweep's process."""
+    import io
+
     from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from depthstudy.rundir import atomic_write_bytes
 
     for old in sweep_dir.glob(EVENT_FILES + ".study"):
         old.unlink()
-    writer = EventFileWriter(str(sweep_dir), filename_suffix=".study")
-    writer.add_event(Event(wall_time=time.time(), summary=study_experiment(configs)))
-    writer.close()
-    return next(sweep_dir.glob(EVENT_FILES + ".study"))
+    buffer = io.BytesIO()
+    records = RecordWriter(buffer)
+    now = time.time()
+    records.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+    records.write(Event(wall_time=now, summary=study_experiment(configs)).SerializeToString())
+    paths = []
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / STUDY_EVENT_FILE, lambda f: f.write(buffer.getvalue()))
+        paths.append(run_dir / STUDY_EVENT_FILE)
+    return paths
 
 
 def _layout_summary():

@@ -145,9 +145,9 @@ def _estimate(runs: list[PlannedRun], console: Console):
     return startup
 
 
-def _other_runs_configs(runs: list[PlannedRun]) -> list[dict]:
-    """The configs of runs already in the sweep directory that this sweep does not plan (an earlier sweep's),
-    so that the HPARAMS columns' values include theirs."""
+def _other_runs(runs: list[PlannedRun]) -> list[tuple[Path, dict]]:
+    """The runs already in the sweep directory that this sweep does not plan (an earlier sweep's), with their
+    configs, so that the HPARAMS columns' values include theirs."""
     from depthstudy.rundir import read_config
     from depthstudy.runs import find_run_dirs
 
@@ -156,7 +156,7 @@ def _other_runs_configs(runs: list[PlannedRun]) -> list[dict]:
     for path in find_run_dirs(runs[0].run_dir.parent) if runs[0].run_dir.parent.is_dir() else []:
         if path.resolve() not in planned:
             try:
-                out.append(read_config(path))
+                out.append((path, read_config(path)))
             except Exception:  # an unreadable config.yaml: the report names it; here it only misses a column value
                 continue
     return out
@@ -274,10 +274,12 @@ def run_sweep(overrides: list[str] | None, dry_run: bool, console: Console, esti
         console.print(packed.line)
     from depthstudy.events import write_study_experiment
 
-    # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns.
-    runs[0].run_dir.parent.mkdir(parents=True, exist_ok=True)
-    write_study_experiment(runs[0].run_dir.parent, [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True)
-                                                    for r in runs] + _other_runs_configs(runs))
+    # TensorBoard's HPARAMS tab for the whole sweep: the grid's axes as filterable columns, in every run directory
+    # (an earlier sweep's runs too: TensorBoard would take their older definition as soon as this one).
+    others = _other_runs(runs)
+    write_study_experiment(runs[0].run_dir.parent, [r.run_dir for r in runs] + [path for path, _ in others],
+                           [OmegaConf.to_container(config.without_hydra(r.cfg), resolve=True) for r in runs]
+                           + [c for _, c in others])
     stopper = StopWorkersOnCtrlC() if in_workers else None
     grids = _by_grid(runs)
     worker_died = None
