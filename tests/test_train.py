@@ -37,7 +37,9 @@ def test_hparams_are_in_the_run_event_file(cli, tmp_path):
     acc.Reload()
     content = acc.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["model.depth"].number_value == 20
+    # a right-aligned string: TensorBoard's HPARAMS table prints every number with 5 digits (20.000)
+    assert start.hparams["model.depth"].string_value == "    20"
+    assert start.hparams["optim.lr"].number_value == pytest.approx(0.1)
     assert start.hparams["model.shortcut"].string_value == "A"
     assert [p.name for p in only_run(tmp_path).iterdir() if p.is_dir()] == [".hydra"]  # no stray hparams run
 
