@@ -40,29 +40,38 @@ def _depth_colours(depths: list[int]) -> dict[int, str]:
             for i, d in enumerate(ds)}
 
 
-# --style: sizes and fonts. paper: one 3.5-inch column per panel, small fonts; slide: large fonts, thick lines.
+# --style: sizes and fonts. paper: one 3.5-inch column per panel, small fonts; slide: a 16:9 figure (it fills a
+# slide) 40% wider, fonts 1.6-1.8x and lines and markers 1.8x the default's: projected, the text must still read once
+# the figure is shrunk to the slide's width, so fonts grow faster than the figure (axis labels a little less: the
+# lecture's long ones must stay within their plot). Each style: (size factor, rcParams, height / width or None to
+# keep the figure's own, factor for the lines and markers the figure code draws at a fixed size: thick()).
 STYLES = {
-    "default": (1.0, {}),
+    "default": (1.0, {}, None, 1.0),
     "paper": (0.64, {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "legend.fontsize": 6,
                      "xtick.labelsize": 6.5, "ytick.labelsize": 6.5, "lines.linewidth": 1.0, "lines.markersize": 4,
-                     "figure.titlesize": 8, "pdf.fonttype": 42}),
-    "slide": (1.15, {"font.size": 14, "axes.titlesize": 15, "axes.labelsize": 14, "legend.fontsize": 11,
-                     "xtick.labelsize": 12, "ytick.labelsize": 12, "lines.linewidth": 2.5, "lines.markersize": 8,
-                     "figure.titlesize": 16}),
+                     "figure.titlesize": 8, "pdf.fonttype": 42}, None, 1.0),
+    "slide": (1.4, {"font.size": 18, "axes.titlesize": 20, "axes.labelsize": 16.5, "legend.fontsize": 15,
+                    "xtick.labelsize": 16, "ytick.labelsize": 16, "lines.linewidth": 3.0, "lines.markersize": 10,
+                    "axes.linewidth": 1.5, "xtick.major.width": 1.5, "ytick.major.width": 1.5,
+                    "figure.titlesize": 23}, 9 / 16, 1.8),
 }
-_WIDTH = [1.0]  # the current style's size factor (set by styled())
+_STYLE = [STYLES["default"]]  # the current style (set by styled())
 
 
 @contextlib.contextmanager
 def styled(name: str):
     """A context in which every figure is drawn in a style (rcParams, and a size factor for figsize)."""
-    scale, rc = STYLES[name]
-    _WIDTH[0] = scale
+    _STYLE[0] = STYLES[name]
     try:
-        with matplotlib.rc_context(rc):
+        with matplotlib.rc_context(STYLES[name][1]):
             yield
     finally:
-        _WIDTH[0] = 1.0
+        _STYLE[0] = STYLES["default"]
+
+
+def thick(width: float) -> float:
+    """A line width or marker size given in the figure code, in the current style (slide: thicker)."""
+    return width * _STYLE[0][3]
 
 
 def new_figure(nrows: int, ncols: int, width: float, height: float, **kwargs):
@@ -77,7 +86,8 @@ def integer_blocks(ax) -> None:
 
 
 def size(width: float, height: float) -> tuple[float, float]:
-    return width * _WIDTH[0], height * _WIDTH[0]
+    scale, _, aspect, _ = _STYLE[0]
+    return width * scale, width * scale * aspect if aspect else height * scale
 
 
 def family_style(family: str, i: int) -> dict:
@@ -150,33 +160,36 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str], unplaced: li
             runs = g.ok_runs()  # the runs the table averages: no diverged, failed or damaged ones
             if any(r.curves.get(events.TRAIN_ERROR) or r.curves.get(events.ERROR_TAGS[split]) for r in runs):
                 counts.append(len(runs))
-            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=1.0)), (events.ERROR_TAGS[split], dict(lw=2.0))):
+            for tag, style in ((events.TRAIN_ERROR, dict(ls="--", lw=thick(1.0))),
+                               (events.ERROR_TAGS[split], dict(lw=thick(2.0)))):
                 steps, median, low, high = seed_curve(runs, tag)
                 if not steps:
                     continue
                 held_out = tag != events.TRAIN_ERROR
                 few = held_out and len(steps) <= 30  # a handful of evaluations: show each as a dot
-                ax.plot(steps, median, color=colours[g.depth], marker="o" if few else None, ms=3.5, **style)
+                ax.plot(steps, median, color=colours[g.depth], marker="o" if few else None, ms=thick(3.5), **style)
                 if len(runs) > 1:
                     ax.fill_between(steps, low, high, color=colours[g.depth], alpha=0.15 if held_out else 0.08, lw=0)
                 top, last = max(top, max(high)), max(last, steps[-1])
                 labels.setdefault(_label(f"{g.depth} layers", g.extra), colours[g.depth])
         for x in (x for x in drops if x <= last):  # drops the logged steps reach (not a stretched axis)
-            ax.axvline(x, color="#888888", ls=":", lw=0.9, zorder=0)
-            ax.annotate("lr \u00f710", (x, 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
-                        textcoords="offset points", fontsize="x-small", color="#666666")
+            ax.axvline(x, color="#888888", ls=":", lw=thick(0.9), zorder=0)
+            ax.annotate("lr \u00f710", (x, 1), xycoords=("data", "axes fraction"), xytext=(2, -3),
+                        textcoords="offset points", va="top", fontsize="small", color="#555555")
         ax.set_title(family)
         ax.set_xlabel("iterations")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    # One legend beside the panels, never over the data: colour = depth, line style = which error.
-    handles = [Line2D([], [], color=c, lw=2, label=label) for label, c in labels.items()]
-    handles += [Line2D([], [], color="#333333", ls="--", lw=1, label="training"),
-                Line2D([], [], color="#333333", lw=2, label=split)]
+    # One legend beside the panels, centred on them: never over the data, nor squeezed into the corner beside the
+    # title (constrained layout gives a figure legend above or below the panels the title's or the caption's room,
+    # not its own, so they overlap). Colour = depth, line style = which error.
+    handles = [Line2D([], [], color=c, lw=thick(2), label=label) for label, c in labels.items()]
+    handles += [Line2D([], [], color="#333333", ls="--", lw=thick(1), label="training"),
+                Line2D([], [], color="#333333", lw=thick(2), label=split)]
     if len(all_runs) > len(groups):
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
+    fig.legend(handles=handles, loc="outside right center", fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
     study_caption(fig, groups, unplaced, counts, "curve")
     return save(fig, out, "curves", formats)
@@ -192,12 +205,12 @@ def depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> No
         if not mine:
             continue
         style = family_style(family, i) if not extra else dict(marker="os^Dv"[i % 5])
-        (line,) = ax.plot([g.depth for g in mine], [g.median(split) for g in mine], lw=1.8, ms=7,
+        (line,) = ax.plot([g.depth for g in mine], [g.median(split) for g in mine], lw=thick(1.8), ms=thick(7),
                           label=_label(family, extra, extra_keys), **style)
         for g in mine:
             values = g.finals(split)
             offsets = [(k - (len(values) - 1) / 2) * jitter for k in range(len(values))]
-            ax.scatter([g.depth + o for o in offsets], values, s=14, color=line.get_color(), alpha=0.55,
+            ax.scatter([g.depth + o for o in offsets], values, s=thick(thick(14)), color=line.get_color(), alpha=0.55,
                        marker=style.get("marker", "o"), linewidths=0, zorder=3)
     ax.set_xlabel("depth (layers)")
     ax.set_xticks(depths)
@@ -269,8 +282,8 @@ def _paper_markers(ax, paper: list[tuple[int, float, str]]) -> None:
         points = sorted((d, n) for d, n, t in paper if t == table)
         label = ("He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in points) else "")
                  if table == "He 2015 Table 6" else table)
-        ax.scatter(*zip(*points), marker=marker, s=90 if marker == "*" else 50, facecolor="white", edgecolor="black",
-                   lw=1.0, zorder=4, label=label)
+        ax.scatter(*zip(*points), marker=marker, s=thick(thick(90 if marker == "*" else 50)), facecolor="white",
+                   edgecolor="black", lw=thick(1.0), zorder=4, label=label)
 
 
 def _train_measure(groups: list[Group]) -> str:
@@ -358,6 +371,21 @@ def _final_indexed(runs: list[Run], prefix: str) -> list[float]:
     return [statistics.fmean(col) for col in zip(*per_run)]
 
 
+def log_ticks(ax) -> None:
+    """A log y axis labelled in plain numbers, more labels per decade the fewer decades it spans (matplotlib's
+    default labels only the powers of ten: a range under two decades showed two labels, as 6x10^0): every 1-9
+    within a factor 3, 1 2 3 5 within two decades, 1 2 5 within five, the powers of ten beyond. Call once the
+    axis' limits are set: the ticks depend on the range."""
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    subs = (tuple(range(1, 10)) if decades <= math.log10(3) else (1, 2, 3, 5) if decades <= 2
+            else (1, 2, 5) if decades <= 5 else (1,))
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=[float(k) for k in subs], numticks=15))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.LogLocator(base=10, subs=tuple(range(1, 10)), numticks=15))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_keys: list[str],
                    unplaced: list[Run] = ()) -> list[Path]:
     """He 2015 Figure 7: std of each 3x3 layer's response, in layer order and sorted by magnitude. A net whose
@@ -371,7 +399,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
         if stds:
             # One colour per depth; where another key varies too, one colour per group.
             colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
-            series.append((g, stds, dict(color=colour, ls="--" if g.family == "plain" else "-", lw=1.4,
+            series.append((g, stds, dict(color=colour, ls="--" if g.family == "plain" else "-", lw=thick(1.4),
                                          label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys))))
     if not series:
         plt.close(fig)
@@ -379,6 +407,8 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     for _, stds, style in series:
         axes[0].plot(range(1, len(stds) + 1), stds, **style)
         axes[1].plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
+    for ax in axes:
+        ax.set_yscale("log")  # a net that failed to train can respond 1000x more than one that did
     peaks = sorted(max(stds) for _, stds, _ in series)
     typical = peaks[len(peaks) // 2]
     clipped = [style["label"] for _, stds, style in series if max(stds) > 100 * typical]
@@ -391,9 +421,10 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     axes[0].set_xlabel("layer index (original order)")
     axes[1].set_xlabel("layer index (sorted by magnitude)")
     axes[0].set_ylabel("std of layer response (log scale)")
+    log_ticks(axes[0])  # the panels share y: one axis' ticks serve both
     for ax in axes:
-        ax.set_yscale("log")  # a net that failed to train can respond 1000x more than one that did
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3, which="major")
+        ax.grid(alpha=0.12, which="minor")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
     study_caption(fig, groups, unplaced, [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series],
@@ -423,27 +454,30 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
                   (gamma[0], gamma[1], "last BN of each branch")]
     fig, axes = new_figure(1, 2, 12, 4.2)
     colours = _depth_colours([g.depth for g in groups])
-    drawn, stages, counts = False, set(), []
+    drawn, counts = False, []
     for i, g in enumerate(residual):
         # One colour per depth, as in every figure; where another key varies too, one colour per group.
         colour = colours[g.depth] if not extra_keys else matplotlib.colormaps["tab10"](i % 10)
         for ax, (q, _, _) in zip(axes, quantities):
             values = _final_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/")
             if values:
-                ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2,
+                ax.plot(range(1, len(values) + 1), values, marker=".", lw=thick(1.2),
                         label=_label(f"{g.family}-{g.depth}", g.extra, extra_keys), color=colour)
                 drawn = True
                 counts.append(_with_indexed(g.ok_runs(), f"{events.BLOCK_PREFIX}{q}/"))
-                if g.ok_runs():
-                    stages.update((colour, b) for b in _stage_starts(g.ok_runs()[0]))
+                # A stage's first block marked on the line itself (an open diamond), not a full-height dotted line
+                # per depth: four depths drew eight verticals that crossed every curve, each matched to its
+                # line by colour alone; the mark sits on its own line, so it needs no matching.
+                starts = [b for b in _stage_starts(g.ok_runs()[0]) if b <= len(values)]
+                ax.plot(starts, [values[b - 1] for b in starts], ls="none", marker="D", ms=thick(7), mew=thick(1.3),
+                        mfc="white", mec=colour, zorder=3, label="_stage")
     if not drawn:
         plt.close(fig)
         return []
     for ax, (_, ylabel, title) in zip(axes, quantities):
-        for colour, block in stages:  # where the width doubles (16 -> 32 -> 64 channels)
-            ax.axvline(block - 0.5, color=colour, ls=":", lw=0.9, zorder=0)
         ax.set_title(title)
-        ax.set_xlabel("block (dotted: a new stage, twice the channels)")
+        integer_blocks(ax)
+        ax.set_xlabel("block (\u25c7: first block of a stage, twice the channels)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame

@@ -425,8 +425,8 @@ def test_blocks_show_rms_gamma_with_stage_boundaries_and_labelled_axes(tmp_path,
     assert gamma.get_ylabel() == "RMS gamma = ||gamma|| / sqrt(C)" and ratio.get_ylabel() == "||F(x)|| / ||x||"
     (curve,) = [line for line in gamma.get_lines() if line.get_linestyle() == "-"]
     assert list(curve.get_ydata()) == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
-    stages = sorted(line.get_xdata()[0] for line in gamma.get_lines() if line.get_linestyle() == ":")
-    assert stages == [3.5, 6.5]  # ResNet-20: 3 blocks per stage, widths 16 | 32 | 64
+    (stages,) = [line for line in gamma.get_lines() if line.get_label() == "_stage"]  # marked on the curve
+    assert list(stages.get_xdata()) == [4, 7]  # ResNet-20: 3 blocks per stage, widths 16 | 32 | 64
 
 
 def test_gamma_rms_is_the_norm_over_the_root_of_the_channels():
