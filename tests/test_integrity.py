@@ -276,7 +276,8 @@ def test_a_closed_pipe_does_not_fail_the_run(tmp_path):
     proc = depthstudy("config", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.readline()
     proc.stdout.close()
-    assert proc.wait(timeout=300) == 1 and proc.stderr.read() == ""  # silent
+    # silent; exit 1 where a write met the closed pipe, 0 where all of it fit the pipe before `head` closed it
+    assert proc.wait(timeout=300) in (0, 1) and proc.stderr.read() == ""
 
 
 def test_a_file_size_limit_is_named_and_the_count_stays_true(tmp_path):
