@@ -194,7 +194,7 @@ def test_unknown_by_key_and_format_are_refused(sweep, cli):
 @pytest.mark.slow
 def test_quick_study_shows_plain_error_rising_with_depth(cli, tmp_path):
     """The real quick preset (depths 20 and 44) at one seed: the degradation problem, measured (seed 0 on a 2-core
-    AMD EPYC, 2026-12-06: plain-20 0%, plain-44 33.25%, residual-44 0%)."""
+    AMD EPYC, 2026-12-06: plain-20 0%, plain-44 37.17%, residual-44 0%)."""
     result = cli("sweep", "experiment=quick", "seed=0", "trainer.progress=none")
     assert result.exit_code == 0, result.output
     report = make_report(tmp_path / "runs" / "quick", None, [], ["png"], console=_Quiet())
