@@ -140,6 +140,7 @@ def _smoke_report(cli, tmp_path, preset: str, *narrow: str) -> list[dict]:
     return records
 
 
+@pytest.mark.slow  # 17-20 s of CI; the paper column of every He 2016 recipe is checked without training below
 def test_a_smoke_run_of_he2016_presets_gets_the_right_paper_column(cli, tmp_path, skip_md5):
     """Fast: one of Table 2's units at both its depths (the slow test runs every preset whole)."""
     records = _smoke_report(cli, tmp_path, "he2016_units", "model.block=relu_pre")
