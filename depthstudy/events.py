@@ -17,6 +17,9 @@ EVENT_FILES = "events.out.tfevents.*"  # the glob of a run's event files (Tensor
 STUDY_EVENT_FILE = "events.hparams.tfevents.study"
 TRAIN_LOSS = "train/loss"  # mean cross-entropy over the last log window of mini-batches
 TRAIN_ERROR = "train/error"  # % misclassified in the last log window of (augmented) training mini-batches
+# The final weights over the whole training split in eval mode (summary.json's train_error), one point at the end:
+# the HPARAMS table's training error, so that it shows the number runs, report and summary.json show.
+FINAL_TRAIN_ERROR = "train/error_final"
 LR = "train/lr"
 # Under train/ and val/, not a perf/ group: TensorBoard lists groups sorted and opens the first, which was perf/.
 THROUGHPUT = "train/images_per_s"  # training images per second over the last log window
@@ -105,7 +108,7 @@ def _quiet_writer_threads() -> None:
 # booleans as numbers and would start a second run directory) ---
 
 SESSION_START_TAG, SESSION_END_TAG, EXPERIMENT_TAG = "_hparams_/session_start_info", "_hparams_/session_end_info", "_hparams_/experiment"
-METRIC_TAGS = (TRAIN_ERROR, VAL_ERROR, TEST_ERROR)
+METRIC_TAGS = {FINAL_TRAIN_ERROR: "final train error %", VAL_ERROR: "val error %", TEST_ERROR: "test error %"}
 # The columns a study's HPARAMS table always has (before the other keys that vary in the sweep).
 HPARAMS_COLUMNS = ("model.depth", "model.shortcut", "optim.weight_decay", "seed")
 # Whole numbers the HPARAMS table shows as written: it prints every number with toPrecision(5) (webfiles.zip,
@@ -180,8 +183,7 @@ def study_experiment(configs: list[dict]):
 
         infos.append(api_pb2.HParamInfo(name=k, type=api_pb2.DataType.Value(kind),
                                         domain_discrete=struct_pb2.ListValue(values=domain)))
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t), display_name=t.replace("/", " ") + " %")
-               for t in METRIC_TAGS]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t), display_name=name) for t, name in METRIC_TAGS.items()]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics, time_created_secs=time.time())
     return _hparams_summary(EXPERIMENT_TAG, experiment=experiment)
 

@@ -477,6 +477,8 @@ def finish(run: Run, state: RunState, status: str, last: dict, meter: LogWindow,
         with stop_on_interrupt():  # a first Ctrl-C now waits for the final evaluation and checkpoint
             last.update(final_evaluation(run, state, writer, progress, at_end))
             last.update(measure_training_split(run, last, progress))
+            if events.FINAL_TRAIN_ERROR not in at_end:  # an earlier process may have logged it before it was killed
+                writer.scalars(state.step, {events.FINAL_TRAIN_ERROR: last["train_error"]})
             checkpoint.save(run.run_dir, state.to_checkpoint(run))  # the finished run keeps its final weights
             state.saved = state.step
     else:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import TINY
 
 GRID = ["model.depth=8,14", "model.shortcut=none,A"]
@@ -45,7 +47,8 @@ def test_tensorboard_shows_a_sweep_without_a_dot_run_with_its_columns_and_whole_
     assert columns == {"model.depth": ("DATA_TYPE_STRING", ["     8", "    14"]),
                        "model.shortcut": ("DATA_TYPE_STRING", ["A", "none"]),
                        "optim.weight_decay": ("DATA_TYPE_FLOAT64", [0.0001]), "seed": ("DATA_TYPE_STRING", ["     0"])}
-    assert [m.name.tag for m in experiment.metric_infos] == ["train/error", "val/error", "test/error"]
+    # the training error of the final weights over the whole split (summary.json's), not the last log window's
+    assert [m.name.tag for m in experiment.metric_infos] == ["train/error_final", "val/error", "test/error"]
     # every run is a session with the experiment's types (sorted as TensorBoard sorts: the numeric order)
     assert sorted(g.hparams["model.depth"].string_value for g in groups) == ["     8", "     8", "    14", "    14"]
     assert all(g.hparams["seed"].string_value == "     0" for g in groups)
@@ -55,6 +58,10 @@ def test_tensorboard_shows_a_sweep_without_a_dot_run_with_its_columns_and_whole_
     assert len(found) == 4 and all((run / STUDY_EVENT_FILE).exists() for run in found)
     curves = read_scalars(found[0])
     assert curves["train/error"] and not any(tag.startswith("_hparams_") for tag in curves)
+    import json
+
+    final = json.loads((found[0] / "summary.json").read_text())
+    assert curves["train/error_final"] == [(final["iterations"], pytest.approx(final["train_error"]))]
     assert cli("report", str(sweep)).exit_code == 0
 
 
