@@ -123,9 +123,9 @@ class RunProgress:
         self._log(text)
         if self.mode == "none":
             return
-        if self._bar is not None:
-            try:
-                self._bar.console.print(text, highlight=False)
+        if self.mode == "bar":  # a terminal, the bar running or closed: rich breaks a long line between words (the
+            try:                # terminal itself would break it anywhere, inside a number: "train 0" / ".83")
+                self.console.print(text, highlight=False, markup=False)
             except OSError:  # the terminal went away
                 pass
         else:

@@ -636,6 +636,29 @@ def test_the_progress_bar_draws_at_80_columns_with_the_numbers_whole(capsys):
     assert any("3200/6400" in line and "err 12.5%" in line for line in last), last
 
 
+def test_a_long_line_on_a_terminal_breaks_between_words_before_and_after_the_bar():
+    """The run's last lines come after its bar is closed: they too break at a space, never inside a number."""
+    import io
+
+    from rich.console import Console
+
+    from depthstudy.progress import RunProgress
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True)
+    name = "resA-d8-wd0.0001-s0-iterations40-milestones_20-95eee5"
+    p = RunProgress("bar", name, 40, 0, console)
+    p.print(f"{name} it 40: error % val 2.67 test 2.02 [kept as written]")
+    p.close()
+    p.print(f"{name}: finished, error % train 0.83 val 2.67 test 2.02")
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())  # the terminal's control codes
+    lines = text.replace("\r", "\n").splitlines()
+    words = [w for line in lines for w in line.split()]
+    assert all(len(line.rstrip()) <= 80 for line in lines)
+    assert "0.83" in words and "2.02" in words and "[kept" in words  # whole numbers; brackets are not markup
+
+
 def test_a_checkpoints_optimizer_state_keeps_how_this_run_updates():
     """The checkpoint gives the momentum buffers and the lr; fused / foreach and a tensor lr stay this run's."""
     import torch
