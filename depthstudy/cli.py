@@ -252,6 +252,15 @@ def config(
     _guard(go, debug)
 
 
+def _echo_json(obj) -> None:
+    """--json of every command: strict JSON (a diverged run's NaN as null), in the order the command built it."""
+    import json
+
+    from depthstudy.rundir import finite
+
+    typer.echo(json.dumps(finite(obj), indent=2, allow_nan=False))
+
+
 RUNS_DROPPED = ("time s", "val err %", "iterations", "train err %", "test err %")  # at a narrow terminal, in order
 RUNS_SHOWN = {"run", "status", "iterations", "total_iterations", "train_error", "val_error", "test_error", "wall_time_s"}
 
@@ -280,11 +289,7 @@ def runs(
         found = list_runs(runs_dir)
         rows = select_runs(found, where or [], sort)
         if json_out:
-            import json
-
-            from depthstudy.rundir import finite
-
-            typer.echo(json.dumps(finite(rows), indent=2, allow_nan=False))  # strict JSON: NaN as null
+            _echo_json(rows)
             return
         if not found:
             typer.echo(f"no runs under {runs_dir} (a run directory holds summary.json or event files); "
@@ -349,11 +354,7 @@ def diff(
     def go():
         found = diff_runs(run_a, run_b)
         if json_out:
-            import json
-
-            from depthstudy.rundir import finite
-
-            typer.echo(json.dumps(finite(found), indent=2, allow_nan=False))
+            _echo_json(found)
             return
         console = _console()
         console.print(f"A: {run_a}\nB: {run_b}", highlight=False)
@@ -453,9 +454,7 @@ def eval_command(
             if not json_out:
                 typer.echo(_eval_line(r, names))
         if json_out and results:
-            import json
-
-            typer.echo(json.dumps(results, indent=2))
+            _echo_json(results)
         if len(failed) == len(run_dirs):  # nothing evaluated (a bad option fails every run alike): the first reason
             raise failed[0]
         if failed:
