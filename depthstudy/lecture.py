@@ -656,7 +656,7 @@ def claim_grow(runs: list[Run], out: Path, formats: list[str]) -> tuple[list[str
     kinds: dict[str, list[Run]] = {}
     for r in sorted(grown, key=lambda r: (r.depth, _grow_kind(r))):
         kinds.setdefault(_grow_kind(r), []).append(r)
-    offset = bases[0].summary.get("iterations") or max(s for s, _ in bases[0].curves.get(events.TRAIN_LOSS, [(0, 0)]))
+    offset = bases[0].iterations or 0
     files = _plot_grow(bases, kinds, offset, out, formats)
     base_err = seeds_of(bases, lambda r: r.final("train"))
     lines += [f"Residual MLPs of depth {bases[0].depth}, {arm(bases[0]).split(', ', 1)[1]}, trained for {offset} "

@@ -58,6 +58,12 @@ class Run:
         return points[-1][1] if points else None
 
     @property
+    def iterations(self) -> int | None:
+        """Iterations trained: summary.json's, else (another writer's run has none) where its training curve ends."""
+        steps = self.curves.get(events.TRAIN_ERROR)
+        return self.summary.get("iterations", steps[-1][0] if steps else None)
+
+    @property
     def measured_train_split(self) -> bool:
         return bool(self.summary.get("train_error_measure")) and isinstance(self.summary.get("train_error"),
                                                                               (int, float))
@@ -510,9 +516,7 @@ def diff_runs(path_a: Path, path_b: Path) -> dict:
     entries = [{"key": k, **{side: c[k] for side, c in zip("ab", configs) if k in c}} for k in differ]
     results = {}
     for side, run in zip("ab", runs):
-        record = run_record(run)
-        steps = run.curves.get(events.TRAIN_ERROR)  # another writer's run has no summary.json: its curve's end
-        record["iterations"] = run.summary.get("iterations", steps[-1][0] if steps else None)
+        record = {**run_record(run), "iterations": run.iterations}
         results[side] = {k: record.get(k) for k in DIFF_RESULTS}
     return {"a": str(path_a), "b": str(path_b), "config": [e for e in entries if e["key"] not in aside],
             "runtime": [k for k in differ if k in aside], "results": results}
