@@ -273,9 +273,9 @@ RUNS_SHOWN = {"run", "status", "iterations", "total_iterations", "train_error", 
          "optim.lr, ...). Numbers compare as numbers (model.depth=56, optim.weight_decay=1e-4)."))
 def runs(
     runs_dir: Annotated[Path, typer.Argument(help="A directory of runs (a sweep's, or runs/ for all).")] = Path("runs"),
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="Only the runs where KEY=VALUE (or KEY!=VALUE) "
+    where: Annotated[Optional[list[str]], typer.Option("--where", metavar="KEY=VALUE", help="Only the runs where KEY=VALUE (or KEY!=VALUE) "
                                                        "holds; repeatable: all must hold.", show_default=False)] = None,
-    sort: Annotated[Optional[str], typer.Option("--sort", help="Order by KEY, -KEY for descending; runs without a "
+    sort: Annotated[Optional[str], typer.Option("--sort", metavar="KEY", help="Order by KEY, -KEY for descending; runs without a "
                                                 "value come last.", show_default=False)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per run, for scripts.")] = False,
     debug: Debug = False,

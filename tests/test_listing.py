@@ -161,3 +161,12 @@ def test_diff_help_is_not_cut_at_80_columns():
     output = CliRunner().invoke(app, ["diff", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output
     assert "…" not in output and max(map(len, output.splitlines())) <= 80
     assert "depthstudy diff runs/quick/plain-d44-wd0.0001-s{0,1}" in output  # an example whole, as it runs
+
+
+def test_runs_help_names_what_where_and_sort_take():
+    from typer.testing import CliRunner
+
+    from depthstudy.cli import app
+
+    output = " ".join(CliRunner().invoke(app, ["runs", "--help"], terminal_width=80, env={"COLUMNS": "80"}).output.split())
+    assert "--where KEY=VALUE" in output and "--sort KEY" in output and "list[str]" not in output
