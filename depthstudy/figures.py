@@ -74,6 +74,11 @@ def thick(width: float) -> float:
     return width * _STYLE[0][3]
 
 
+def thick_area(area: float) -> float:
+    """A scatter marker's area (points squared), grown as thick() grows its side."""
+    return area * _STYLE[0][3] ** 2
+
+
 def new_figure(nrows: int, ncols: int, width: float, height: float, **kwargs):
     """plt.subplots at the style's size (size()), constrained layout: every figure starts here."""
     return plt.subplots(nrows, ncols, figsize=size(width, height), layout="constrained", **kwargs)
@@ -210,7 +215,7 @@ def depth_axes(ax, groups: list[Group], split: str, extra_keys: list[str]) -> No
         for g in mine:
             values = g.finals(split)
             offsets = [(k - (len(values) - 1) / 2) * jitter for k in range(len(values))]
-            ax.scatter([g.depth + o for o in offsets], values, s=thick(thick(14)), color=line.get_color(), alpha=0.55,
+            ax.scatter([g.depth + o for o in offsets], values, s=thick_area(14), color=line.get_color(), alpha=0.55,
                        marker=style.get("marker", "o"), linewidths=0, zorder=3)
     ax.set_xlabel("depth (layers)")
     ax.set_xticks(depths)
@@ -282,7 +287,7 @@ def _paper_markers(ax, paper: list[tuple[int, float, str]]) -> None:
         points = sorted((d, n) for d, n, t in paper if t == table)
         label = ("He 2015 Table 6 (ResNet, A)" + (", 110: mean of 5" if any(d == 110 for d, _ in points) else "")
                  if table == "He 2015 Table 6" else table)
-        ax.scatter(*zip(*points), marker=marker, s=thick(thick(90 if marker == "*" else 50)), facecolor="white",
+        ax.scatter(*zip(*points), marker=marker, s=thick_area(90 if marker == "*" else 50), facecolor="white",
                    edgecolor="black", lw=thick(1.0), zorder=4, label=label)
 
 
