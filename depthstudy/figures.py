@@ -74,6 +74,13 @@ def thick(width: float) -> float:
     return width * _STYLE[0][3]
 
 
+def side_legend(fig, handles: list, fontsize: str = "x-small") -> None:
+    """A figure's legend beside its panels, centred on them: never over the data, nor squeezed into the corner
+    beside the title (constrained layout gives a legend above or below the panels the title's or the caption's
+    room, not its own, so they overlap)."""
+    fig.legend(handles=handles, loc="outside right center", fontsize=fontsize)
+
+
 def thick_area(area: float) -> float:
     """A scatter marker's area (points squared), grown as thick() grows its side."""
     return area * _STYLE[0][3] ** 2
@@ -186,15 +193,13 @@ def plot_curves(groups: list[Group], out: Path, formats: list[str], unplaced: li
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("error (%)")
     axes[0][0].set_ylim(0, min(100, top * 1.05 + 1))
-    # One legend beside the panels, centred on them: never over the data, nor squeezed into the corner beside the
-    # title (constrained layout gives a figure legend above or below the panels the title's or the caption's room,
-    # not its own, so they overlap). Colour = depth, line style = which error.
+    # One legend beside the panels (side_legend). Colour = depth, line style = which error.
     handles = [Line2D([], [], color=c, lw=thick(2), label=label) for label, c in labels.items()]
     handles += [Line2D([], [], color="#333333", ls="--", lw=thick(1), label="training"),
                 Line2D([], [], color="#333333", lw=thick(2), label=split)]
     if len(all_runs) > len(groups):
         handles.append(matplotlib.patches.Patch(color="#333333", alpha=0.15, label="range over seeds"))
-    fig.legend(handles=handles, loc="outside right center", fontsize="small")
+    side_legend(fig, handles, fontsize="small")
     fig.suptitle("Error during training (median over seeds)")
     study_caption(fig, groups, unplaced, counts, "curve")
     return save(fig, out, "curves", formats)
@@ -430,7 +435,7 @@ def plot_responses(groups: list[Group], out: Path, formats: list[str], extra_key
     for ax in axes:
         ax.grid(alpha=0.3, which="major")
         ax.grid(alpha=0.12, which="minor")
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
+    side_legend(fig, axes[0].get_legend_handles_labels()[0])
     fig.suptitle("Layer responses on held-out data (He 2015 Fig. 7; dashed: plain, solid: residual)")
     study_caption(fig, groups, unplaced, [_with_indexed(g.ok_runs(), events.RESPONSE_PREFIX) for g, _, _ in series],
                   "curve")
@@ -486,7 +491,7 @@ def plot_blocks(groups: list[Group], out: Path, formats: list[str], extra_keys: 
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)  # from 0, and no point on the frame
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize="x-small")
+    side_legend(fig, axes[0].get_legend_handles_labels()[0])
     fig.suptitle("Residual blocks at the end of training")
     study_caption(fig, groups, unplaced, counts, "curve")
     return save(fig, out, "blocks", formats)

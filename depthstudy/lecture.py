@@ -722,9 +722,7 @@ def _plot_grow(bases: list[Run], kinds: dict[str, list[Run]], offset: int, out: 
     ax.set_ylabel("training loss (last log window)")
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
-    # Beside the axes at mid-height: in the upper corner it ran into the figure's title, which is centred over
-    # the axes and the legend together.
-    fig.legend(loc="outside right center", fontsize="x-small")
+    figures.side_legend(fig, ax.get_legend_handles_labels()[0])
     fig.suptitle("Claim 4: growing a partly trained MLP by inserting blocks")
     figures.caption(fig, [*bases, *(r for of in kinds.values() for r in of)])
     return figures.save(fig, out, "lecture_4_grow", formats)
